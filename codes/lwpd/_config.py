@@ -1,0 +1,65 @@
+"""Numeric settings for lwpd, kept in one place.
+
+Every kernel and every public function reads its flags and tolerances from here, so a
+change of policy (for example a stricter rank tolerance) is made once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: LLVM fast-math flags for the Numba kernels. ``nnan`` and ``ninf`` are deliberately
+#: absent: kernels must propagate NaN and inf faithfully, never assume them away.
+FASTMATH: frozenset[str] = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+#: Compile the Numba kernels to the on-disk cache so later processes skip compilation.
+CACHE: bool = True
+
+#: Floating dtypes that ``Codebook.encode`` keeps as given; anything else is cast to
+#: :data:`DEFAULT_DTYPE`.
+FLOAT_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float64))
+DEFAULT_DTYPE: np.dtype = np.dtype(np.float64)
+
+#: Decoder state (information matrices, sums of received values) is always float64.
+DECODER_DTYPE: np.dtype = np.dtype(np.float64)
+
+#: Numerical rank of a block's information matrix ``A = V_S^T V_S`` (projection decoder):
+#: pivoted Cholesky stops when the largest remaining Schur-complement diagonal is at most
+#: ``RANK_RTOL`` times the largest diagonal of ``A`` -- roughly, directions whose singular
+#: value relative to the largest is below ``sqrt(RANK_RTOL)`` (1e-6) count as unrecovered.
+RANK_RTOL: float = 1e-12
+
+#: Peeling: a codeword coefficient below this magnitude is treated as a structural zero.
+PEEL_ZERO: float = 1e-300
+
+#: Largest block (coordinates) the projection decoder accepts: its per-block information
+#: matrix has ``b**2`` entries and each solve costs ``O(b**3)``.
+MAX_DECODE_BLOCK: int = 4096
+
+#: Two codewords are proportional (the same projective point) when their normalised
+#: correlation is within this of +-1.
+PROPORTIONAL_ATOL: float = 1e-12
+
+#: ``compress`` searches exhaustively (exact optimum) when the number of candidate subsets
+#: is at most this; beyond it, greedy selection improved by swaps.
+EXHAUSTIVE_LIMIT: int = 100_000
+
+#: ``compress`` keeps an ``N x N`` table of pair costs; larger candidate sets are refused
+#: with advice to compress the base codebook before tiling it.
+COMPRESS_MAX_CANDIDATES: int = 8192
+
+#: Two criterion values closer than this (absolute + relative) are a tie, broken by lower
+#: total Hamming weight and then by lexicographic order of the codeword indices.
+TIE_ATOL: float = 1e-12
+TIE_RTOL: float = 1e-9
+
+#: Local search after greedy selection: at most this many improving swaps, and this many
+#: seeded random restarts of the swap search.
+MAX_SWAPS: int = 10_000
+COMPRESS_RESTARTS: int = 4
+
+#: Default measurement noise (standard deviation) of the log-det information criterion.
+DEFAULT_NOISE: float = 1.0
+
+#: Default number of Monte Carlo straggler patterns in ``captured_energy``.
+DEFAULT_ENERGY_SAMPLES: int = 256

@@ -1,0 +1,1 @@
+"""Private compute kernels: ``cpu`` (Numba ``@njit``). Public modules validate, then dispatch here."""

@@ -1,0 +1,374 @@
+"""Numba CPU kernels (private).
+
+Kernels assume validated input: contiguous arrays, int64 indices in range, finite values.
+Public functions in :mod:`lwpd.codebook` and :mod:`lwpd.decoders` check and dispatch.
+
+Codebook layout seen by the kernels
+-----------------------------------
+A codebook is a *tile* -- a base pattern ``(tptr, tidx, tdat)`` with ``m`` rows in local
+block coordinates, repeated over blocks ``0 .. tile_blocks - 1`` (codeword ``beta*m + r`` is
+base row ``r`` in block ``beta``) -- followed by *rest* codewords ``(rptr, ridx, rdat)`` with
+global coordinates, whose indices start at ``m * tile_blocks``. Rest codewords are grouped by
+block through ``order``/``gptr`` (``gptr`` runs over blocks ``tile_blocks .. n_blocks-1``).
+An untiled codebook has ``m = tile_blocks = 0``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from lwpd._config import CACHE, FASTMATH
+
+_STRICT = dict(cache=CACHE)  # no fast-math: used where NaN/inf must be seen exactly
+_FAST = dict(cache=CACHE, fastmath=set(FASTMATH))
+
+
+# ---------------------------------------------------------------------------- checks
+@njit(parallel=True, **_STRICT)
+def all_finite(a):
+    """True when every entry of the 1-D array ``a`` is finite."""
+    n = a.shape[0]
+    n_chunks = min(n, 64)
+    bad = 0
+    for ch in prange(n_chunks):
+        lo = ch * n // n_chunks
+        hi = (ch + 1) * n // n_chunks
+        acc = 0.0
+        for i in range(lo, hi):
+            acc += a[i] * 0.0  # NaN for NaN or +-inf, 0 otherwise
+        if acc != 0.0:
+            bad += 1
+    return bad == 0
+
+
+# ---------------------------------------------------------------------------- encode
+@njit(parallel=True, **_FAST)
+def encode_tiled(g, tptr, tidx, tdat, block_size, tile_blocks, out):
+    """``out[:, beta*m + r] = <base row r, g[:, block beta]>`` for the tiled blocks.
+
+    Reads the small base pattern (cache-resident) instead of per-nonzero global indices.
+    """
+    m = tptr.shape[0] - 1
+    n_rows = g.shape[0]
+    for beta in prange(tile_blocks):
+        go = beta * block_size
+        oo = beta * m
+        for row in range(n_rows):
+            for r in range(m):
+                acc = 0.0
+                for p in range(tptr[r], tptr[r + 1]):
+                    acc += tdat[p] * g[row, go + tidx[p]]
+                out[row, oo + r] = acc
+
+
+@njit(parallel=True, **_FAST)
+def encode_csr(g, indptr, indices, data, first, out):
+    """``out[:, first + j] = <row j, g>`` for CSR rows with global coordinates."""
+    n_codewords = indptr.shape[0] - 1
+    n_rows = g.shape[0]
+    for j in prange(n_codewords):
+        for row in range(n_rows):
+            acc = 0.0
+            for p in range(indptr[j], indptr[j + 1]):
+                acc += data[p] * g[row, indices[p]]
+            out[row, first + j] = acc
+
+
+# ---------------------------------------------------------------------------- layout helpers
+@njit(**_FAST)
+def block_of_codeword(j, m, tile_blocks, rest_block):
+    base = m * tile_blocks
+    if j < base:
+        return j // m
+    return rest_block[j - base]
+
+
+@njit(**_FAST)
+def _accumulate_row(ptr, idx, dat, r, shift, weight, total, A, c):
+    """Add ``weight * v v^T`` to ``A`` and ``total * v`` to ``c`` for row ``r`` (local coords)."""
+    for p in range(ptr[r], ptr[r + 1]):
+        ip = idx[p] - shift
+        vp = dat[p]
+        c[ip] += total * vp
+        for q in range(ptr[r], ptr[r + 1]):
+            A[ip, idx[q] - shift] += weight * vp * dat[q]
+
+
+@njit(**_FAST)
+def assemble_block(beta, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, counts, sums, A, c):
+    """Information matrix ``A = sum_j k_j v_j v_j^T`` and ``c = sum_j s_j v_j`` of block ``beta``.
+
+    ``k_j`` counts the arrivals of codeword ``j`` and ``s_j`` sums their values, so repeated
+    arrivals act as repeated rows of ``V_S`` (exactly as ``pinv`` of the stacked rows).
+    Returns the block size.
+    """
+    o = offsets[beta]
+    b = offsets[beta + 1] - o
+    for i in range(b):
+        c[i] = 0.0
+        for j in range(b):
+            A[i, j] = 0.0
+    m = tptr.shape[0] - 1
+    if beta < tile_blocks:
+        j0 = beta * m
+        for r in range(m):
+            k = counts[j0 + r]
+            if k != 0:
+                _accumulate_row(tptr, tidx, tdat, r, 0, float(k), sums[j0 + r], A, c)
+    else:
+        base = m * tile_blocks
+        g = beta - tile_blocks
+        for t in range(gptr[g], gptr[g + 1]):
+            r = order[t]
+            k = counts[base + r]
+            if k != 0:
+                _accumulate_row(rptr, ridx, rdat, r, o, float(k), sums[base + r], A, c)
+    return b
+
+
+# ---------------------------------------------------------------------------- small dense solves
+@njit(**_FAST)
+def _forward(L, r, y):
+    """Solve ``L[:r,:r] z = y`` in place (L lower triangular)."""
+    for i in range(r):
+        acc = y[i]
+        for k in range(i):
+            acc -= L[i, k] * y[k]
+        y[i] = acc / L[i, i]
+
+
+@njit(**_FAST)
+def _backward(L, r, y):
+    """Solve ``L[:r,:r]^T z = y`` in place."""
+    for i in range(r - 1, -1, -1):
+        acc = y[i]
+        for k in range(i + 1, r):
+            acc -= L[k, i] * y[k]
+        y[i] = acc / L[i, i]
+
+
+@njit(**_FAST)
+def _cholesky(M, r):
+    """Unpivoted Cholesky of the SPD ``M[:r,:r]`` in place (lower triangle)."""
+    for k in range(r):
+        d = M[k, k]
+        for s in range(k):
+            d -= M[k, s] * M[k, s]
+        lkk = np.sqrt(d) if d > 0.0 else 1e-300
+        M[k, k] = lkk
+        for i in range(k + 1, r):
+            acc = M[i, k]
+            for s in range(k):
+                acc -= M[i, s] * M[k, s]
+            M[i, k] = acc / lkk
+
+
+@njit(**_FAST)
+def min_norm_solve(A, c, b, tol, piv, y, M, x):
+    """Minimum-norm solution ``x = A^+ c`` of the PSD system ``A x = c`` (``c`` in range(A)).
+
+    Pivoted Cholesky ``P^T A P = L L^T`` (L is ``b x r``) reveals the numerical rank ``r``;
+    it stops when the largest remaining pivot is at most ``tol`` times the largest diagonal.
+    Full rank: two triangular solves. Rank deficient: with ``B = P L``,
+    ``A^+ = B (B^T B)^-2 B^T``, solved through the Cholesky factor of ``M = L^T L``.
+    Overwrites ``A``, ``c`` untouched; writes ``x[:b]`` and returns ``r``.
+    """
+    maxdiag = 0.0
+    for i in range(b):
+        piv[i] = i
+        if A[i, i] > maxdiag:
+            maxdiag = A[i, i]
+    if maxdiag <= 0.0:
+        for i in range(b):
+            x[i] = 0.0
+        return 0
+    threshold = tol * maxdiag
+    rank = b
+    for k in range(b):
+        p = k
+        best = A[k, k]
+        for i in range(k + 1, b):
+            if A[i, i] > best:
+                best = A[i, i]
+                p = i
+        if best <= threshold:
+            rank = k
+            break
+        if p != k:
+            for j in range(b):
+                tmp = A[k, j]
+                A[k, j] = A[p, j]
+                A[p, j] = tmp
+            for i in range(b):
+                tmp = A[i, k]
+                A[i, k] = A[i, p]
+                A[i, p] = tmp
+            ip = piv[k]
+            piv[k] = piv[p]
+            piv[p] = ip
+        lkk = np.sqrt(A[k, k])
+        A[k, k] = lkk
+        for i in range(k + 1, b):
+            A[i, k] /= lkk
+        for j in range(k + 1, b):
+            ajk = A[j, k]
+            for i in range(j, b):
+                v = A[i, j] - A[i, k] * ajk
+                A[i, j] = v
+                A[j, i] = v
+    for i in range(b):
+        y[i] = c[piv[i]]
+    if rank == b:
+        _forward(A, b, y)
+        _backward(A, b, y)
+        for i in range(b):
+            x[piv[i]] = y[i]
+        return rank
+    # u = L^T y (length r) is kept in column ``rank`` of M, beside M's lower triangle.
+    for i in range(rank):
+        acc = 0.0
+        for k in range(i, b):
+            acc += A[k, i] * y[k]
+        M[i, rank] = acc
+    for i in range(rank):
+        for j in range(i + 1):
+            acc = 0.0
+            for k in range(i, b):
+                acc += A[k, i] * A[k, j]
+            M[i, j] = acc
+    _cholesky(M, rank)
+    for i in range(rank):
+        y[i] = M[i, rank]
+    _forward(M, rank, y)
+    _backward(M, rank, y)
+    _forward(M, rank, y)
+    _backward(M, rank, y)
+    # t = L w, then x = P t
+    for i in range(b):
+        acc = 0.0
+        top = i + 1 if i + 1 < rank else rank
+        for k in range(top):
+            acc += A[i, k] * y[k]
+        x[piv[i]] = acc
+    return rank
+
+
+@njit(parallel=True, **_FAST)
+def solve_blocks(blocks, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, counts, sums, tol, max_block, n_chunks, ranks, x):
+    """Re-solve the listed blocks in parallel: ``x[block] = A^+ c`` and ``ranks[block] = rank``.
+
+    Blocks are split into ``n_chunks`` contiguous chunks, each with its own scratch space.
+    """
+    nb = blocks.shape[0]
+    n_chunks = min(nb, n_chunks)
+    for ch in prange(n_chunks):
+        A = np.empty((max_block, max_block))
+        M = np.empty((max_block, max_block + 1))
+        c = np.empty(max_block)
+        y = np.empty(max_block)
+        piv = np.empty(max_block, dtype=np.int64)
+        xb = np.empty(max_block)
+        for t in range(ch * nb // n_chunks, (ch + 1) * nb // n_chunks):
+            beta = blocks[t]
+            b = assemble_block(beta, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, counts, sums, A, c)
+            ranks[beta] = min_norm_solve(A, c, b, tol, piv, y, M, xb)
+            o = offsets[beta]
+            for i in range(b):
+                x[o + i] = xb[i]
+
+
+@njit(**_FAST)
+def scatter_results(indices, values, counts, sums):
+    """Fold arrivals into per-codeword counts and value sums."""
+    for t in range(indices.shape[0]):
+        j = indices[t]
+        counts[j] += 1
+        sums[j] += values[t]
+
+
+@njit(**_FAST)
+def blocks_touched(indices, m, tile_blocks, rest_block):
+    """Sorted distinct blocks of the given codewords."""
+    out = np.empty(indices.shape[0], dtype=np.int64)
+    for t in range(indices.shape[0]):
+        out[t] = block_of_codeword(indices[t], m, tile_blocks, rest_block)
+    return np.unique(out)
+
+
+@njit(**_FAST)
+def fold_one(j, value, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, rest_block, counts, sums, tol, ranks, x):
+    """Fold one arrival and re-solve only its block. Work depends on that block alone."""
+    m = tptr.shape[0] - 1
+    counts[j] += 1
+    sums[j] += value
+    beta = block_of_codeword(j, m, tile_blocks, rest_block)
+    o = offsets[beta]
+    b = offsets[beta + 1] - o
+    A = np.empty((b, b))
+    M = np.empty((b, b + 1))
+    c = np.empty(b)
+    y = np.empty(b)
+    piv = np.empty(b, dtype=np.int64)
+    b = assemble_block(beta, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, counts, sums, A, c)
+    ranks[beta] = min_norm_solve(A, c, b, tol, piv, y, M, x[o : o + b])
+
+
+# ---------------------------------------------------------------------------- peeling
+@njit(**_STRICT)
+def peel(indices, values, indptr, cols, data, cptr, crows, cdata, received, residual, unknown, known, coords, queue):
+    """Fold arrivals into a peeling decoder; returns the number of coordinates newly recovered.
+
+    A received codeword whose support has exactly one unknown coordinate determines it:
+    ``x_i = (r_j - sum_{known k} v_jk x_k) / v_ji``. Each recovery is propagated through the
+    codewords containing ``i`` (CSC adjacency) until nothing changes. A codeword that has
+    already been received adds nothing and is skipped.
+    """
+    recovered = 0
+    for t in range(indices.shape[0]):
+        j = indices[t]
+        if received[j]:
+            continue
+        received[j] = 1
+        r = values[t]
+        u = 0
+        for p in range(indptr[j], indptr[j + 1]):
+            i = cols[p]
+            if known[i]:
+                r -= data[p] * coords[i]
+            else:
+                u += 1
+        residual[j] = r
+        unknown[j] = u
+        if u != 1:
+            continue
+        head = 0
+        top = 1
+        queue[0] = j
+        while head < top:
+            jj = queue[head]
+            head += 1
+            if unknown[jj] != 1:
+                continue
+            i = -1
+            coef = 0.0
+            for p in range(indptr[jj], indptr[jj + 1]):
+                if not known[cols[p]]:
+                    i = cols[p]
+                    coef = data[p]
+                    break
+            xi = residual[jj] / coef
+            known[i] = 1
+            coords[i] = xi
+            recovered += 1
+            unknown[jj] = 0
+            residual[jj] = 0.0
+            for q in range(cptr[i], cptr[i + 1]):
+                j2 = crows[q]
+                if received[j2] and unknown[j2] > 0:
+                    residual[j2] -= cdata[q] * xi
+                    unknown[j2] -= 1
+                    if unknown[j2] == 1:
+                        queue[top] = j2
+                        top += 1
+    return recovered

@@ -1,0 +1,384 @@
+"""Decoders: fold workers' directional derivatives into a gradient estimate as they arrive."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+
+from lwpd import _config
+from lwpd._kernels import cpu
+from lwpd._validation import as_index_array, as_real_array, check_choice, check_finite
+from lwpd.codebook import Codebook
+
+__all__ = ["ProjectionDecoder", "PeelingDecoder", "decode"]
+
+
+class _Layout(NamedTuple):
+    """A codebook's arrays in the form the kernels take (see ``lwpd._kernels.cpu``)."""
+
+    offsets: np.ndarray
+    tptr: np.ndarray
+    tidx: np.ndarray
+    tdat: np.ndarray
+    tile_blocks: int
+    rptr: np.ndarray
+    ridx: np.ndarray
+    rdat: np.ndarray
+    order: np.ndarray
+    gptr: np.ndarray
+    rest_block: np.ndarray
+    max_block: int
+
+    @property
+    def tile_rows(self) -> int:
+        return self.tptr.shape[0] - 1
+
+
+def _layout(cb: Codebook) -> _Layout:
+    f64 = _config.DECODER_DTYPE
+    if cb._tile is not None:
+        t = cb._tile
+        tptr, tidx, tdat = t.indptr, t.indices, t.data.astype(f64, copy=False)
+    else:
+        tptr, tidx, tdat = np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, f64)
+    order, gptr = cb._rest_groups()
+    r = cb._rest
+    return _Layout(
+        cb.blocks.offsets,
+        tptr,
+        tidx,
+        tdat,
+        cb._tile_blocks,
+        r.indptr,
+        r.indices,
+        r.data.astype(f64, copy=False),
+        order,
+        gptr,
+        cb._rest_block,
+        int(cb.blocks.sizes.max()),
+    )
+
+
+def _check_codebook(codebook: Any) -> Codebook:
+    if not isinstance(codebook, Codebook):
+        raise TypeError(f"codebook must be a lwpd.Codebook, got {type(codebook).__name__}")
+    return codebook
+
+
+class _Decoder:
+    """Shared argument handling: one ``(index, value)`` or arrays of them."""
+
+    def __init__(self, codebook: Codebook) -> None:
+        self._codebook = _check_codebook(codebook)
+        self._n_received = 0
+
+    @property
+    def codebook(self) -> Codebook:
+        """The codebook whose results are decoded."""
+        return self._codebook
+
+    @property
+    def n_received(self) -> int:
+        """Number of results folded in so far, repeats included."""
+        return self._n_received
+
+    def _one(self, index: Any, value: Any) -> tuple[int, float] | None:
+        """Validate a single arrival; ``None`` when the arguments are arrays."""
+        if not isinstance(index, numbers.Integral) or isinstance(index, (bool, np.bool_)):
+            return None
+        j = operator.index(index)
+        n = self._codebook.n_codewords
+        if not 0 <= j < n:
+            raise IndexError(f"index must lie in [0, {n - 1}] (there are {n} codewords); got {j}")
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"value must be a real number, got {type(value).__name__}")
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"value must be finite, got {v} for codeword {j}")
+        return j, v
+
+    def _many(self, indices: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        idx = as_index_array("indices", indices, self._codebook.n_codewords)
+        vals = as_real_array("values", values, ndim=(0, 1), keep_float32=False).reshape(-1)
+        if vals.shape[0] != idx.shape[0]:
+            raise ValueError(
+                f"values must have one entry per index: got {idx.shape[0]} indices and {vals.shape[0]} values"
+            )
+        check_finite("values", vals)
+        return idx, np.ascontiguousarray(vals)
+
+
+class ProjectionDecoder(_Decoder):
+    """Optimal (least-squares) decoder that folds each result in the moment it arrives.
+
+    For the received set ``S`` with values ``r_S`` the estimate is the minimum-norm
+    least-squares solution ``g_hat = pinv(V_S) r_S``; with exact values it is the orthogonal
+    projection of the true gradient onto ``span{v_j : j in S}``, so
+    ``<g_hat, g> = ||g_hat||^2 >= 0`` and every partial decode is a descent direction.
+
+    Each block keeps its received codewords as counts and sums of values; an arrival
+    re-solves only its own block (pivoted Cholesky of the block's ``b x b`` information
+    matrix), so its cost depends on that block and never on ``n``. The result does not
+    depend on arrival order. A codeword that arrives again counts as a repeated measurement:
+    the estimate is ``pinv`` of the stacked rows, repeats included.
+
+    Parameters
+    ----------
+    codebook : Codebook
+        The codebook whose directional derivatives arrive. Blocks of its partition are
+        decoded independently; an unpartitioned codebook is one block (at most
+        ``lwpd._config.MAX_DECODE_BLOCK`` coordinates).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lwpd import ProjectionDecoder, projective_codebook
+    >>> cb = projective_codebook(2, normalize=False)     # (1,0) (0,1) (1,1) (1,-1)
+    >>> g = np.array([3.0, -1.0])
+    >>> dec = ProjectionDecoder(cb)
+    >>> dec.update(2, cb.encode(g)[2])                     # only <g, (1,1)> so far
+    >>> dec.estimate().tolist()
+    [1.0, 1.0]
+    >>> dec.update([3], cb.encode(g)[[3]])                 # now (1,-1) too: exact
+    >>> dec.estimate().tolist(), dec.rank
+    ([3.0, -1.0], 2)
+    """
+
+    def __init__(self, codebook: Codebook) -> None:
+        super().__init__(codebook)
+        largest = int(codebook.blocks.sizes.max())
+        if largest > _config.MAX_DECODE_BLOCK:
+            raise ValueError(
+                f"codebook has a block of {largest} coordinates; the projection decoder accepts blocks of "
+                f"at most {_config.MAX_DECODE_BLOCK} (give the codebook a Partition, e.g. via block_codebook)"
+            )
+        self._layout = _layout(codebook)
+        n_blocks = codebook.blocks.n_blocks
+        self._counts = np.zeros(codebook.n_codewords, dtype=np.int64)
+        self._sums = np.zeros(codebook.n_codewords, dtype=_config.DECODER_DTYPE)
+        self._ranks = np.zeros(n_blocks, dtype=np.int64)
+        self._x = np.zeros(codebook.dim, dtype=_config.DECODER_DTYPE)
+
+    def update(self, indices: Any, values: Any) -> None:
+        """Fold in results: one ``(index, value)`` pair, or equal-length arrays of them.
+
+        Parameters
+        ----------
+        indices : int or array_like of int
+            Codeword indices in ``[0, N)``.
+        values : float or array_like of float
+            The workers' results ``<g, v_j>``; must be finite.
+
+        Raises
+        ------
+        IndexError
+            An index is out of range.
+        ValueError
+            A value is NaN or inf, or the lengths differ. Nothing is folded in then.
+        """
+        lay = self._layout
+        one = self._one(indices, values)
+        if one is not None:
+            j, v = one
+            cpu.fold_one(
+                j, v, lay.offsets, lay.tptr, lay.tidx, lay.tdat, lay.tile_blocks, lay.rptr, lay.ridx,
+                lay.rdat, lay.order, lay.gptr, lay.rest_block, self._counts, self._sums,
+                _config.RANK_RTOL, self._ranks, self._x,
+            )
+            self._n_received += 1
+            return
+        idx, vals = self._many(indices, values)
+        if idx.size == 0:
+            return
+        cpu.scatter_results(idx, vals, self._counts, self._sums)
+        self._n_received += int(idx.size)
+        blocks = cpu.blocks_touched(idx, lay.tile_rows, lay.tile_blocks, lay.rest_block)
+        self._solve(blocks)
+
+    def _solve(self, blocks: np.ndarray) -> None:
+        lay = self._layout
+        cpu.solve_blocks(
+            blocks, lay.offsets, lay.tptr, lay.tidx, lay.tdat, lay.tile_blocks, lay.rptr, lay.ridx,
+            lay.rdat, lay.order, lay.gptr, self._counts, self._sums, _config.RANK_RTOL, lay.max_block,
+            4 * numba.get_num_threads(), self._ranks, self._x,
+        )
+
+    def estimate(self) -> np.ndarray:
+        """The decoded gradient ``pinv(V_S) r_S`` as a new float64 array of length ``n``."""
+        return self._x.copy()
+
+    @property
+    def received(self) -> np.ndarray:
+        """Sorted indices of the distinct codewords received so far."""
+        return np.flatnonzero(self._counts)
+
+    @property
+    def rank(self) -> int:
+        """Dimension of the span of the received codewords (sum of :attr:`block_ranks`)."""
+        return int(self._ranks.sum())
+
+    @property
+    def block_ranks(self) -> np.ndarray:
+        """Numerical rank of the received codewords in each block, shape ``(n_blocks,)``."""
+        return self._ranks.copy()
+
+    def recovered_fraction(self) -> float:
+        """Fraction of the ``n`` dimensions spanned so far: ``rank / n``.
+
+        Under an isotropic gradient prior this is the expected captured energy
+        ``E ||P_S g||^2 / E ||g||^2``.
+        """
+        return self.rank / self._codebook.dim
+
+    def reset(self) -> None:
+        """Forget every result (start a new gradient step)."""
+        self._counts[:] = 0
+        self._sums[:] = 0.0
+        self._ranks[:] = 0
+        self._x[:] = 0.0
+        self._n_received = 0
+
+    def __repr__(self) -> str:
+        return f"ProjectionDecoder(received={self._n_received}, rank={self.rank}/{self._codebook.dim})"
+
+
+class PeelingDecoder(_Decoder):
+    """Cheap exact decoder by iterative peeling (LT/LDPC-style erasure decoding).
+
+    A received codeword whose support has exactly one unknown coordinate determines that
+    coordinate; each recovered coordinate is substituted into the other received codewords
+    and the rule repeats until nothing changes. Low-weight codewords make peeling effective.
+    Values are assumed exact: a recovered coordinate is never revised, and a codeword that
+    arrives again is ignored. With exact values the result does not depend on arrival order.
+
+    Parameters
+    ----------
+    codebook : Codebook
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lwpd import PeelingDecoder, projective_codebook
+    >>> cb = projective_codebook(2, normalize=False)     # (1,0) (0,1) (1,1) (1,-1)
+    >>> g = np.array([3.0, -1.0])
+    >>> dec = PeelingDecoder(cb)
+    >>> dec.update([2, 3], cb.encode(g)[[2, 3]])           # weight-2 codewords only
+    >>> dec.known.tolist()                                 # peeling cannot start
+    [False, False]
+    >>> dec.update(0, 3.0)                                 # (1,0) gives g_0, then (1,1) gives g_1
+    >>> dec.values().tolist()
+    [3.0, -1.0]
+    """
+
+    def __init__(self, codebook: Codebook) -> None:
+        super().__init__(codebook)
+        csr = codebook.to_scipy().astype(np.float64)
+        csc = csr.tocsc()
+        csc.sort_indices()
+        self._csr = (csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data)
+        self._csc = (csc.indptr.astype(np.int64), csc.indices.astype(np.int64), csc.data)
+        n, dim = codebook.n_codewords, codebook.dim
+        self._received = np.zeros(n, dtype=np.uint8)
+        self._residual = np.zeros(n)
+        self._unknown = np.zeros(n, dtype=np.int64)
+        self._known = np.zeros(dim, dtype=np.uint8)
+        self._coords = np.zeros(dim)
+        self._queue = np.empty(n + 1, dtype=np.int64)
+
+    def update(self, indices: Any, values: Any) -> None:
+        """Fold in results: one ``(index, value)`` pair, or equal-length arrays of them.
+
+        Parameters
+        ----------
+        indices : int or array_like of int
+            Codeword indices in ``[0, N)``.
+        values : float or array_like of float
+            The workers' results ``<g, v_j>``; must be finite.
+        """
+        one = self._one(indices, values)
+        if one is not None:
+            idx, vals = np.array([one[0]], dtype=np.int64), np.array([one[1]])
+        else:
+            idx, vals = self._many(indices, values)
+        if idx.size == 0:
+            return
+        cpu.peel(idx, vals, *self._csr, *self._csc, self._received, self._residual, self._unknown,
+                 self._known, self._coords, self._queue)
+        self._n_received += int(idx.size)
+
+    @property
+    def known(self) -> np.ndarray:
+        """Boolean mask of the coordinates recovered exactly, shape ``(n,)``."""
+        return self._known.astype(bool)
+
+    @property
+    def received(self) -> np.ndarray:
+        """Sorted indices of the distinct codewords received so far."""
+        return np.flatnonzero(self._received)
+
+    def values(self) -> np.ndarray:
+        """Recovered coordinates, NaN where a coordinate is still unknown."""
+        return np.where(self._known.astype(bool), self._coords, np.nan)
+
+    def estimate(self, fill: float = 0.0) -> np.ndarray:
+        """Recovered coordinates with ``fill`` where a coordinate is still unknown."""
+        return np.where(self._known.astype(bool), self._coords, float(fill))
+
+    def recovered_fraction(self) -> float:
+        """Fraction of coordinates recovered exactly."""
+        return float(self._known.mean())
+
+    def reset(self) -> None:
+        """Forget every result."""
+        for arr in (self._received, self._residual, self._unknown, self._known, self._coords):
+            arr[:] = 0
+        self._n_received = 0
+
+    def __repr__(self) -> str:
+        return f"PeelingDecoder(received={self._n_received}, known={int(self._known.sum())}/{self._codebook.dim})"
+
+
+def decode(codebook: Codebook, indices: Any, values: Any, method: str = "projection") -> np.ndarray:
+    """Decode a gradient from a set of results in one shot, in parallel over blocks.
+
+    Parameters
+    ----------
+    codebook : Codebook
+    indices : array_like of int
+        Indices of the codewords whose results arrived (repeats allowed).
+    values : array_like of float
+        The results ``<g, v_j>``, one per index.
+    method : {"projection", "peeling"}, default "projection"
+        ``"projection"``: minimum-norm least squares ``pinv(V_S) r_S`` (optimal).
+        ``"peeling"``: exact iterative peeling; unrecovered coordinates are 0.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        The float64 gradient estimate.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lwpd import decode, projective_codebook
+    >>> cb = projective_codebook(3, max_weight=2)
+    >>> g = np.array([1.0, -2.0, 0.5])
+    >>> received = [0, 4, 7, 9]
+    >>> np.allclose(decode(cb, received, cb.encode(g)[received]), g)
+    True
+    """
+    check_choice("method", method, ("projection", "peeling"))
+    if method == "peeling":
+        dec = PeelingDecoder(codebook)
+        dec.update(*dec._many(indices, values))
+        return dec.estimate()
+    dec = ProjectionDecoder(codebook)
+    idx, vals = dec._many(indices, values)
+    cpu.scatter_results(idx, vals, dec._counts, dec._sums)
+    dec._solve(np.arange(codebook.blocks.n_blocks, dtype=np.int64))
+    return dec._x
