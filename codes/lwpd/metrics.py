@@ -179,7 +179,7 @@ def mutual_information(cb: Codebook, covariance: Any = None) -> float:
     total = 0.0
     for rho, mult in _correlations(cb, cov):
         r2 = _off_diagonal(rho) ** 2
-        if (r2 >= 1.0).any():
+        if (r2 >= 1.0 - _config.PROPORTIONAL_ATOL).any():
             return math.inf
         total += mult * float(-0.5 * np.sum(np.log1p(-r2)))
     return total

@@ -1,0 +1,104 @@
+"""The ``lwpd`` command.
+
+``lwpd codebook --dim 3 --q 3 [--max-weight W] [--compress N --criterion coherence]`` prints a
+projective codebook (optionally compressed) and its metrics table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+import numpy as np
+
+_CRITERIA = ("coherence", "frame_potential", "mutual_information", "logdet")
+
+
+def _format_entry(value: float) -> str:
+    rounded = round(value)
+    return f"{int(rounded):+d}" if abs(value - rounded) < 1e-12 else f"{value:+.4f}"
+
+
+def _codeword_lines(dense: np.ndarray, indices: np.ndarray) -> list[str]:
+    width = len(str(int(indices.max()))) if indices.size else 1
+    lines = []
+    for j, row in zip(indices, dense):
+        entries = " ".join(f"{_format_entry(v):>3}" for v in row)
+        lines.append(f"  v{j:<{width}d}  weight {int(np.count_nonzero(row))}  [ {entries} ]")
+    return lines
+
+
+def _metrics_lines(metrics: dict[str, float]) -> list[str]:
+    labels = {
+        "n_codewords": "codewords",
+        "max_weight": "max weight",
+        "coherence": "coherence",
+        "welch_bound": "Welch bound",
+        "min_angle_deg": "min angle (deg)",
+        "frame_potential": "frame potential",
+    }
+    width = max(len(v) for v in labels.values())
+    out = []
+    for key, label in labels.items():
+        value = metrics[key]
+        text = f"{value:d}" if isinstance(value, (int, np.integer)) else f"{value:.6f}"
+        out.append(f"  {label:<{width}}  {text:>12}")
+    return out
+
+
+def _cmd_codebook(args: argparse.Namespace) -> int:
+    from lwpd import compress, projective_codebook, summary
+
+    try:
+        shown = projective_codebook(args.dim, q=args.q, max_weight=args.max_weight, normalize=False)
+        kept = np.arange(shown.n_codewords)
+        title = f"PG({args.dim - 1}, {args.q})" + (f", weight <= {args.max_weight}" if args.max_weight else "")
+        if args.compress is not None:
+            compressed = compress(shown, args.compress, criterion=args.criterion)
+            # compress returns codewords of the input; find which, to print their indices
+            lookup = {row.tobytes(): j for j, row in enumerate(shown.to_dense())}
+            kept = np.array([lookup[row.tobytes()] for row in compressed.to_dense()])
+            shown = compressed
+            title += f", compressed to {args.compress} by {args.criterion}"
+    except (ValueError, TypeError) as exc:
+        print(f"lwpd codebook: error: {exc}", file=sys.stderr)
+        return 2
+    metrics = summary(shown.normalized())
+    print(f"{title}: {shown.n_codewords} codewords in R^{shown.dim} (integer representatives)")
+    print("\n".join(_codeword_lines(shown.to_dense(), kept)))
+    print()
+    print("metrics (codewords as unit-norm lines)")
+    print("\n".join(_metrics_lines(metrics)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``lwpd`` command."""
+    parser = argparse.ArgumentParser(
+        prog="lwpd",
+        description="Lightweight projective derivative codes for coded, compressed, asynchronous gradient descent.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    cb = sub.add_parser(
+        "codebook",
+        help="print a projective codebook PG(dim-1, q) and its metrics",
+        description="Print the points of PG(dim-1, q) lifted to integer codewords, and a metrics table.",
+    )
+    cb.add_argument("--dim", type=int, required=True, help="dimension k of the vector space (codewords in R^k)")
+    cb.add_argument("--q", type=int, default=3, help="field size, a prime (default 3: entries in {0, +1, -1})")
+    cb.add_argument("--max-weight", type=int, default=None, help="keep codewords of Hamming weight <= W")
+    cb.add_argument("--compress", type=int, default=None, metavar="N", help="keep the N most informative codewords")
+    cb.add_argument("--criterion", choices=_CRITERIA, default="coherence", help="compression criterion")
+    cb.set_defaults(func=_cmd_codebook)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lwpd`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

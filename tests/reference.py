@@ -1,0 +1,84 @@
+"""Independent brute-force oracles for the tests, in plain Python and NumPy.
+
+Nothing here calls lwpd's kernels: every function recomputes its answer from a dense
+codebook matrix by the most direct method available.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+
+def projective_points(dim: int, q: int, max_weight: int | None = None) -> list[tuple[int, ...]]:
+    """Canonical representatives of PG(dim-1, q) by brute force over all of F_q^dim.
+
+    A nonzero vector is canonical when its first nonzero coordinate is 1; every projective
+    point has exactly one canonical representative.
+    """
+    points = []
+    for vec in itertools.product(range(q), repeat=dim):
+        nonzero = [a for a in vec if a]
+        if not nonzero or nonzero[0] != 1:
+            continue
+        if max_weight is not None and len(nonzero) > max_weight:
+            continue
+        points.append(vec)
+    return points
+
+
+def lift(vec: tuple[int, ...], q: int) -> np.ndarray:
+    """Balanced lift of field elements to integers (q = 2 keeps {0, 1})."""
+    if q == 2:
+        return np.array(vec, dtype=float)
+    return np.array([a if a <= (q - 1) // 2 else a - q for a in vec], dtype=float)
+
+
+def encode(V: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Directional derivatives by a dense matrix product."""
+    return g @ V.T
+
+
+def decode_projection(V: np.ndarray, indices, values) -> np.ndarray:
+    """Minimum-norm least squares over the stacked received rows (repeats included)."""
+    indices = np.asarray(indices, dtype=int)
+    if indices.size == 0:
+        return np.zeros(V.shape[1])
+    return np.linalg.pinv(V[indices]) @ np.asarray(values, dtype=float)
+
+
+def peel(V: np.ndarray, indices, values) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force peeling: sweep all received rows until no row has exactly one unknown.
+
+    Returns ``(known_mask, coordinate_values)``. Only the first arrival of a codeword is used.
+    """
+    n = V.shape[1]
+    known = np.zeros(n, dtype=bool)
+    x = np.zeros(n)
+    rows: dict[int, float] = {}
+    for j, v in zip(np.asarray(indices, dtype=int), np.asarray(values, dtype=float)):
+        rows.setdefault(int(j), float(v))
+    changed = True
+    while changed:
+        changed = False
+        for j, v in rows.items():
+            support = np.flatnonzero(V[j])
+            unknown = [i for i in support if not known[i]]
+            if len(unknown) == 1:
+                i = unknown[0]
+                rest = sum(V[j, k] * x[k] for k in support if known[k])
+                x[i] = (v - rest) / V[j, i]
+                known[i] = True
+                changed = True
+    return known, x
+
+
+def correlations(V: np.ndarray) -> np.ndarray:
+    """Correlation matrix of the rows of V."""
+    U = V / np.linalg.norm(V, axis=1, keepdims=True)
+    return U @ U.T
+
+
+def pairs_off_diagonal(rho: np.ndarray) -> np.ndarray:
+    return rho[np.triu_indices(rho.shape[0], 1)]

@@ -1,0 +1,248 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import reference as ref
+from lwpd import (
+    Codebook,
+    Partition,
+    PeelingDecoder,
+    ProjectionDecoder,
+    block_codebook,
+    decode,
+    identity_codebook,
+    projective_codebook,
+    random_codebook,
+)
+
+CODEBOOKS = {
+    "gaussian": lambda: random_codebook(9, 6, seed=3),
+    "sparse": lambda: random_codebook(40, 12, kind="sparse", weight=2, seed=4),
+    "projective": lambda: projective_codebook(4, q=3),
+    "projective-q5": lambda: projective_codebook(3, q=5, normalize=False),
+    "tiled": lambda: block_codebook(projective_codebook(4, max_weight=2), Partition.uniform(4 * 6, 4)),
+    "tiled+tail": lambda: block_codebook(projective_codebook(5, max_weight=2), Partition.uniform(5 * 4 + 3, 5)),
+    "mixed": lambda: block_codebook(lambda s: projective_codebook(s, max_weight=3), Partition.from_sizes([2, 4, 3, 4])),
+}
+
+
+def _received_sets(cb, rng, n_sets=6):
+    """Random received multisets of several sizes, a few with repeats."""
+    sets = []
+    for size in np.linspace(1, len(cb), n_sets).astype(int):
+        idx = rng.choice(len(cb), size=size, replace=False)
+        if size > 2:
+            idx = np.concatenate([idx, idx[:2]])  # repeated arrivals
+        sets.append(idx)
+    return sets
+
+
+# ---------------------------------------------------------------------------- projection
+@pytest.mark.parametrize("name", list(CODEBOOKS))
+def test_projection_equals_pinv_for_random_values(name):
+    cb = CODEBOOKS[name]()
+    V = cb.to_dense()
+    rng = np.random.default_rng(7)
+    for idx in _received_sets(cb, rng):
+        values = rng.standard_normal(idx.size)  # inconsistent values: true least squares
+        dec = ProjectionDecoder(cb)
+        dec.update(idx, values)
+        expected = ref.decode_projection(V, idx, values)
+        np.testing.assert_allclose(dec.estimate(), expected, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(expected).max()))
+        np.testing.assert_allclose(decode(cb, idx, values), expected, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(expected).max()))
+        assert dec.rank == np.linalg.matrix_rank(V[idx])
+        assert dec.n_received == idx.size
+        np.testing.assert_array_equal(dec.received, np.unique(idx))
+
+
+@pytest.mark.parametrize("name", list(CODEBOOKS))
+def test_projection_of_exact_values_is_the_orthogonal_projection(name):
+    cb = CODEBOOKS[name]()
+    V = cb.to_dense()
+    rng = np.random.default_rng(11)
+    g = rng.standard_normal(cb.dim)
+    idx = rng.choice(len(cb), size=max(1, len(cb) // 2), replace=False)
+    g_hat = decode(cb, idx, cb.encode(g)[idx])
+    Q = np.linalg.svd(V[idx], full_matrices=False)[2][: np.linalg.matrix_rank(V[idx])]
+    np.testing.assert_allclose(g_hat, Q.T @ (Q @ g), atol=1e-10)
+    # every partial decode is a descent direction: <g_hat, g> = ||g_hat||^2 >= 0
+    assert g_hat @ g == pytest.approx(g_hat @ g_hat, rel=1e-9, abs=1e-12)
+    full = decode(cb, np.arange(len(cb)), cb.encode(g))
+    if np.linalg.matrix_rank(V) == cb.dim:
+        np.testing.assert_allclose(full, g, atol=1e-10)
+
+
+def test_rank_deficient_received_set_gives_minimum_norm_solution():
+    cb = projective_codebook(3, normalize=False)
+    V = cb.to_dense()
+    idx = np.array([3, 4, 0])  # (1,1,0), (1,-1,0), (1,0,0): rank 2 in R^3
+    values = np.array([1.0, 2.0, 0.5])
+    dec = ProjectionDecoder(cb)
+    dec.update(idx, values)
+    assert dec.rank == 2
+    assert dec.block_ranks.tolist() == [2]
+    np.testing.assert_allclose(dec.estimate(), np.linalg.pinv(V[idx]) @ values, rtol=1e-12, atol=1e-14)
+    assert dec.estimate()[2] == 0.0  # no information about the third axis
+    assert dec.recovered_fraction() == pytest.approx(2 / 3)
+
+
+def test_duplicate_arrivals_are_repeated_measurements():
+    cb = identity_codebook(2)
+    dec = ProjectionDecoder(cb)
+    dec.update(0, 1.0)
+    dec.update(0, 3.0)
+    dec.update(1, 5.0)
+    np.testing.assert_allclose(dec.estimate(), [2.0, 5.0])  # average of the repeats
+    assert dec.n_received == 3 and dec.rank == 2
+    np.testing.assert_array_equal(dec.received, [0, 1])
+
+
+def test_block_ranks_follow_the_partition():
+    cb = block_codebook(projective_codebook(3), Partition.uniform(9, 3))
+    dec = ProjectionDecoder(cb)
+    dec.update([0, 1, 13, 26 + 5], [1.0, 1.0, 1.0, 1.0])
+    assert dec.block_ranks.tolist() == [2, 1, 1]
+    assert dec.rank == 4
+    dec.reset()
+    assert dec.rank == 0 and dec.n_received == 0
+    np.testing.assert_array_equal(dec.estimate(), np.zeros(9))
+
+
+@given(data=st.data())
+@settings(max_examples=40, deadline=None)
+def test_projection_is_invariant_to_arrival_order(data):
+    cb = block_codebook(projective_codebook(4, max_weight=3), Partition.uniform(11, 4))
+    n = len(cb)
+    idx = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=3 * n)))
+    values = np.array(data.draw(st.lists(st.integers(-5, 5), min_size=idx.size, max_size=idx.size)), dtype=float)
+    perm = np.array(data.draw(st.permutations(range(idx.size))))
+    split = data.draw(st.integers(0, idx.size))
+
+    batch = ProjectionDecoder(cb)
+    batch.update(idx, values)
+    one_by_one = ProjectionDecoder(cb)
+    for j in perm[:split]:
+        one_by_one.update(int(idx[j]), float(values[j]))
+    one_by_one.update(idx[perm[split:]], values[perm[split:]])
+
+    np.testing.assert_allclose(one_by_one.estimate(), batch.estimate(), rtol=1e-10, atol=1e-10)
+    assert one_by_one.rank == batch.rank
+    np.testing.assert_allclose(batch.estimate(), ref.decode_projection(cb.to_dense(), idx, values), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "indices,values,exc,match",
+    [
+        (13, 1.0, IndexError, r"index must lie in \[0, 12\]"),
+        (-1, 1.0, IndexError, "index must lie"),
+        (2, float("nan"), ValueError, "value must be finite"),
+        (2, float("inf"), ValueError, "value must be finite"),
+        (2, "x", TypeError, "value must be a real number"),
+        ([1, 13], [1.0, 2.0], IndexError, r"indices must lie in \[0, 12\]"),
+        ([1, 2], [1.0, np.nan], ValueError, "values must be finite"),
+        ([1, 2], [1.0], ValueError, "one entry per index"),
+        ([1.5, 2], [1.0, 2.0], TypeError, "integer indices"),
+        ([[1, 2]], [1.0, 2.0], ValueError, "indices must be 1-D"),
+    ],
+)
+@pytest.mark.parametrize("decoder", [ProjectionDecoder, PeelingDecoder])
+def test_rejected_updates_leave_the_decoder_unchanged(decoder, indices, values, exc, match):
+    cb = projective_codebook(3, normalize=False)
+    g = np.array([1.0, -2.0, 3.0])
+    dec = decoder(cb)
+    dec.update([0, 4], cb.encode(g)[[0, 4]])
+    before = (dec.estimate().copy(), dec.n_received, dec.received.copy())
+    with pytest.raises(exc, match=match):
+        dec.update(indices, values)
+    np.testing.assert_array_equal(dec.estimate(), before[0])
+    assert dec.n_received == before[1]
+    np.testing.assert_array_equal(dec.received, before[2])
+    # and it still decodes correctly afterwards: nothing lost, nothing counted twice
+    dec.update(np.arange(len(cb)), cb.encode(g))
+    np.testing.assert_allclose(dec.estimate(), g, atol=1e-12)
+
+
+def test_projection_rejects_huge_unpartitioned_blocks():
+    from lwpd import _config
+
+    cb = identity_codebook(_config.MAX_DECODE_BLOCK + 1)
+    with pytest.raises(ValueError, match="give the codebook a Partition"):
+        ProjectionDecoder(cb)
+    with pytest.raises(TypeError, match="codebook must be a lwpd.Codebook"):
+        ProjectionDecoder(np.eye(3))
+
+
+def test_decode_validates_method():
+    with pytest.raises(ValueError, match="method must be one of"):
+        decode(identity_codebook(2), [0], [1.0], method="magic")
+
+
+# ---------------------------------------------------------------------------- peeling
+PEELING_CODEBOOKS = {
+    "projective-w2": lambda: projective_codebook(6, max_weight=2, normalize=False),
+    "projective-q5": lambda: projective_codebook(6, q=5, max_weight=2),
+    # weight-2 codewords alone never start peeling: add a few coordinate axes
+    "sparse": lambda: Codebook.from_dense(
+        np.vstack([np.eye(15)[:4], random_codebook(30, 15, kind="sparse", weight=2, seed=9).to_dense()])
+    ),
+    "tiled+tail": lambda: block_codebook(projective_codebook(4, max_weight=2), Partition.uniform(4 * 5 + 2, 4)),
+}
+
+
+@pytest.mark.parametrize("name", list(PEELING_CODEBOOKS))
+def test_peeling_recovers_exactly_what_the_rule_reaches(name):
+    cb = PEELING_CODEBOOKS[name]()
+    V = cb.to_dense()
+    rng = np.random.default_rng(5)
+    reached_partial = False
+    for trial in range(25):
+        g = rng.standard_normal(cb.dim)
+        size = rng.integers(1, min(len(cb), 2 * cb.dim) + 1)
+        idx = rng.choice(len(cb), size=size, replace=False)
+        values = cb.encode(g)[idx]
+        dec = PeelingDecoder(cb)
+        dec.update(idx, values)
+        known, coords = ref.peel(V, idx, values)
+        np.testing.assert_array_equal(dec.known, known)
+        # never a wrong value: every recovered coordinate is the true one
+        np.testing.assert_allclose(dec.values()[known], g[known], rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(dec.values()[known], coords[known], rtol=1e-10, atol=1e-10)
+        assert np.isnan(dec.values()[~known]).all()
+        np.testing.assert_array_equal(dec.estimate(fill=-7.0)[~known], -7.0)
+        np.testing.assert_allclose(decode(cb, idx, values, method="peeling"), np.where(known, g, 0.0), atol=1e-10)
+        assert dec.recovered_fraction() == pytest.approx(known.mean())
+        reached_partial |= 0 < known.sum() < cb.dim
+    assert reached_partial  # the random sets exercised partial recovery
+
+
+@given(data=st.data())
+@settings(max_examples=40, deadline=None)
+def test_peeling_is_invariant_to_arrival_order(data):
+    cb = block_codebook(projective_codebook(5, max_weight=2, normalize=False), Partition.uniform(12, 5))
+    g = np.array(data.draw(st.lists(st.integers(-9, 9), min_size=12, max_size=12)), dtype=float)
+    idx = np.array(data.draw(st.lists(st.integers(0, len(cb) - 1), min_size=1, max_size=len(cb), unique=True)))
+    perm = np.array(data.draw(st.permutations(range(idx.size))))
+    values = cb.encode(g)[idx]
+    a = PeelingDecoder(cb)
+    a.update(idx, values)
+    b = PeelingDecoder(cb)
+    for j in perm:
+        b.update(int(idx[j]), float(values[j]))
+    np.testing.assert_array_equal(a.known, b.known)
+    np.testing.assert_allclose(a.estimate(), b.estimate(), atol=1e-12)
+    np.testing.assert_allclose(a.values()[a.known], g[a.known], atol=1e-12)
+
+
+def test_peeling_example_chain_and_reset():
+    cb = Codebook.from_dense([[1, 0, 0], [1, 1, 0], [0, 1, 1]])
+    g = np.array([2.0, -1.0, 4.0])
+    dec = PeelingDecoder(cb)
+    dec.update([2, 1], cb.encode(g)[[2, 1]])
+    assert not dec.known.any()
+    dec.update(0, 2.0)  # unlocks the chain: x0 -> x1 -> x2
+    np.testing.assert_array_equal(dec.values(), g)
+    dec.update(0, 99.0)  # a repeat adds nothing and changes nothing
+    np.testing.assert_array_equal(dec.values(), g)
+    dec.reset()
+    assert not dec.known.any() and dec.n_received == 0
