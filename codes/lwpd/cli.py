@@ -17,7 +17,9 @@ _CRITERIA = ("coherence", "frame_potential", "mutual_information", "logdet")
 
 def _format_entry(value: float) -> str:
     rounded = round(value)
-    return f"{int(rounded):+d}" if abs(value - rounded) < 1e-12 else f"{value:+.4f}"
+    if abs(value - rounded) >= 1e-12:
+        return f"{value:+.4f}"
+    return f"{int(rounded):+d}" if rounded else "0"
 
 
 def _codeword_lines(dense: np.ndarray, indices: np.ndarray) -> list[str]:

@@ -142,10 +142,10 @@ class ProjectionDecoder(_Decoder):
     >>> g = np.array([3.0, -1.0])
     >>> dec = ProjectionDecoder(cb)
     >>> dec.update(2, cb.encode(g)[2])                     # only <g, (1,1)> so far
-    >>> dec.estimate().tolist()
+    >>> dec.estimate().round(12).tolist()                 # the projection of g onto (1,1)
     [1.0, 1.0]
     >>> dec.update([3], cb.encode(g)[[3]])                 # now (1,-1) too: exact
-    >>> dec.estimate().tolist(), dec.rank
+    >>> dec.estimate().round(12).tolist(), dec.rank
     ([3.0, -1.0], 2)
     """
 
@@ -368,7 +368,7 @@ def decode(codebook: Codebook, indices: Any, values: Any, method: str = "project
     >>> from lwpd import decode, projective_codebook
     >>> cb = projective_codebook(3, max_weight=2)
     >>> g = np.array([1.0, -2.0, 0.5])
-    >>> received = [0, 4, 7, 9]
+    >>> received = [0, 4, 7, 8]                            # (1,0,0) (1,-1,0) (0,1,1) (0,1,-1)
     >>> np.allclose(decode(cb, received, cb.encode(g)[received]), g)
     True
     """
