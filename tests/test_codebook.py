@@ -177,3 +177,15 @@ def test_encode_is_linear(values):
 def test_encode_errors(g, exc, match):
     with pytest.raises(exc, match=match):
         projective_codebook(3).encode(g)
+
+
+def test_encode_into_out_buffer():
+    cb = block_codebook(projective_codebook(4, max_weight=2), Partition.uniform(4 * 3 + 1, 4))
+    g = np.random.default_rng(0).standard_normal((2, cb.dim))
+    out = np.full((2, len(cb)), np.nan)
+    assert cb.encode(g, out=out) is out
+    np.testing.assert_allclose(out, ref.encode(cb.to_dense(), g), rtol=1e-12)
+    with pytest.raises(ValueError, match="out must be a C-contiguous numpy array of shape"):
+        cb.encode(g, out=np.empty((2, len(cb)), dtype=np.float32))
+    with pytest.raises(ValueError, match="out must be"):
+        cb.encode(g[0], out=out)

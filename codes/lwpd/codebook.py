@@ -449,6 +449,22 @@ class Codebook:
             dense = rest[rows][:, offsets[beta] : offsets[beta + 1]].toarray()
             yield int(beta), rows + base, dense, 1
 
+    def _tile_ell(self) -> tuple[np.ndarray, np.ndarray]:
+        """The tile's base pattern padded to its maximum weight (ELL form): ``m x W``
+        local indices and values, zero-padded, as the fast encode path reads them."""
+        if "ell" not in self._cache:
+            t = self._tile
+            weights = t.row_weights()
+            width = int(weights.max())
+            slot = np.arange(t.data.size) - np.repeat(t.indptr[:-1], weights)
+            rows = np.repeat(np.arange(t.n_rows), weights)
+            ell_idx = np.zeros((t.n_rows, width), dtype=np.int64)
+            ell_val = np.zeros((t.n_rows, width), dtype=np.float64)
+            ell_idx[rows, slot] = t.indices
+            ell_val[rows, slot] = t.data
+            self._cache["ell"] = (_readonly(ell_idx), _readonly(ell_val))
+        return self._cache["ell"]
+
     def _rest_groups(self) -> tuple[np.ndarray, np.ndarray]:
         """Rest codewords sorted by block: ``(order, ptr)`` with ``ptr`` over blocks
         ``tile_blocks .. n_blocks - 1``."""
@@ -506,7 +522,7 @@ class Codebook:
         return gram.toarray() if dense else gram
 
     # ------------------------------------------------------------------ encoding
-    def encode(self, g: Any) -> np.ndarray:
+    def encode(self, g: Any, out: np.ndarray | None = None) -> np.ndarray:
         """Directional derivatives ``<g, v_j>`` of every codeword.
 
         Parameters
@@ -514,6 +530,9 @@ class Codebook:
         g : array_like, shape (n,) or (m, n)
             A gradient, or ``m`` gradients as rows. float32 and float64 are kept as given;
             other real dtypes become float64. NaN or inf is rejected.
+        out : numpy.ndarray, optional
+            C-contiguous array of the result's shape and dtype to write into (saves
+            allocating, and first-touching, a large result on every call).
 
         Returns
         -------
@@ -538,14 +557,20 @@ class Codebook:
             )
         check_finite("g", arr)
         batch = np.ascontiguousarray(arr.reshape(-1, self._dim))
-        out = np.empty((batch.shape[0], self.n_codewords), dtype=batch.dtype)
+        shape = (self.n_codewords,) if arr.ndim == 1 else (batch.shape[0], self.n_codewords)
+        if out is None:
+            out = np.empty(shape, dtype=batch.dtype)
+        elif not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != batch.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous numpy array of shape {shape} and dtype {batch.dtype}")
+        result = out
+        out = out.reshape(batch.shape[0], self.n_codewords)
         if self._tile is not None and self._tile_blocks:
-            t = self._tile
-            cpu.encode_tiled(batch, t.indptr, t.indices, t.data, int(self._blocks.sizes[0]), self._tile_blocks, out)
+            ell_idx, ell_val = self._tile_ell()
+            cpu.encode_tiled(batch, ell_idx, ell_val, int(self._blocks.sizes[0]), self._tile_blocks, out)
         if self._rest.n_rows:
             r = self._rest
             cpu.encode_csr(batch, r.indptr, r.indices, r.data, self._tile_rows * self._tile_blocks, out)
-        return out[0] if arr.ndim == 1 else out
+        return result
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:

@@ -44,22 +44,25 @@ def all_finite(a):
 
 # ---------------------------------------------------------------------------- encode
 @njit(parallel=True, **_FAST)
-def encode_tiled(g, tptr, tidx, tdat, block_size, tile_blocks, out):
+def encode_tiled(g, ell_idx, ell_val, block_size, tile_blocks, out):
     """``out[:, beta*m + r] = <base row r, g[:, block beta]>`` for the tiled blocks.
 
-    Reads the small base pattern (cache-resident) instead of per-nonzero global indices.
+    The base pattern is given in padded (ELL) form, ``m x W`` indices and values with zero
+    padding, so every codeword costs exactly ``W`` multiply-adds on a block held in cache
+    and no per-nonzero index of the full codebook is ever read.
     """
-    m = tptr.shape[0] - 1
-    n_rows = g.shape[0]
-    for beta in prange(tile_blocks):
-        go = beta * block_size
-        oo = beta * m
-        for row in range(n_rows):
+    m, w = ell_idx.shape
+    for row in range(g.shape[0]):
+        gr = g[row]
+        outr = out[row]
+        for beta in prange(tile_blocks):
+            gb = gr[beta * block_size : (beta + 1) * block_size]
+            ob = outr[beta * m : (beta + 1) * m]
             for r in range(m):
                 acc = 0.0
-                for p in range(tptr[r], tptr[r + 1]):
-                    acc += tdat[p] * g[row, go + tidx[p]]
-                out[row, oo + r] = acc
+                for k in range(w):
+                    acc += ell_val[r, k] * gb[ell_idx[r, k]]
+                ob[r] = acc
 
 
 @njit(parallel=True, **_FAST)
