@@ -135,7 +135,7 @@ CODEBOOKS = {
 @pytest.mark.parametrize("name", list(CODEBOOKS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch", [None, 1, 5])
-def test_encode_matches_dense_product(name, dtype, batch):
+def test_encode_matches_dense_product(name, dtype, batch, kernel_build):
     cb = CODEBOOKS[name]()
     rng = np.random.default_rng(42)
     shape = (cb.dim,) if batch is None else (batch, cb.dim)
@@ -174,7 +174,7 @@ def test_encode_is_linear(values):
         (np.array([1 + 1j, 0, 0]), TypeError, "real numeric"),
     ],
 )
-def test_encode_errors(g, exc, match):
+def test_encode_errors(g, exc, match, kernel_build):
     with pytest.raises(exc, match=match):
         projective_codebook(3).encode(g)
 

@@ -40,7 +40,7 @@ def _received_sets(cb, rng, n_sets=6):
 
 # ---------------------------------------------------------------------------- projection
 @pytest.mark.parametrize("name", list(CODEBOOKS))
-def test_projection_equals_pinv_for_random_values(name):
+def test_projection_equals_pinv_for_random_values(name, kernel_build):
     cb = CODEBOOKS[name]()
     V = cb.to_dense()
     rng = np.random.default_rng(7)
@@ -57,7 +57,7 @@ def test_projection_equals_pinv_for_random_values(name):
 
 
 @pytest.mark.parametrize("name", list(CODEBOOKS))
-def test_projection_of_exact_values_is_the_orthogonal_projection(name):
+def test_projection_of_exact_values_is_the_orthogonal_projection(name, kernel_build):
     cb = CODEBOOKS[name]()
     V = cb.to_dense()
     rng = np.random.default_rng(11)

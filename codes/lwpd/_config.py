@@ -15,6 +15,10 @@ FASTMATH: frozenset[str] = frozenset({"nsz", "arcp", "contract", "afn", "reassoc
 #: Compile the Numba kernels to the on-disk cache so later processes skip compilation.
 CACHE: bool = True
 
+#: Kernels run threaded only when their work (elements, outputs, or block-solve flops)
+#: reaches this; below it the serial build is faster than starting the thread pool.
+PARALLEL_MIN_WORK: int = 1 << 16
+
 #: Floating dtypes that ``Codebook.encode`` keeps as given; anything else is cast to
 #: :data:`DEFAULT_DTYPE`.
 FLOAT_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float64))

@@ -108,7 +108,7 @@ class Partition:
 
     @property
     def offsets(self) -> np.ndarray:
-        """Block boundaries, shape ``(n_blocks + 1,)``: block ``k`` is ``offsets[k]:offsets[k+1]``."""
+        """Block boundaries, shape ``(n_blocks + 1,)``; block ``k`` is ``offsets[k]:offsets[k+1]``."""
         return self._offsets
 
     @property
@@ -117,10 +117,20 @@ class Partition:
         return int(self._offsets[-1])
 
     def block_of_coordinate(self, coordinates: Any) -> np.ndarray:
-        """Block index of each coordinate."""
+        """Block index of each coordinate.
+
+        Parameters
+        ----------
+        coordinates : array_like of int
+            Coordinates in ``[0, dim)``.
+
+        Returns
+        -------
+        numpy.ndarray of int64
+        """
         return np.searchsorted(self._offsets[1:], np.asarray(coordinates), side="right").astype(np.int64)
 
-    def leading_run(self) -> int:
+    def _leading_run(self) -> int:
         """Number of leading blocks that share the size of block 0."""
         unequal = np.flatnonzero(self._sizes != self._sizes[0])
         return int(unequal[0]) if unequal.size else self.n_blocks
@@ -212,7 +222,8 @@ class Codebook:
     never reads per-nonzero indices.
 
     Build one with :meth:`from_dense`, :meth:`from_scipy` or a constructor such as
-    :func:`lwpd.projective_codebook`.
+    :func:`lwpd.projective_codebook`; the class is not constructed directly (its
+    ``__init__`` arguments are the private storage layout).
 
     Examples
     --------
@@ -355,7 +366,7 @@ class Codebook:
 
     @property
     def blocks(self) -> Partition:
-        """The coordinate blocks used for block-wise work: :attr:`partition`, or one block."""
+        """The coordinate blocks used for block-wise work (the partition, or one block)."""
         return self._blocks
 
     @property
@@ -427,7 +438,7 @@ class Codebook:
         """The codewords as a dense ``(N, n)`` array (a copy)."""
         return self.to_scipy().toarray()
 
-    def iter_blocks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, int]]:
+    def _iter_blocks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, int]]:
         """Yield ``(block, codeword_indices, dense_rows, multiplicity)`` per distinct block.
 
         For a tiled codebook the base pattern is yielded once with multiplicity equal to the
@@ -516,6 +527,11 @@ class Codebook:
         dense : bool, default True
             Return a dense array; ``False`` returns a ``scipy.sparse.csr_array`` (codewords in
             different blocks are orthogonal, so the Gram of a block codebook is sparse).
+
+        Returns
+        -------
+        numpy.ndarray or scipy.sparse.csr_array
+            float64 Gram matrix ``G[i, j] = <v_i, v_j>``.
         """
         csr = self.to_scipy().astype(np.float64)
         gram = sp.csr_array(csr @ csr.T)
@@ -566,10 +582,10 @@ class Codebook:
         out = out.reshape(batch.shape[0], self.n_codewords)
         if self._tile is not None and self._tile_blocks:
             ell_idx, ell_val = self._tile_ell()
-            cpu.encode_tiled(batch, ell_idx, ell_val, int(self._blocks.sizes[0]), self._tile_blocks, out)
+            cpu.encode_tiled(batch, ell_idx, ell_val, int(self._blocks.sizes[0]), self._tile_blocks, out, work=out.size)
         if self._rest.n_rows:
             r = self._rest
-            cpu.encode_csr(batch, r.indptr, r.indices, r.data, self._tile_rows * self._tile_blocks, out)
+            cpu.encode_csr(batch, r.indptr, r.indices, r.data, self._tile_rows * self._tile_blocks, out, work=out.size)
         return result
 
     # ------------------------------------------------------------------ pickling

@@ -34,6 +34,19 @@ def projective_count(dim: int, q: int = 3, max_weight: int | None = None) -> int
 
     ``sum_{i=1..w} C(dim, i) (q-1)^(i-1)``; without a limit this is ``(q^dim - 1)/(q - 1)``.
 
+    Parameters
+    ----------
+    dim : int
+        Dimension of the vector space (>= 1).
+    q : int, default 3
+        Field size, a prime.
+    max_weight : int, optional
+        Count only points of Hamming weight at most this (>= 1).
+
+    Returns
+    -------
+    int
+
     Examples
     --------
     >>> from lwpd import projective_count
@@ -57,8 +70,9 @@ def projective_codebook(dim: int, q: int = 3, max_weight: int | None = None, nor
     """All points of the projective space PG(dim-1, q), lifted to real codewords.
 
     A point is a nonzero vector of ``F_q^dim`` up to scalar multiples; its canonical
-    representative has first nonzero coordinate 1. Entries are lifted to the balanced
-    integers ``a if a <= (q-1)/2 else a - q`` (q = 3 gives entries in {0, +1, -1}).
+    representative has first nonzero coordinate 1. For odd q, entries are lifted to the
+    balanced integers ``a if a <= (q-1)/2 else a - q`` (q = 3 gives entries in {0, +1, -1});
+    for q = 2 the entries stay in {0, 1} (the formula's {0, -1} gives the same lines).
     Codewords are ordered by Hamming weight, then lexicographically by support (the tuple
     of nonzero positions), then by the tuple of field values; the weight-1 points come first
     and form the identity.
@@ -192,7 +206,7 @@ def block_codebook(base: Codebook | Callable[[int], Codebook], partition: Partit
         return patterns[size]
 
     sizes, offsets = partition.sizes, partition.offsets
-    lead = partition.leading_run()
+    lead = partition._leading_run()
     tile = pattern(int(sizes[0]))
     dtype = tile.dtype
     parts: list[sp.csr_array] = []
@@ -213,6 +227,16 @@ def block_codebook(base: Codebook | Callable[[int], Codebook], partition: Partit
 
 def identity_codebook(dim: int) -> Codebook:
     """The standard basis of ``R^dim``: the uncoded scheme (one coordinate per task).
+
+    Parameters
+    ----------
+    dim : int
+        Dimension (>= 1).
+
+    Returns
+    -------
+    Codebook
+        ``dim`` codewords of weight 1.
 
     Examples
     --------
@@ -241,7 +265,9 @@ def random_codebook(
         Dimension (>= 1).
     kind : {"gaussian", "rademacher", "sparse"}, default "gaussian"
         Entry distribution: standard normal, or random signs. ``"sparse"`` is random signs
-        on ``weight`` random coordinates (default ``min(3, dim)``).
+        on ``weight`` random coordinates (default ``min(3, dim)``). Sparse draws in a small
+        dimension can repeat a line (coherence 1); use :func:`projective_codebook` for
+        low-weight codewords that are guaranteed distinct.
     weight : int, optional
         Nonzeros per codeword, at uniformly random positions (1 <= weight <= dim). ``None``
         means dense for ``"gaussian"`` and ``"rademacher"``.
@@ -292,6 +318,11 @@ def simplex_codebook(dim: int) -> Codebook:
     dim : int
         Dimension (>= 2; in ``R^1`` the two vertices span the same line).
 
+    Returns
+    -------
+    Codebook
+        ``dim + 1`` dense unit-norm codewords.
+
     Examples
     --------
     >>> import numpy as np
@@ -316,6 +347,11 @@ def hadamard_codebook(dim: int) -> Codebook:
     ----------
     dim : int
         A power of two (1, 2, 4, 8, ...).
+
+    Returns
+    -------
+    Codebook
+        ``dim`` mutually orthogonal dense codewords.
 
     Examples
     --------

@@ -205,7 +205,7 @@ class ProjectionDecoder(_Decoder):
         cpu.solve_blocks(
             blocks, lay.offsets, lay.tptr, lay.tidx, lay.tdat, lay.tile_blocks, lay.rptr, lay.ridx,
             lay.rdat, lay.order, lay.gptr, self._counts, self._sums, _config.RANK_RTOL, lay.max_block,
-            4 * numba.get_num_threads(), self._ranks, self._x,
+            4 * numba.get_num_threads(), self._ranks, self._x, work=blocks.size * lay.max_block**2,
         )
 
     def estimate(self) -> np.ndarray:

@@ -42,7 +42,7 @@ def _check_codebook(cb: Any) -> Codebook:
 
 def _expanded_blocks(cb: Codebook) -> Iterator[tuple[int, np.ndarray, int]]:
     """``(block, dense_rows, multiplicity)`` with every tiled block yielded on its own."""
-    for beta, _, rows, mult in cb.iter_blocks():
+    for beta, _, rows, mult in cb._iter_blocks():
         if mult == 1:
             yield beta, rows, 1
         else:
@@ -61,7 +61,7 @@ def _correlations(cb: Codebook, covariance: np.ndarray | None = None) -> Iterato
         yield _normalise(dense @ covariance @ dense.T), 1
         return
     offsets = cb.blocks.offsets
-    groups = cb.iter_blocks() if covariance is None else (
+    groups = cb._iter_blocks() if covariance is None else (
         (beta, None, rows, 1) for beta, rows, _ in _expanded_blocks(cb)
     )
     for beta, _, rows, mult in groups:
@@ -89,6 +89,15 @@ def coherence(cb: Codebook) -> float:
 
     0 for a single codeword or mutually orthogonal codewords; 1 when two are proportional.
 
+    Parameters
+    ----------
+    cb : Codebook
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; never below :func:`welch_bound` ``(N, n)``.
+
     Examples
     --------
     >>> from lwpd import coherence, projective_codebook
@@ -108,6 +117,18 @@ def welch_bound(n_codewords: int, dim: int) -> float:
     """Lower bound on the coherence of ``n_codewords`` lines in ``R^dim``.
 
     ``sqrt((N - d) / (d (N - 1)))`` for ``N > d``, and 0 otherwise (an orthonormal set).
+    Equiangular tight frames (the simplex, for example) attain it.
+
+    Parameters
+    ----------
+    n_codewords : int
+        Number of lines ``N`` (>= 1).
+    dim : int
+        Dimension ``d`` (>= 1).
+
+    Returns
+    -------
+    float
 
     Examples
     --------
@@ -125,6 +146,15 @@ def welch_bound(n_codewords: int, dim: int) -> float:
 def min_angle(cb: Codebook) -> float:
     """Smallest angle between two codeword lines, in degrees: ``arccos(coherence)``.
 
+    Parameters
+    ----------
+    cb : Codebook
+
+    Returns
+    -------
+    float
+        In ``[0, 90]``.
+
     Examples
     --------
     >>> from lwpd import min_angle, projective_codebook
@@ -139,6 +169,14 @@ def frame_potential(cb: Codebook) -> float:
 
     Lower is better spread; ``N^2/d - N`` is the minimum for ``N >= d`` unit vectors
     (attained by tight frames).
+
+    Parameters
+    ----------
+    cb : Codebook
+
+    Returns
+    -------
+    float
 
     Examples
     --------
@@ -227,7 +265,7 @@ def logdet_information(cb: Codebook, noise: float = _config.DEFAULT_NOISE, covar
             inner = np.eye(dense.shape[1]) + inv_var * half.T @ (dense.T @ dense) @ half
         return 0.5 * _sym_logdet(inner)
     offsets = cb.blocks.offsets
-    groups = cb.iter_blocks() if cov is None else ((beta, None, rows, 1) for beta, rows, _ in _expanded_blocks(cb))
+    groups = cb._iter_blocks() if cov is None else ((beta, None, rows, 1) for beta, rows, _ in _expanded_blocks(cb))
     total = 0.0
     for beta, _, rows, mult in groups:
         rows = rows.astype(np.float64)
@@ -323,7 +361,7 @@ def captured_energy(
             mask[:] = False
             mask[as_index_array("received", received, cb.n_codewords)] = True
         captured = 0.0
-        for beta, idx, rows, mult in cb.iter_blocks():
+        for beta, idx, rows, mult in cb._iter_blocks():
             # a tiled pattern covers blocks beta .. beta+mult-1, codewords idx + k*len(idx)
             betas = beta + np.arange(mult)
             masks = mask[idx[None, :] + len(idx) * np.arange(mult)[:, None]]
@@ -338,7 +376,7 @@ def captured_energy(
     n_samples = check_int("n_samples", n_samples, minimum=1)
     rng = np.random.default_rng(seed)
     captured = 0.0
-    for beta, idx, rows, mult in cb.iter_blocks():
+    for beta, idx, rows, mult in cb._iter_blocks():
         if cov is None:
             # identical blocks under independent erasures: one pattern's expectation, times mult
             masks = rng.random((n_samples, len(idx))) >= p
@@ -354,6 +392,16 @@ def captured_energy(
 def summary(cb: Codebook) -> dict[str, float]:
     """The metrics table printed by ``lwpd codebook``: count, max weight, coherence, Welch
     bound, minimum angle (degrees) and frame potential.
+
+    Parameters
+    ----------
+    cb : Codebook
+
+    Returns
+    -------
+    dict
+        Keys ``n_codewords``, ``dim``, ``max_weight``, ``coherence``, ``welch_bound``,
+        ``min_angle_deg``, ``frame_potential``.
 
     Examples
     --------

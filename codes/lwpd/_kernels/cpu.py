@@ -18,14 +18,42 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+import types
+
+from lwpd import _config
 from lwpd._config import CACHE, FASTMATH
 
 _STRICT = dict(cache=CACHE)  # no fast-math: used where NaN/inf must be seen exactly
 _FAST = dict(cache=CACHE, fastmath=set(FASTMATH))
 
 
+class _Twin:
+    """A kernel compiled twice: threaded for large inputs, serial for small ones.
+
+    Starting the thread pool costs far more than a small input's work (and much more on a
+    busy machine), so callers pass a work estimate and the serial build runs below
+    ``PARALLEL_MIN_WORK``. Under the serial build ``prange`` is a plain ``range``.
+    """
+
+    def __init__(self, fn, **options):
+        # Distinct qualnames keep the two builds apart in Numba's on-disk cache.
+        serial_fn = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__)
+        serial_fn.__qualname__ = fn.__qualname__ + "_serial"
+        self.parallel = njit(parallel=True, **options)(fn)
+        self.serial = njit(**options)(serial_fn)
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, *args, work):
+        kernel = self.parallel if work >= _config.PARALLEL_MIN_WORK else self.serial
+        return kernel(*args)
+
+
+def _twin(**options):
+    return lambda fn: _Twin(fn, **options)
+
+
 # ---------------------------------------------------------------------------- checks
-@njit(parallel=True, **_STRICT)
+@_twin(**_STRICT)
 def all_finite(a):
     """True when every entry of the 1-D array ``a`` is finite."""
     n = a.shape[0]
@@ -43,7 +71,7 @@ def all_finite(a):
 
 
 # ---------------------------------------------------------------------------- encode
-@njit(parallel=True, **_FAST)
+@_twin(**_FAST)
 def encode_tiled(g, ell_idx, ell_val, block_size, tile_blocks, out):
     """``out[:, beta*m + r] = <base row r, g[:, block beta]>`` for the tiled blocks.
 
@@ -65,7 +93,7 @@ def encode_tiled(g, ell_idx, ell_val, block_size, tile_blocks, out):
                 ob[r] = acc
 
 
-@njit(parallel=True, **_FAST)
+@_twin(**_FAST)
 def encode_csr(g, indptr, indices, data, first, out):
     """``out[:, first + j] = <row j, g>`` for CSR rows with global coordinates."""
     n_codewords = indptr.shape[0] - 1
@@ -257,7 +285,7 @@ def min_norm_solve(A, c, b, tol, piv, y, M, x):
     return rank
 
 
-@njit(parallel=True, **_FAST)
+@_twin(**_FAST)
 def solve_blocks(blocks, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, counts, sums, tol, max_block, n_chunks, ranks, x):
     """Re-solve the listed blocks in parallel: ``x[block] = A^+ c`` and ``ranks[block] = rank``.
 
