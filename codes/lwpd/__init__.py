@@ -8,7 +8,7 @@ own modules.
 """
 
 from lwpd.codebook import Codebook, Partition
-from lwpd.compress import compress
+from lwpd._compress import compress
 from lwpd.constructions import (
     block_codebook,
     grassmannian_codebook,

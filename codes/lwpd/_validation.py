@@ -145,3 +145,12 @@ def as_covariance(covariance: Any, dim: int) -> np.ndarray | None:
     if np.linalg.eigvalsh(cov).min() < -1e-10 * scale:
         raise ValueError("covariance must be positive semi-definite")
     return cov
+
+
+def check_codebook(name: str, value: Any):
+    """Return ``value`` if it is a :class:`lwpd.Codebook`, else raise ``TypeError`` naming ``name``."""
+    from lwpd.codebook import Codebook
+
+    if not isinstance(value, Codebook):
+        raise TypeError(f"{name} must be a lwpd.Codebook, got {type(value).__name__}")
+    return value

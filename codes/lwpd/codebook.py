@@ -460,21 +460,23 @@ class Codebook:
             dense = rest[rows][:, offsets[beta] : offsets[beta + 1]].toarray()
             yield int(beta), rows + base, dense, 1
 
-    def _tile_ell(self) -> tuple[np.ndarray, np.ndarray]:
-        """The tile's base pattern padded to its maximum weight (ELL form): ``m x W``
-        local indices and values, zero-padded, as the fast encode path reads them."""
-        if "ell" not in self._cache:
+    def _tile_ell(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """The tile's base pattern, transposed and padded to its maximum weight (ELL form):
+        ``W x m`` local indices and values (in ``dtype``), zero-padded, as the fast encode
+        path reads them."""
+        key = ("ell", np.dtype(dtype).str)
+        if key not in self._cache:
             t = self._tile
             weights = t.row_weights()
             width = int(weights.max())
             slot = np.arange(t.data.size) - np.repeat(t.indptr[:-1], weights)
             rows = np.repeat(np.arange(t.n_rows), weights)
-            ell_idx = np.zeros((t.n_rows, width), dtype=np.int64)
-            ell_val = np.zeros((t.n_rows, width), dtype=np.float64)
-            ell_idx[rows, slot] = t.indices
-            ell_val[rows, slot] = t.data
-            self._cache["ell"] = (_readonly(ell_idx), _readonly(ell_val))
-        return self._cache["ell"]
+            ell_idx = np.zeros((width, t.n_rows), dtype=np.intp)
+            ell_val = np.zeros((width, t.n_rows), dtype=dtype)
+            ell_idx[slot, rows] = t.indices
+            ell_val[slot, rows] = t.data
+            self._cache[key] = (_readonly(ell_idx), _readonly(ell_val))
+        return self._cache[key]
 
     def _rest_groups(self) -> tuple[np.ndarray, np.ndarray]:
         """Rest codewords sorted by block: ``(order, ptr)`` with ``ptr`` over blocks
@@ -581,8 +583,11 @@ class Codebook:
         result = out
         out = out.reshape(batch.shape[0], self.n_codewords)
         if self._tile is not None and self._tile_blocks:
-            ell_idx, ell_val = self._tile_ell()
-            cpu.encode_tiled(batch, ell_idx, ell_val, int(self._blocks.sizes[0]), self._tile_blocks, out, work=out.size)
+            ell_idx_t, ell_val_t = self._tile_ell(batch.dtype)
+            size, rows, k = int(self._blocks.sizes[0]), batch.shape[0], self._tile_blocks
+            g3 = batch[:, : size * k].reshape(rows, k, size)
+            out3 = out[:, : self._tile_rows * k].reshape(rows, k, self._tile_rows)
+            cpu.encode_tiled(g3, ell_idx_t, ell_val_t, out3, work=out.size)
         if self._rest.n_rows:
             r = self._rest
             cpu.encode_csr(batch, r.indptr, r.indices, r.data, self._tile_rows * self._tile_blocks, out, work=out.size)

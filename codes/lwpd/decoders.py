@@ -12,7 +12,7 @@ import numpy as np
 
 from lwpd import _config
 from lwpd._kernels import cpu
-from lwpd._validation import as_index_array, as_real_array, check_choice, check_finite
+from lwpd._validation import as_index_array, as_real_array, check_choice, check_codebook, check_finite
 from lwpd.codebook import Codebook
 
 __all__ = ["ProjectionDecoder", "PeelingDecoder", "decode"]
@@ -64,17 +64,11 @@ def _layout(cb: Codebook) -> _Layout:
     )
 
 
-def _check_codebook(codebook: Any) -> Codebook:
-    if not isinstance(codebook, Codebook):
-        raise TypeError(f"codebook must be a lwpd.Codebook, got {type(codebook).__name__}")
-    return codebook
-
-
 class _Decoder:
     """Shared argument handling: one ``(index, value)`` or arrays of them."""
 
     def __init__(self, codebook: Codebook) -> None:
-        self._codebook = _check_codebook(codebook)
+        self._codebook = check_codebook("codebook", codebook)
         self._n_received = 0
 
     @property

@@ -15,6 +15,7 @@ import numpy as np
 
 from lwpd import _config
 from lwpd._validation import (
+    check_codebook,
     as_covariance,
     as_index_array,
     check_int,
@@ -32,12 +33,6 @@ __all__ = [
     "captured_energy",
     "summary",
 ]
-
-
-def _check_codebook(cb: Any) -> Codebook:
-    if not isinstance(cb, Codebook):
-        raise TypeError(f"cb must be a lwpd.Codebook, got {type(cb).__name__}")
-    return cb
 
 
 def _expanded_blocks(cb: Codebook) -> Iterator[tuple[int, np.ndarray, int]]:
@@ -104,7 +99,7 @@ def coherence(cb: Codebook) -> float:
     >>> round(coherence(projective_codebook(2)), 6)     # 4 lines 45 degrees apart
     0.707107
     """
-    _check_codebook(cb)
+    check_codebook("cb", cb)
     worst = 0.0
     for rho, _ in _correlations(cb):
         off = _off_diagonal(rho)
@@ -184,7 +179,7 @@ def frame_potential(cb: Codebook) -> float:
     >>> frame_potential(identity_codebook(4))
     0.0
     """
-    _check_codebook(cb)
+    check_codebook("cb", cb)
     total = 0.0
     for rho, mult in _correlations(cb):
         total += mult * 2.0 * float(np.sum(_off_diagonal(rho) ** 2))
@@ -212,7 +207,7 @@ def mutual_information(cb: Codebook, covariance: Any = None) -> float:
     >>> round(mutual_information(simplex_codebook(2)), 6)   # 3 pairs at rho = -1/2
     0.431523
     """
-    _check_codebook(cb)
+    check_codebook("cb", cb)
     cov = as_covariance(covariance, cb.dim)
     total = 0.0
     for rho, mult in _correlations(cb, cov):
@@ -250,7 +245,7 @@ def logdet_information(cb: Codebook, noise: float = _config.DEFAULT_NOISE, covar
     >>> logdet_information(identity_codebook(3)) == 1.5 * math.log(2)
     True
     """
-    _check_codebook(cb)
+    check_codebook("cb", cb)
     noise = check_real("noise", noise, positive=True)
     cov = as_covariance(covariance, cb.dim)
     inv_var = noise**-2
@@ -337,7 +332,7 @@ def captured_energy(
     >>> captured_energy(cb, erasure_prob=0.0)
     1.0
     """
-    _check_codebook(cb)
+    check_codebook("cb", cb)
     cov = as_covariance(covariance, cb.dim)
     if received is not None and erasure_prob is not None:
         raise ValueError("give either received (an exact set) or erasure_prob (a straggler model), not both")
