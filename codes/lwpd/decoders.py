@@ -19,47 +19,35 @@ __all__ = ["ProjectionDecoder", "PeelingDecoder", "decode"]
 
 
 class _Layout(NamedTuple):
-    """A codebook's arrays in the form the kernels take (see ``lwpd._kernels.cpu``)."""
+    """A codebook packed for the decoding kernels (see ``lwpd._kernels.cpu.unpack_layout``).
 
-    offsets: np.ndarray
-    tptr: np.ndarray
-    tidx: np.ndarray
-    tdat: np.ndarray
-    tile_blocks: int
-    rptr: np.ndarray
-    ridx: np.ndarray
-    rdat: np.ndarray
-    order: np.ndarray
-    gptr: np.ndarray
-    rest_block: np.ndarray
+    ``ints`` concatenates block offsets, the tile's CSR pointers and local indices, the rest's
+    CSR pointers and global indices, the rest grouped by block (order and pointers) and the
+    rest's block indices; ``bounds`` holds the nine boundaries, then the split of ``floats``
+    (tile values | rest values) and the number of tiled blocks.
+    """
+
+    ints: np.ndarray
+    bounds: np.ndarray
+    floats: np.ndarray
     max_block: int
-
-    @property
-    def tile_rows(self) -> int:
-        return self.tptr.shape[0] - 1
 
 
 def _layout(cb: Codebook) -> _Layout:
     f64 = _config.DECODER_DTYPE
     if cb._tile is not None:
         t = cb._tile
-        tptr, tidx, tdat = t.indptr, t.indices, t.data.astype(f64, copy=False)
+        tptr, tidx, tdat = t.indptr, t.indices, t.data
     else:
         tptr, tidx, tdat = np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, f64)
     order, gptr = cb._rest_groups()
     r = cb._rest
+    parts = [cb.blocks.offsets, tptr, tidx, r.indptr, r.indices, order, gptr, cb._rest_block]
+    bounds = np.concatenate([[0], np.cumsum([p.size for p in parts]), [tdat.size, cb._tile_blocks]])
     return _Layout(
-        cb.blocks.offsets,
-        tptr,
-        tidx,
-        tdat,
-        cb._tile_blocks,
-        r.indptr,
-        r.indices,
-        r.data.astype(f64, copy=False),
-        order,
-        gptr,
-        cb._rest_block,
+        np.concatenate(parts).astype(np.int64),
+        bounds.astype(np.int64),
+        np.concatenate([tdat, r.data]).astype(f64),
         int(cb.blocks.sizes.max()),
     )
 
@@ -69,6 +57,7 @@ class _Decoder:
 
     def __init__(self, codebook: Codebook) -> None:
         self._codebook = check_codebook("codebook", codebook)
+        self._n_codewords = codebook.n_codewords
         self._n_received = 0
 
     @property
@@ -83,6 +72,11 @@ class _Decoder:
 
     def _one(self, index: Any, value: Any) -> tuple[int, float] | None:
         """Validate a single arrival; ``None`` when the arguments are arrays."""
+        # Fast path for the common call update(int, float): the general checks below cost
+        # more than folding the result in.
+        if type(index) is int and type(value) is float:
+            if 0 <= index < self._n_codewords and math.isfinite(value):
+                return index, value
         if not isinstance(index, numbers.Integral) or isinstance(index, (bool, np.bool_)):
             return None
         j = operator.index(index)
@@ -179,11 +173,7 @@ class ProjectionDecoder(_Decoder):
         one = self._one(indices, values)
         if one is not None:
             j, v = one
-            cpu.fold_one(
-                j, v, lay.offsets, lay.tptr, lay.tidx, lay.tdat, lay.tile_blocks, lay.rptr, lay.ridx,
-                lay.rdat, lay.order, lay.gptr, lay.rest_block, self._counts, self._sums,
-                _config.RANK_RTOL, self._ranks, self._x,
-            )
+            cpu.fold_one(j, v, lay.ints, lay.bounds, lay.floats, self._counts, self._sums, _config.RANK_RTOL, self._ranks, self._x)
             self._n_received += 1
             return
         idx, vals = self._many(indices, values)
@@ -191,15 +181,15 @@ class ProjectionDecoder(_Decoder):
             return
         cpu.scatter_results(idx, vals, self._counts, self._sums)
         self._n_received += int(idx.size)
-        blocks = cpu.blocks_touched(idx, lay.tile_rows, lay.tile_blocks, lay.rest_block)
+        blocks = cpu.blocks_touched(idx, lay.ints, lay.bounds, lay.floats)
         self._solve(blocks)
 
     def _solve(self, blocks: np.ndarray) -> None:
         lay = self._layout
         cpu.solve_blocks(
-            blocks, lay.offsets, lay.tptr, lay.tidx, lay.tdat, lay.tile_blocks, lay.rptr, lay.ridx,
-            lay.rdat, lay.order, lay.gptr, self._counts, self._sums, _config.RANK_RTOL, lay.max_block,
-            4 * numba.get_num_threads(), self._ranks, self._x, work=blocks.size * lay.max_block**2,
+            blocks, lay.ints, lay.bounds, lay.floats, self._counts, self._sums, _config.RANK_RTOL,
+            lay.max_block, 4 * numba.get_num_threads(), self._ranks, self._x,
+            work=blocks.size * lay.max_block**2,
         )
 
     def estimate(self) -> np.ndarray:

@@ -306,12 +306,35 @@ def min_norm_solve(A, c, b, tol, piv, y, M, x):
     return rank
 
 
+@njit(**_FAST)
+def unpack_layout(ints, bounds, floats):
+    """Views of a packed codebook layout (see ``lwpd.decoders._layout``).
+
+    The kernels take the layout as three arrays instead of eleven because Numba's dispatch
+    costs about 0.13 us per array argument, which dominates a single-arrival update.
+    """
+    return (
+        ints[bounds[0] : bounds[1]],  # offsets
+        ints[bounds[1] : bounds[2]],  # tptr
+        ints[bounds[2] : bounds[3]],  # tidx
+        floats[: bounds[9]],  # tdat
+        bounds[10],  # tile_blocks
+        ints[bounds[3] : bounds[4]],  # rptr
+        ints[bounds[4] : bounds[5]],  # ridx
+        floats[bounds[9] :],  # rdat
+        ints[bounds[5] : bounds[6]],  # order
+        ints[bounds[6] : bounds[7]],  # gptr
+        ints[bounds[7] : bounds[8]],  # rest_block
+    )
+
+
 @_twin(**_FAST)
-def solve_blocks(blocks, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, counts, sums, tol, max_block, n_chunks, ranks, x):
+def solve_blocks(blocks, ints, bounds, floats, counts, sums, tol, max_block, n_chunks, ranks, x):
     """Re-solve the listed blocks in parallel: ``x[block] = A^+ c`` and ``ranks[block] = rank``.
 
     Blocks are split into ``n_chunks`` contiguous chunks, each with its own scratch space.
     """
+    offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, _ = unpack_layout(ints, bounds, floats)
     nb = blocks.shape[0]
     n_chunks = min(nb, n_chunks)
     for ch in prange(n_chunks):
@@ -340,8 +363,10 @@ def scatter_results(indices, values, counts, sums):
 
 
 @njit(**_FAST)
-def blocks_touched(indices, m, tile_blocks, rest_block):
+def blocks_touched(indices, ints, bounds, floats):
     """Sorted distinct blocks of the given codewords."""
+    _, tptr, _, _, tile_blocks, _, _, _, _, _, rest_block = unpack_layout(ints, bounds, floats)
+    m = tptr.shape[0] - 1
     out = np.empty(indices.shape[0], dtype=np.int64)
     for t in range(indices.shape[0]):
         out[t] = block_of_codeword(indices[t], m, tile_blocks, rest_block)
@@ -349,12 +374,12 @@ def blocks_touched(indices, m, tile_blocks, rest_block):
 
 
 @njit(**_FAST)
-def fold_one(j, value, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, rest_block, counts, sums, tol, ranks, x):
+def fold_one(j, value, ints, bounds, floats, counts, sums, tol, ranks, x):
     """Fold one arrival and re-solve only its block. Work depends on that block alone."""
-    m = tptr.shape[0] - 1
+    offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, rest_block = unpack_layout(ints, bounds, floats)
     counts[j] += 1
     sums[j] += value
-    beta = block_of_codeword(j, m, tile_blocks, rest_block)
+    beta = block_of_codeword(j, tptr.shape[0] - 1, tile_blocks, rest_block)
     o = offsets[beta]
     b = offsets[beta + 1] - o
     A = np.empty((b, b))
@@ -362,7 +387,7 @@ def fold_one(j, value, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat,
     c = np.empty(b)
     y = np.empty(b)
     piv = np.empty(b, dtype=np.int64)
-    b = assemble_block(beta, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, counts, sums, A, c)
+    assemble_block(beta, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, counts, sums, A, c)
     ranks[beta] = min_norm_solve(A, c, b, tol, piv, y, M, x[o : o + b])
 
 
