@@ -189,3 +189,16 @@ def test_encode_into_out_buffer():
         cb.encode(g, out=np.empty((2, len(cb)), dtype=np.float32))
     with pytest.raises(ValueError, match="out must be"):
         cb.encode(g[0], out=out)
+
+
+@pytest.mark.parametrize("path", ["dense", "ell"])
+@pytest.mark.parametrize("block,weight", [(1, 1), (3, 3), (8, 2), (16, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_both_tiled_encode_paths_match_the_oracle(path, block, weight, dtype, kernel_build, monkeypatch):
+    from lwpd import _config
+
+    monkeypatch.setattr(_config, "DENSE_TILE_BYTES_PER_WEIGHT", 10**9 if path == "dense" else 0)
+    cb = block_codebook(projective_codebook(block, max_weight=weight), Partition.uniform(block * 5 + 1, block))
+    g = np.random.default_rng(block).standard_normal((3, cb.dim)).astype(dtype)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(cb.encode(g), ref.encode(cb.to_dense(), g.astype(np.float64)), rtol=rtol, atol=rtol)

@@ -478,6 +478,13 @@ class Codebook:
             self._cache[key] = (_readonly(ell_idx), _readonly(ell_val))
         return self._cache[key]
 
+    def _tile_dense(self, dtype: np.dtype) -> np.ndarray:
+        """The tile's base pattern as a dense ``b x m`` matrix (transposed) in ``dtype``."""
+        key = ("dense", np.dtype(dtype).str)
+        if key not in self._cache:
+            self._cache[key] = _readonly(self._tile.to_scipy().toarray().T.astype(dtype))
+        return self._cache[key]
+
     def _rest_groups(self) -> tuple[np.ndarray, np.ndarray]:
         """Rest codewords sorted by block: ``(order, ptr)`` with ``ptr`` over blocks
         ``tile_blocks .. n_blocks - 1``."""
@@ -583,11 +590,15 @@ class Codebook:
         result = out
         out = out.reshape(batch.shape[0], self.n_codewords)
         if self._tile is not None and self._tile_blocks:
-            ell_idx_t, ell_val_t = self._tile_ell(batch.dtype)
             size, rows, k = int(self._blocks.sizes[0]), batch.shape[0], self._tile_blocks
             g3 = batch[:, : size * k].reshape(rows, k, size)
             out3 = out[:, : self._tile_rows * k].reshape(rows, k, self._tile_rows)
-            cpu.encode_tiled(g3, ell_idx_t, ell_val_t, out3, work=out.size)
+            ell = self._tile_ell(batch.dtype)
+            width = ell[0].shape[0]
+            if size * batch.dtype.itemsize <= _config.DENSE_TILE_BYTES_PER_WEIGHT * width:
+                cpu.encode_tiled("dense", size, g3, (self._tile_dense(batch.dtype),), out3, work=out.size)
+            else:
+                cpu.encode_tiled("ell", width, g3, ell, out3, work=out.size)
         if self._rest.n_rows:
             r = self._rest
             cpu.encode_csr(batch, r.indptr, r.indices, r.data, self._tile_rows * self._tile_blocks, out, work=out.size)
