@@ -141,7 +141,7 @@ def encode_csr(g, indptr, indices, data, first, out):
 
 
 # ---------------------------------------------------------------------------- layout helpers
-@njit(**_FAST)
+@njit(inline="always", **_FAST)
 def block_of_codeword(j, m, tile_blocks, rest_block):
     base = m * tile_blocks
     if j < base:
@@ -149,7 +149,7 @@ def block_of_codeword(j, m, tile_blocks, rest_block):
     return rest_block[j - base]
 
 
-@njit(**_FAST)
+@njit(inline="always", **_FAST)
 def _accumulate_row(ptr, idx, dat, r, shift, weight, total, A, c):
     """Add ``weight * v v^T`` to ``A`` and ``total * v`` to ``c`` for row ``r`` (local coords)."""
     for p in range(ptr[r], ptr[r + 1]):
@@ -160,7 +160,7 @@ def _accumulate_row(ptr, idx, dat, r, shift, weight, total, A, c):
             A[ip, idx[q] - shift] += weight * vp * dat[q]
 
 
-@njit(**_FAST)
+@njit(inline="always", **_FAST)
 def assemble_block(beta, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, counts, sums, A, c):
     """Information matrix ``A = sum_j k_j v_j v_j^T`` and ``c = sum_j s_j v_j`` of block ``beta``.
 
@@ -193,7 +193,7 @@ def assemble_block(beta, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rda
 
 
 # ---------------------------------------------------------------------------- small dense solves
-@njit(**_FAST)
+@njit(inline="always", **_FAST)
 def _forward(L, r, y):
     """Solve ``L[:r,:r] z = y`` in place (L lower triangular)."""
     for i in range(r):
@@ -203,7 +203,7 @@ def _forward(L, r, y):
         y[i] = acc / L[i, i]
 
 
-@njit(**_FAST)
+@njit(inline="always", **_FAST)
 def _backward(L, r, y):
     """Solve ``L[:r,:r]^T z = y`` in place."""
     for i in range(r - 1, -1, -1):
@@ -213,7 +213,7 @@ def _backward(L, r, y):
         y[i] = acc / L[i, i]
 
 
-@njit(**_FAST)
+@njit(inline="always", **_FAST)
 def _cholesky(M, r):
     """Unpivoted Cholesky of the SPD ``M[:r,:r]`` in place (lower triangle)."""
     for k in range(r):
@@ -229,7 +229,7 @@ def _cholesky(M, r):
             M[i, k] = acc / lkk
 
 
-@njit(**_FAST)
+@njit(inline="always", **_FAST)
 def min_norm_solve(A, c, b, tol, piv, y, M, x):
     """Minimum-norm solution ``x = A^+ c`` of the PSD system ``A x = c`` (``c`` in range(A)).
 
