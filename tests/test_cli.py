@@ -33,7 +33,8 @@ def test_codebook_command_compresses(capsys, criterion):
     [
         (["codebook", "--dim", "3", "--q", "4"], "q must be a prime"),
         (["codebook", "--dim", "0"], "dim must be >= 1"),
-        (["codebook", "--dim", "3", "--compress", "99"], "n_codewords"),
+        (["codebook", "--dim", "3", "--compress", "99"], "--compress must be in [1, 13]"),
+        (["codebook", "--dim", "3", "--max-weight", "0"], "--max-weight must be >= 1"),
     ],
 )
 def test_codebook_command_reports_bad_input(capsys, argv, message):
@@ -46,3 +47,21 @@ def test_welch_bound_line_is_correct(capsys):
     out = capsys.readouterr().out
     value = float(out.split("Welch bound")[1].split()[0])
     assert value == pytest.approx(math.sqrt((13 - 3) / (3 * 12)), abs=1e-6)
+
+
+def test_criterion_without_compress_is_an_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["codebook", "--dim", "3", "--criterion", "logdet"])
+    assert info.value.code == 2
+    assert "--criterion needs --compress" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly():
+    import subprocess
+    import sys
+
+    reader = "import sys; sys.stdin.readline()"
+    cmd = f"{sys.executable} -m lwpd.cli codebook --dim 9 | {sys.executable} -c '{reader}'"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr

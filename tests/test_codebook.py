@@ -22,6 +22,12 @@ def test_partition_uniform_and_from_sizes():
     assert pickle.loads(pickle.dumps(p)) == p
 
 
+@pytest.mark.parametrize("coords,exc", [(-1, IndexError), (10, IndexError), (1.5, TypeError), ([[1]], ValueError)])
+def test_partition_block_of_coordinate_rejects_bad_coordinates(coords, exc):
+    with pytest.raises(exc, match="coordinates"):
+        Partition.uniform(10, 4).block_of_coordinate(coords)
+
+
 def test_partition_is_read_only():
     p = Partition.uniform(6, 3)
     with pytest.raises(ValueError):
@@ -202,3 +208,13 @@ def test_both_tiled_encode_paths_match_the_oracle(path, block, weight, dtype, ke
     g = np.random.default_rng(block).standard_normal((3, cb.dim)).astype(dtype)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(cb.encode(g), ref.encode(cb.to_dense(), g.astype(np.float64)), rtol=rtol, atol=rtol)
+
+
+def test_codebook_equality_compares_contents():
+    dense = [[1.0, 0.0, 0.0, 0.0], [1.0, -1.0, 0.0, 0.0]]
+    assert Codebook.from_dense(dense) == Codebook.from_dense(np.array(dense))
+    assert Codebook.from_dense(dense) != Codebook.from_dense(dense, Partition.uniform(4, 2))
+    assert Codebook.from_dense(dense) != Codebook.from_dense(dense[::-1])
+    tiled = block_codebook(projective_codebook(3), Partition.uniform(7, 3))
+    assert tiled == Codebook.from_dense(tiled.to_dense(), tiled.partition)
+    assert tiled != "codebook"

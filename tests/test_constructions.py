@@ -9,6 +9,7 @@ from lwpd import (
     Partition,
     block_codebook,
     coherence,
+    grassmannian_codebook,
     hadamard_codebook,
     identity_codebook,
     projective_codebook,
@@ -194,7 +195,11 @@ def test_block_codebook_errors():
         (lambda: projective_codebook(0), ValueError, "dim must be >= 1"),
         (lambda: projective_codebook(3, max_weight=0), ValueError, "max_weight must be >= 1"),
         (lambda: projective_codebook(2.5), TypeError, "dim must be an integer"),
-        (lambda: projective_codebook(30), ValueError, "lower max_weight"),
+        (lambda: projective_codebook(30), ValueError, "more than 20,000,000 points"),
+        (lambda: projective_codebook(10**6), ValueError, "lower dim or max_weight"),
+        (lambda: random_codebook(3, 3, seed=-1), ValueError, "seed must be a non-negative integer"),
+        (lambda: random_codebook(3, 3, seed="a"), TypeError, "seed must be None"),
+        (lambda: grassmannian_codebook(4, 2, seed=1.5), TypeError, "seed must be None"),
         (lambda: random_codebook(0, 3), ValueError, "n_codewords must be >= 1"),
         (lambda: random_codebook(3, 3, kind="uniform"), ValueError, "kind must be one of"),
         (lambda: random_codebook(3, 3, weight=4), ValueError, r"weight must be in \[1, 3\]"),
@@ -206,3 +211,11 @@ def test_block_codebook_errors():
 def test_constructor_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("dim,q,w", [(1, 3, None), (40, 3, None), (200, 5, 3), (10**6, 3, 2), (12, 2, 12)])
+def test_projective_count_matches_the_closed_forms(dim, q, w):
+    expected = (q**dim - 1) // (q - 1) if w is None or w >= dim else sum(
+        math.comb(dim, i) * (q - 1) ** (i - 1) for i in range(1, w + 1)
+    )
+    assert projective_count(dim, q, w) == expected

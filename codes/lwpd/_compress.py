@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from lwpd import _config
-from lwpd._validation import as_covariance, check_choice, check_codebook, check_int
+from lwpd._validation import as_covariance, as_rng, check_choice, check_codebook, check_int
 from lwpd.codebook import Codebook
 
 __all__ = ["compress", "CRITERIA"]
@@ -132,7 +132,7 @@ def compress(
     if math.comb(n_total, k) <= _config.EXHAUSTIVE_LIMIT:
         selected = _exhaustive(obj, k)
     else:
-        selected = _heuristic(obj, k, np.random.default_rng(0 if seed is None else seed))
+        selected = _heuristic(obj, k, as_rng("seed", seed, default=0))
     return cb.subset(selected)
 
 

@@ -154,3 +154,20 @@ def check_codebook(name: str, value: Any):
     if not isinstance(value, Codebook):
         raise TypeError(f"{name} must be a lwpd.Codebook, got {type(value).__name__}")
     return value
+
+
+def as_rng(name: str, seed: Any, default: int | None = None) -> np.random.Generator:
+    """A NumPy Generator from ``None``, a non-negative int or a Generator.
+
+    ``None`` gives fresh entropy, or the fixed seed ``default`` where results must be
+    reproducible without one.
+    """
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None:
+        return np.random.default_rng(default)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be None, a non-negative integer or a numpy.random.Generator, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {seed}")
+    return np.random.default_rng(int(seed))

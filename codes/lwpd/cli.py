@@ -7,6 +7,7 @@ projective codebook (optionally compressed) and its metrics table.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -49,6 +50,15 @@ def _metrics_lines(metrics: dict[str, float]) -> list[str]:
     return out
 
 
+#: The library's argument names, as the flags a command-line user typed.
+_FLAGS = {"dim": "--dim", "q": "--q", "max_weight": "--max-weight", "n_codewords": "--compress"}
+
+
+def _as_flags(message: str) -> str:
+    name = message.split(" ", 1)[0]
+    return _FLAGS[name] + message[len(name):] if name in _FLAGS else message
+
+
 def _cmd_codebook(args: argparse.Namespace) -> int:
     from lwpd import compress, projective_codebook, summary
 
@@ -64,7 +74,7 @@ def _cmd_codebook(args: argparse.Namespace) -> int:
             shown = compressed
             title += f", compressed to {args.compress} by {args.criterion}"
     except (ValueError, TypeError) as exc:
-        print(f"lwpd codebook: error: {exc}", file=sys.stderr)
+        print(f"lwpd codebook: error: {_as_flags(str(exc))}", file=sys.stderr)
         return 2
     metrics = summary(shown.normalized())
     print(f"{title}: {shown.n_codewords} codewords in R^{shown.dim} (integer representatives)")
@@ -91,15 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--q", type=int, default=3, help="field size, a prime (default 3: entries in {0, +1, -1})")
     cb.add_argument("--max-weight", type=int, default=None, help="keep codewords of Hamming weight <= W")
     cb.add_argument("--compress", type=int, default=None, metavar="N", help="keep the N most informative codewords")
-    cb.add_argument("--criterion", choices=_CRITERIA, default="coherence", help="compression criterion")
+    cb.add_argument("--criterion", choices=_CRITERIA, default=None, help="compression criterion (default coherence; needs --compress)")
     cb.set_defaults(func=_cmd_codebook)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lwpd`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "codebook":
+        if args.criterion is not None and args.compress is None:
+            parser.error("--criterion needs --compress N (the number of codewords to keep)")
+        args.criterion = args.criterion or "coherence"
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # the reader went away (e.g. `lwpd codebook --dim 8 | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -127,8 +127,15 @@ class Partition:
         Returns
         -------
         numpy.ndarray of int64
+            One block index per coordinate (1-D).
+
+        Raises
+        ------
+        IndexError
+            A coordinate lies outside ``[0, dim)``.
         """
-        return np.searchsorted(self._offsets[1:], np.asarray(coordinates), side="right").astype(np.int64)
+        coords = as_index_array("coordinates", coordinates, self.dim)
+        return np.searchsorted(self._offsets[1:], coords, side="right").astype(np.int64)
 
     def _leading_run(self) -> int:
         """Number of leading blocks that share the size of block 0."""
@@ -404,6 +411,25 @@ class Codebook:
 
     def __len__(self) -> int:
         return self.n_codewords
+
+    def __eq__(self, other: object) -> bool:
+        """Same dimension, partition and codewords (entries compared exactly, in order)."""
+        if not isinstance(other, Codebook):
+            return NotImplemented
+        if self is other:
+            return True
+        if (self.dim, self.n_codewords, self.nnz) != (other.dim, other.n_codewords, other.nnz):
+            return False
+        if self._partition != other._partition:
+            return False
+        a, b = self._csr(), other._csr()
+        return (
+            np.array_equal(a.indptr, b.indptr)
+            and np.array_equal(a.indices, b.indices)
+            and np.array_equal(a.data, b.data)
+        )
+
+    __hash__ = None  # equality compares contents; codebooks are not dict keys
 
     def __repr__(self) -> str:
         w = self.weights

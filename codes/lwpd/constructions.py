@@ -11,7 +11,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from lwpd import _config
-from lwpd._validation import check_choice, check_int, check_prime
+from lwpd._validation import as_rng, check_choice, check_int, check_prime
 from lwpd.codebook import Codebook, Partition, _CSR
 
 __all__ = [
@@ -56,7 +56,23 @@ def projective_count(dim: int, q: int = 3, max_weight: int | None = None) -> int
     dim = check_int("dim", dim, minimum=1)
     q = check_prime("q", q)
     w = dim if max_weight is None else min(check_int("max_weight", max_weight, minimum=1), dim)
-    return sum(math.comb(dim, i) * (q - 1) ** (i - 1) for i in range(1, w + 1))
+    return _capped_count(dim, q, w, cap=None)
+
+
+def _capped_count(dim: int, q: int, w: int, cap: int | None) -> int:
+    """``sum_{i<=w} C(dim, i) (q-1)^(i-1)``, or ``cap + 1`` as soon as the sum exceeds ``cap``.
+
+    The binomials are updated term by term, so a huge ``dim`` with a small cap stops early.
+    """
+    if w == dim and cap is None:
+        return (q**dim - 1) // (q - 1)
+    total, term = 0, dim  # term = C(dim, i) (q-1)^(i-1) for i = 1
+    for i in range(1, w + 1):
+        total += term
+        if cap is not None and total > cap:
+            return cap + 1
+        term = term * (dim - i) // (i + 1) * (q - 1)
+    return total
 
 
 def _lift(values: np.ndarray, q: int) -> np.ndarray:
@@ -107,11 +123,11 @@ def projective_codebook(dim: int, q: int = 3, max_weight: int | None = None, nor
     if max_weight is not None:
         max_weight = check_int("max_weight", max_weight, minimum=1)
     w = dim if max_weight is None else min(max_weight, dim)
-    total = projective_count(dim, q, w)
+    total = _capped_count(dim, q, w, cap=MAX_PROJECTIVE_POINTS)
     if total > MAX_PROJECTIVE_POINTS:
         raise ValueError(
-            f"PG({dim - 1}, {q}) with max_weight={max_weight} has {total} points (more than "
-            f"{MAX_PROJECTIVE_POINTS}); lower max_weight or tile a smaller base with block_codebook"
+            f"PG({dim - 1}, {q}) with max_weight={max_weight} has more than {MAX_PROJECTIVE_POINTS:,} "
+            "points; lower dim or max_weight, or tile a smaller base with block_codebook"
         )
     indices, data = [], []
     for weight in range(1, w + 1):
@@ -292,7 +308,7 @@ def random_codebook(
         weight = min(3, dim)
     if weight is not None:
         weight = check_int("weight", weight, minimum=1, maximum=dim)
-    rng = np.random.default_rng(seed)
+    rng = as_rng("seed", seed)
     w = dim if weight is None else weight
     if kind == "gaussian":
         values = rng.standard_normal((n_codewords, w))
@@ -412,5 +428,5 @@ def grassmannian_codebook(
     dim = check_int("dim", dim, minimum=1)
     n_iter = check_int("n_iter", n_iter, minimum=1)
     n_restarts = check_int("n_restarts", n_restarts, minimum=1)
-    rng = np.random.default_rng(0 if seed is None else seed)
+    rng = as_rng("seed", seed, default=0)
     return Codebook.from_dense(pack_lines(n_codewords, dim, rng, n_iter=n_iter, n_restarts=n_restarts))

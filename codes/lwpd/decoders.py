@@ -108,6 +108,10 @@ class ProjectionDecoder(_Decoder):
     least-squares solution ``g_hat = pinv(V_S) r_S``; with exact values it is the orthogonal
     projection of the true gradient onto ``span{v_j : j in S}``, so
     ``<g_hat, g> = ||g_hat||^2 >= 0`` and every partial decode is a descent direction.
+    The rank is numerical: per block, directions whose singular value is below about
+    ``sqrt(lwpd._config.RANK_RTOL)`` (1e-6) times the largest count as not received (NumPy's
+    ``pinv`` uses a far smaller cut-off, so the two differ only for nearly dependent
+    codewords, where the smaller cut-off amplifies noise by up to a million times).
 
     Each block keeps its received codewords as counts and sums of values; an arrival
     re-solves only its own block (pivoted Cholesky of the block's ``b x b`` information

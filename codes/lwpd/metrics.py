@@ -15,6 +15,7 @@ import numpy as np
 
 from lwpd import _config
 from lwpd._validation import (
+    as_rng,
     check_codebook,
     as_covariance,
     as_index_array,
@@ -369,7 +370,7 @@ def captured_energy(
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"erasure_prob must lie in [0, 1], got {p}")
     n_samples = check_int("n_samples", n_samples, minimum=1)
-    rng = np.random.default_rng(seed)
+    rng = as_rng("seed", seed)
     captured = 0.0
     for beta, idx, rows, mult in cb._iter_blocks():
         if cov is None:
