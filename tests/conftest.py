@@ -1,6 +1,13 @@
-import pytest
+import os
 
-from lwpd import _config
+# The CUDA kernels run in Numba's CUDA simulator unless LWPD_TEST_CUDA=device (a real GPU).
+# The switch must be set before numba is first imported, hence here, above every import.
+if os.environ.get("LWPD_TEST_CUDA", "simulator") == "simulator":
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import pytest  # noqa: E402
+
+from lwpd import _config  # noqa: E402
 
 
 @pytest.fixture(params=["serial", "threaded"])
@@ -10,3 +17,12 @@ def kernel_build(request, monkeypatch):
     threshold = 2**62 if request.param == "serial" else 0
     monkeypatch.setattr(_config, "PARALLEL_MIN_WORK", threshold)
     return request.param
+
+
+@pytest.fixture
+def small_launches(monkeypatch):
+    """Tiny CUDA grids: the simulator runs every thread as a Python thread, so keep launches
+    to a couple of blocks of 32 threads (the kernels are grid-stride, so any grid is correct)."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        monkeypatch.setattr(_config, "CUDA_THREADS_PER_BLOCK", 32)
+        monkeypatch.setattr(_config, "CUDA_MAX_BLOCKS", 2)

@@ -73,3 +73,12 @@ DEFAULT_NOISE: float = 1.0
 
 #: Default number of Monte Carlo straggler patterns in ``captured_energy``.
 DEFAULT_ENERGY_SAMPLES: int = 256
+
+#: CUDA launches: threads per block, and a cap on blocks per grid (kernels are grid-stride,
+#: so any grid covers any problem size).
+CUDA_THREADS_PER_BLOCK: int = 256
+CUDA_MAX_BLOCKS: int = 65_535
+
+#: Shared-memory capacity (entries) for the base pattern of the uniform-block encode path,
+#: ``W * m`` (padded weight times codewords per block); larger patterns use the CSR kernel.
+CUDA_SHARED_PATTERN: int = 2048

@@ -78,7 +78,7 @@ def as_real_array(name: str, value: Any, *, ndim: tuple[int, ...], keep_float32:
     """
     if hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray):
         raise TypeError(
-            f"{name} is a GPU array; the CPU backend needs a NumPy array (copy it to the host first)"
+            f"{name} is a GPU array; pass backend='cuda' (or copy it to the host for the CPU backend)"
         )
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf":

@@ -573,7 +573,7 @@ class Codebook:
         return gram.toarray() if dense else gram
 
     # ------------------------------------------------------------------ encoding
-    def encode(self, g: Any, out: np.ndarray | None = None) -> np.ndarray:
+    def encode(self, g: Any, out: np.ndarray | None = None, backend: str = "cpu") -> np.ndarray:
         """Directional derivatives ``<g, v_j>`` of every codeword.
 
         Parameters
@@ -583,7 +583,14 @@ class Codebook:
             other real dtypes become float64. NaN or inf is rejected.
         out : numpy.ndarray, optional
             C-contiguous array of the result's shape and dtype to write into (saves
-            allocating, and first-touching, a large result on every call).
+            allocating, and first-touching, a large result on every call). With a device
+            ``g`` on the CUDA backend, a device array.
+        backend : {"cpu", "cuda", "auto"}, default "cpu"
+            ``"cuda"`` runs the numba.cuda kernels on an NVIDIA GPU (``RuntimeError`` if none
+            is found); ``"auto"`` uses the GPU when one is usable. On the GPU, a NumPy ``g``
+            is copied to the device and the result back; a device ``g`` (a numba device
+            array, or any object with ``__cuda_array_interface__`` such as a CuPy array or a
+            torch CUDA tensor) is read in place and the result stays on the device.
 
         Returns
         -------
@@ -598,8 +605,13 @@ class Codebook:
         >>> cb.encode(np.array([1.0, 2.0])).tolist()
         [1.0, 2.0, 3.0, -1.0]
         """
+        from lwpd import _backend
         from lwpd._kernels import cpu
 
+        if _backend.resolve(backend) == "cuda":
+            from lwpd import _gpu
+
+            return _gpu.encode(self, g, out)
         arr = as_real_array("g", g, ndim=(1, 2))
         if arr.shape[-1] != self._dim:
             raise ValueError(
