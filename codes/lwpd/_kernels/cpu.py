@@ -21,6 +21,7 @@ from numba import njit, prange
 import types
 
 from lwpd import _config
+from lwpd._kernels import _dense
 from lwpd._config import CACHE, FASTMATH
 
 _STRICT = dict(cache=CACHE)  # no fast-math: used where NaN/inf must be seen exactly
@@ -193,130 +194,8 @@ def assemble_block(beta, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rda
 
 
 # ---------------------------------------------------------------------------- small dense solves
-@njit(inline="always", **_FAST)
-def _forward(L, r, y):
-    """Solve ``L[:r,:r] z = y`` in place (L lower triangular)."""
-    for i in range(r):
-        acc = y[i]
-        for k in range(i):
-            acc -= L[i, k] * y[k]
-        y[i] = acc / L[i, i]
-
-
-@njit(inline="always", **_FAST)
-def _backward(L, r, y):
-    """Solve ``L[:r,:r]^T z = y`` in place."""
-    for i in range(r - 1, -1, -1):
-        acc = y[i]
-        for k in range(i + 1, r):
-            acc -= L[k, i] * y[k]
-        y[i] = acc / L[i, i]
-
-
-@njit(inline="always", **_FAST)
-def _cholesky(M, r):
-    """Unpivoted Cholesky of the SPD ``M[:r,:r]`` in place (lower triangle)."""
-    for k in range(r):
-        d = M[k, k]
-        for s in range(k):
-            d -= M[k, s] * M[k, s]
-        lkk = np.sqrt(d) if d > 0.0 else 1e-300
-        M[k, k] = lkk
-        for i in range(k + 1, r):
-            acc = M[i, k]
-            for s in range(k):
-                acc -= M[i, s] * M[k, s]
-            M[i, k] = acc / lkk
-
-
-@njit(inline="always", **_FAST)
-def min_norm_solve(A, c, b, tol, piv, y, M, x):
-    """Minimum-norm solution ``x = A^+ c`` of the PSD system ``A x = c`` (``c`` in range(A)).
-
-    Pivoted Cholesky ``P^T A P = L L^T`` (L is ``b x r``) reveals the numerical rank ``r``;
-    it stops when the largest remaining pivot is at most ``tol`` times the largest diagonal.
-    Full rank: two triangular solves. Rank deficient: with ``B = P L``,
-    ``A^+ = B (B^T B)^-2 B^T``, solved through the Cholesky factor of ``M = L^T L``.
-    Overwrites ``A``, ``c`` untouched; writes ``x[:b]`` and returns ``r``.
-    """
-    maxdiag = 0.0
-    for i in range(b):
-        piv[i] = i
-        if A[i, i] > maxdiag:
-            maxdiag = A[i, i]
-    if maxdiag <= 0.0:
-        for i in range(b):
-            x[i] = 0.0
-        return 0
-    threshold = tol * maxdiag
-    rank = b
-    for k in range(b):
-        p = k
-        best = A[k, k]
-        for i in range(k + 1, b):
-            if A[i, i] > best:
-                best = A[i, i]
-                p = i
-        if best <= threshold:
-            rank = k
-            break
-        if p != k:
-            for j in range(b):
-                tmp = A[k, j]
-                A[k, j] = A[p, j]
-                A[p, j] = tmp
-            for i in range(b):
-                tmp = A[i, k]
-                A[i, k] = A[i, p]
-                A[i, p] = tmp
-            ip = piv[k]
-            piv[k] = piv[p]
-            piv[p] = ip
-        lkk = np.sqrt(A[k, k])
-        A[k, k] = lkk
-        for i in range(k + 1, b):
-            A[i, k] /= lkk
-        for j in range(k + 1, b):
-            ajk = A[j, k]
-            for i in range(j, b):
-                v = A[i, j] - A[i, k] * ajk
-                A[i, j] = v
-                A[j, i] = v
-    for i in range(b):
-        y[i] = c[piv[i]]
-    if rank == b:
-        _forward(A, b, y)
-        _backward(A, b, y)
-        for i in range(b):
-            x[piv[i]] = y[i]
-        return rank
-    # u = L^T y (length r) is kept in column ``rank`` of M, beside M's lower triangle.
-    for i in range(rank):
-        acc = 0.0
-        for k in range(i, b):
-            acc += A[k, i] * y[k]
-        M[i, rank] = acc
-    for i in range(rank):
-        for j in range(i + 1):
-            acc = 0.0
-            for k in range(i, b):
-                acc += A[k, i] * A[k, j]
-            M[i, j] = acc
-    _cholesky(M, rank)
-    for i in range(rank):
-        y[i] = M[i, rank]
-    _forward(M, rank, y)
-    _backward(M, rank, y)
-    _forward(M, rank, y)
-    _backward(M, rank, y)
-    # t = L w, then x = P t
-    for i in range(b):
-        acc = 0.0
-        top = i + 1 if i + 1 < rank else rank
-        for k in range(top):
-            acc += A[i, k] * y[k]
-        x[piv[i]] = acc
-    return rank
+#: ``x = A^+ c`` for a block's information matrix; shared with the CUDA kernels.
+min_norm_solve = njit(inline="always", **_FAST)(_dense.min_norm_solve)
 
 
 @njit(**_FAST)
