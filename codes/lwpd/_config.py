@@ -82,3 +82,7 @@ CUDA_MAX_BLOCKS: int = 65_535
 #: Shared-memory capacity (entries) for the base pattern of the uniform-block encode path,
 #: ``W * m`` (padded weight times codewords per block); larger patterns use the CSR kernel.
 CUDA_SHARED_PATTERN: int = 2048
+
+#: Largest block the CUDA decoders accept: each thread block keeps its block's
+#: information matrix in shared memory, sized at compile time.
+CUDA_MAX_DECODE_BLOCK: int = 32

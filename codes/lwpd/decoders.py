@@ -55,10 +55,26 @@ def _layout(cb: Codebook) -> _Layout:
 class _Decoder:
     """Shared argument handling: one ``(index, value)`` or arrays of them."""
 
-    def __init__(self, codebook: Codebook) -> None:
+    def __init__(self, codebook: Codebook, backend: str = "cpu") -> None:
+        from lwpd import _backend
+
         self._codebook = check_codebook("codebook", codebook)
         self._n_codewords = codebook.n_codewords
         self._n_received = 0
+        self._backend = _backend.resolve(backend)
+        self._state: Any = None  # device-resident state on the CUDA backend
+
+    @property
+    def backend(self) -> str:
+        """``"cpu"`` or ``"cuda"``: where the decoder's state lives and its kernels run."""
+        return self._backend
+
+    def _fold_on_device(self, indices: Any, values: Any) -> None:
+        from lwpd import _gpu
+
+        idx, vals = _gpu._as_device_results(self, indices, values)
+        self._state.fold(idx, vals)
+        self._n_received += int(idx.shape[0])
 
     @property
     def codebook(self) -> Codebook:
@@ -124,7 +140,12 @@ class ProjectionDecoder(_Decoder):
     codebook : Codebook
         The codebook whose directional derivatives arrive. Blocks of its partition are
         decoded independently; an unpartitioned codebook is one block (at most
-        ``lwpd._config.MAX_DECODE_BLOCK`` coordinates).
+        ``lwpd._config.MAX_DECODE_BLOCK`` coordinates; 32 on the CUDA backend).
+    backend : {"cpu", "cuda", "auto"}, default "cpu"
+        ``"cuda"`` keeps the state on an NVIDIA GPU and folds results in with numba.cuda
+        kernels (one thread block per gradient block); :meth:`update` then also takes device
+        arrays (numba, CuPy, torch CUDA) without a host round trip, and :meth:`estimate`
+        returns a device array. ``"auto"`` uses the GPU when one is usable.
 
     Examples
     --------
@@ -141,8 +162,13 @@ class ProjectionDecoder(_Decoder):
     ([3.0, -1.0], 2)
     """
 
-    def __init__(self, codebook: Codebook) -> None:
-        super().__init__(codebook)
+    def __init__(self, codebook: Codebook, backend: str = "cpu") -> None:
+        super().__init__(codebook, backend)
+        if self._backend == "cuda":
+            from lwpd import _gpu
+
+            self._state = _gpu.ProjectionState(codebook)
+            return
         largest = int(codebook.blocks.sizes.max())
         if largest > _config.MAX_DECODE_BLOCK:
             raise ValueError(
@@ -173,6 +199,9 @@ class ProjectionDecoder(_Decoder):
         ValueError
             A value is NaN or inf, or the lengths differ. Nothing is folded in then.
         """
+        if self._backend == "cuda":
+            self._fold_on_device(indices, values)
+            return
         lay = self._layout
         one = self._one(indices, values)
         if one is not None:
@@ -197,23 +226,29 @@ class ProjectionDecoder(_Decoder):
         )
 
     def estimate(self) -> np.ndarray:
-        """The decoded gradient ``pinv(V_S) r_S`` as a new float64 array of length ``n``."""
+        """The decoded gradient ``pinv(V_S) r_S`` as a new float64 array of length ``n``
+        (a device array on the CUDA backend)."""
+        if self._backend == "cuda":
+            from lwpd import _gpu
+
+            return _gpu.device_copy(self._state.x)
         return self._x.copy()
 
     @property
     def received(self) -> np.ndarray:
         """Sorted indices of the distinct codewords received so far."""
-        return np.flatnonzero(self._counts)
+        counts = self._state.counts.copy_to_host() if self._backend == "cuda" else self._counts
+        return np.flatnonzero(counts)
 
     @property
     def rank(self) -> int:
         """Dimension of the span of the received codewords (sum of :attr:`block_ranks`)."""
-        return int(self._ranks.sum())
+        return int(self.block_ranks.sum())
 
     @property
     def block_ranks(self) -> np.ndarray:
         """Numerical rank of the received codewords in each block, shape ``(n_blocks,)``."""
-        return self._ranks.copy()
+        return self._state.ranks.copy_to_host() if self._backend == "cuda" else self._ranks.copy()
 
     def recovered_fraction(self) -> float:
         """Fraction of the ``n`` dimensions spanned so far: ``rank / n``.
@@ -225,6 +260,10 @@ class ProjectionDecoder(_Decoder):
 
     def reset(self) -> None:
         """Forget every result (start a new gradient step)."""
+        self._n_received = 0
+        if self._backend == "cuda":
+            self._state.reset()
+            return
         self._counts[:] = 0
         self._sums[:] = 0.0
         self._ranks[:] = 0
@@ -247,6 +286,9 @@ class PeelingDecoder(_Decoder):
     Parameters
     ----------
     codebook : Codebook
+    backend : {"cpu", "cuda", "auto"}, default "cpu"
+        ``"cuda"`` peels on an NVIDIA GPU (one thread per gradient block, sweeping until
+        nothing changes); :meth:`values` and :meth:`estimate` then return device arrays.
 
     Examples
     --------
@@ -263,8 +305,13 @@ class PeelingDecoder(_Decoder):
     [3.0, -1.0]
     """
 
-    def __init__(self, codebook: Codebook) -> None:
-        super().__init__(codebook)
+    def __init__(self, codebook: Codebook, backend: str = "cpu") -> None:
+        super().__init__(codebook, backend)
+        if self._backend == "cuda":
+            from lwpd import _gpu
+
+            self._state = _gpu.PeelingState(codebook)
+            return
         csr = codebook.to_scipy().astype(np.float64)
         csc = csr.tocsc()
         csc.sort_indices()
@@ -288,6 +335,9 @@ class PeelingDecoder(_Decoder):
         values : float or array_like of float
             The workers' results ``<g, v_j>``; must be finite.
         """
+        if self._backend == "cuda":
+            self._fold_on_device(indices, values)
+            return
         one = self._one(indices, values)
         if one is not None:
             idx, vals = np.array([one[0]], dtype=np.int64), np.array([one[1]])
@@ -299,39 +349,58 @@ class PeelingDecoder(_Decoder):
                  self._known, self._coords, self._queue)
         self._n_received += int(idx.size)
 
+    def _host(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(received, known, coords)`` on the host."""
+        if self._backend == "cuda":
+            s = self._state
+            return s.received.copy_to_host(), s.known.copy_to_host(), s.coords.copy_to_host()
+        return self._received, self._known, self._coords
+
+    def _out(self, arr: np.ndarray) -> np.ndarray:
+        if self._backend == "cuda":
+            from numba import cuda
+
+            return cuda.to_device(arr)
+        return arr
+
     @property
     def known(self) -> np.ndarray:
         """Boolean mask of the coordinates recovered exactly, shape ``(n,)``."""
-        return self._known.astype(bool)
+        return self._host()[1].astype(bool)
 
     @property
     def received(self) -> np.ndarray:
         """Sorted indices of the distinct codewords received so far."""
-        return np.flatnonzero(self._received)
+        return np.flatnonzero(self._host()[0])
 
     def values(self) -> np.ndarray:
         """Recovered coordinates, NaN where a coordinate is still unknown."""
-        return np.where(self._known.astype(bool), self._coords, np.nan)
+        _, known, coords = self._host()
+        return self._out(np.where(known.astype(bool), coords, np.nan))
 
     def estimate(self, fill: float = 0.0) -> np.ndarray:
         """Recovered coordinates with ``fill`` where a coordinate is still unknown."""
-        return np.where(self._known.astype(bool), self._coords, float(fill))
+        _, known, coords = self._host()
+        return self._out(np.where(known.astype(bool), coords, float(fill)))
 
     def recovered_fraction(self) -> float:
         """Fraction of coordinates recovered exactly."""
-        return float(self._known.mean())
+        return float(self._host()[1].mean())
 
     def reset(self) -> None:
         """Forget every result."""
+        self._n_received = 0
+        if self._backend == "cuda":
+            self._state.reset()
+            return
         for arr in (self._received, self._residual, self._unknown, self._known, self._coords):
             arr[:] = 0
-        self._n_received = 0
 
     def __repr__(self) -> str:
-        return f"PeelingDecoder(received={self._n_received}, known={int(self._known.sum())}/{self._codebook.dim})"
+        return f"PeelingDecoder(received={self._n_received}, known={int(self.known.sum())}/{self._codebook.dim})"
 
 
-def decode(codebook: Codebook, indices: Any, values: Any, method: str = "projection") -> np.ndarray:
+def decode(codebook: Codebook, indices: Any, values: Any, method: str = "projection", backend: str = "cpu") -> np.ndarray:
     """Decode a gradient from a set of results in one shot, in parallel over blocks.
 
     Parameters
@@ -344,6 +413,9 @@ def decode(codebook: Codebook, indices: Any, values: Any, method: str = "project
     method : {"projection", "peeling"}, default "projection"
         ``"projection"``: minimum-norm least squares ``pinv(V_S) r_S`` (optimal).
         ``"peeling"``: exact iterative peeling; unrecovered coordinates are 0.
+    backend : {"cpu", "cuda", "auto"}, default "cpu"
+        ``"cuda"`` decodes on an NVIDIA GPU; the result is a NumPy array for host inputs and
+        stays on the device for device inputs.
 
     Returns
     -------
@@ -361,6 +433,14 @@ def decode(codebook: Codebook, indices: Any, values: Any, method: str = "project
     True
     """
     check_choice("method", method, ("projection", "peeling"))
+    from lwpd import _backend
+
+    if _backend.resolve(backend) == "cuda":
+        dec = (PeelingDecoder if method == "peeling" else ProjectionDecoder)(codebook, backend="cuda")
+        dec.update(indices, values)
+        result = dec.estimate()
+        on_device = _backend.is_device_array(indices) or _backend.is_device_array(values)
+        return result if on_device else result.copy_to_host()
     if method == "peeling":
         dec = PeelingDecoder(codebook)
         dec.update(*dec._many(indices, values))
