@@ -233,3 +233,15 @@ def test_cuda_peeling_matches_the_oracle(name):
 def test_cuda_decoders_reject_blocks_beyond_shared_memory():
     with pytest.raises(ValueError, match="at most 32"):
         ProjectionDecoder(identity_codebook(33), backend="cuda")
+
+
+def test_gpu_check_script_rehearses_in_the_simulator():
+    import os
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    out = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "FAILED" not in out.stdout and "MISMATCH" not in out.stdout
+    assert out.stdout.count(" ok") >= 10

@@ -133,6 +133,13 @@ def _as_device_results(decoder, indices: Any, values: Any):
     return cuda.to_device(idx.astype(np.int64)), cuda.to_device(vals.astype(np.float64))
 
 
+def _zero(*arrays) -> None:
+    """Zero 1-D device arrays in place, on the device."""
+    for arr in arrays:
+        blocks, threads = launch(arr.shape[0])
+        kernels.fill[blocks, threads](arr, 0)
+
+
 class ProjectionState:
     """Device-resident state of a projection decoder (counts, sums, ranks, estimate)."""
 
@@ -155,11 +162,12 @@ class ProjectionState:
         self._tile_blocks = int(bounds[10])
         self._m = part[1].shape[0] - 1
         self._n_blocks = cb.blocks.n_blocks
-        self.counts = cuda.to_device(np.zeros(cb.n_codewords, dtype=np.int64))
-        self.sums = cuda.to_device(np.zeros(cb.n_codewords))
-        self.ranks = cuda.to_device(np.zeros(self._n_blocks, dtype=np.int64))
-        self.x = cuda.to_device(np.zeros(cb.dim))
-        self._dirty = cuda.to_device(np.zeros(self._n_blocks, dtype=np.int8))
+        self.counts = cuda.device_array(cb.n_codewords, dtype=np.int64)
+        self.sums = cuda.device_array(cb.n_codewords)
+        self.ranks = cuda.device_array(self._n_blocks, dtype=np.int64)
+        self.x = cuda.device_array(cb.dim)
+        self._dirty = cuda.device_array(self._n_blocks, dtype=np.int8)
+        self.reset()
 
     def fold(self, idx, vals) -> None:
         offsets, tptr, tidx, rptr, ridx, order, gptr, rest_block = self._arrays
@@ -175,8 +183,7 @@ class ProjectionState:
         )
 
     def reset(self) -> None:
-        for arr in (self.counts, self.sums, self.ranks, self.x, self._dirty):
-            arr.copy_to_device(np.zeros(arr.shape, dtype=arr.dtype))
+        _zero(self.counts, self.sums, self.ranks, self.x, self._dirty)
 
 
 class PeelingState:
@@ -190,10 +197,11 @@ class PeelingState:
         self._block_codewords = cuda.to_device(order.astype(np.int64))
         self._csr = [cuda.to_device(np.ascontiguousarray(a)) for a in (csr.indptr, csr.indices, csr.data.astype(np.float64))]
         self._n_blocks = cb.blocks.n_blocks
-        self.received = cuda.to_device(np.zeros(cb.n_codewords, dtype=np.int32))
-        self.first_value = cuda.to_device(np.zeros(cb.n_codewords))
-        self.known = cuda.to_device(np.zeros(cb.dim, dtype=np.uint8))
-        self.coords = cuda.to_device(np.zeros(cb.dim))
+        self.received = cuda.device_array(cb.n_codewords, dtype=np.int32)
+        self.first_value = cuda.device_array(cb.n_codewords)
+        self.known = cuda.device_array(cb.dim, dtype=np.uint8)
+        self.coords = cuda.device_array(cb.dim)
+        self.reset()
 
     def fold(self, idx, vals) -> None:
         if idx.shape[0] == 0:
@@ -206,5 +214,4 @@ class PeelingState:
         )
 
     def reset(self) -> None:
-        for arr in (self.received, self.first_value, self.known, self.coords):
-            arr.copy_to_device(np.zeros(arr.shape, dtype=arr.dtype))
+        _zero(self.received, self.first_value, self.known, self.coords)

@@ -36,6 +36,13 @@ def count_non_finite(a, flag):
         cuda.atomic.add(flag, 0, bad)
 
 
+@cuda.jit
+def fill(a, value):
+    """``a[:] = value`` for a 1-D device array (no host buffer, no transfer)."""
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[i] = value
+
+
 # ---------------------------------------------------------------------------- encode
 
 
