@@ -245,3 +245,14 @@ def test_gpu_check_script_rehearses_in_the_simulator():
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "FAILED" not in out.stdout and "MISMATCH" not in out.stdout
     assert out.stdout.count(" ok") >= 10
+
+
+def test_cuda_fold_in_accepts_float32_and_int32_device_arrays():
+    cb = DECODE_CODEBOOKS["tiled+tail"]()
+    g = np.random.default_rng(10).standard_normal(cb.dim)
+    idx = np.arange(len(cb), dtype=np.int32)
+    vals = cb.encode(g).astype(np.float32)
+    dec = ProjectionDecoder(cb, backend="cuda")
+    dec.update(cuda.to_device(idx), cuda.to_device(vals))
+    expected = ref.decode_projection(cb.to_dense(), idx, vals.astype(np.float64))
+    np.testing.assert_allclose(dec.estimate().copy_to_host(), expected, rtol=1e-9, atol=1e-9)
