@@ -114,6 +114,17 @@ def block_of_codeword(j, m, tile_blocks, rest_block):
     return rest_block[j - base]
 
 
+@cuda.jit(device=True)
+def _accumulate_row(ptr, idx, dat, r, shift, weight, total, A, c):
+    """Add ``weight * v v^T`` to the shared ``A`` and ``total * v`` to ``c`` for row ``r``
+    (local coordinates ``idx - shift``); atomics, as the block's threads share ``A``."""
+    for p in range(ptr[r], ptr[r + 1]):
+        vp = dat[p]
+        cuda.atomic.add(c, idx[p] - shift, total * vp)
+        for q in range(ptr[r], ptr[r + 1]):
+            cuda.atomic.add(A, (idx[p] - shift, idx[q] - shift), weight * vp * dat[q])
+
+
 @cuda.jit
 def fold_in(indices, values, counts, sums, m, tile_blocks, rest_block, dirty):
     """Batched fold-in on the device: count and sum each arrival (atomics, so repeats in one
@@ -158,27 +169,15 @@ def solve_blocks(dirty, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat
         if beta < tile_blocks:
             for r in range(tid, m, nthreads):
                 j = beta * m + r
-                k = counts[j]
-                if k != 0:
-                    s = sums[j]
-                    for p in range(tptr[r], tptr[r + 1]):
-                        vp = tdat[p]
-                        cuda.atomic.add(c, tidx[p], s * vp)
-                        for q in range(tptr[r], tptr[r + 1]):
-                            cuda.atomic.add(A, (tidx[p], tidx[q]), k * vp * tdat[q])
+                if counts[j] != 0:
+                    _accumulate_row(tptr, tidx, tdat, r, 0, counts[j], sums[j], A, c)
         else:
             base = m * tile_blocks
             g = beta - tile_blocks
             for t in range(gptr[g] + tid, gptr[g + 1], nthreads):
                 r = order[t]
-                k = counts[base + r]
-                if k != 0:
-                    s = sums[base + r]
-                    for p in range(rptr[r], rptr[r + 1]):
-                        vp = rdat[p]
-                        cuda.atomic.add(c, ridx[p] - o, s * vp)
-                        for q in range(rptr[r], rptr[r + 1]):
-                            cuda.atomic.add(A, (ridx[p] - o, ridx[q] - o), k * vp * rdat[q])
+                if counts[base + r] != 0:
+                    _accumulate_row(rptr, ridx, rdat, r, o, counts[base + r], sums[base + r], A, c)
         cuda.syncthreads()
         if tid == 0:
             ranks[beta] = min_norm_solve(A, c, b, tol, piv, y, M, xb)
