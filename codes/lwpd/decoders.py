@@ -443,7 +443,7 @@ def decode(codebook: Codebook, indices: Any, values: Any, method: str = "project
         return result if on_device else result.copy_to_host()
     if method == "peeling":
         dec = PeelingDecoder(codebook)
-        dec.update(*dec._many(indices, values))
+        dec.update(indices, values)
         return dec.estimate()
     dec = ProjectionDecoder(codebook)
     idx, vals = dec._many(indices, values)
