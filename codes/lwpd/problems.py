@@ -1,0 +1,596 @@
+"""Smooth learning problems whose workers return directional derivatives.
+
+Three L2-regularised linear models: :class:`LeastSquares`, binary :class:`Logistic` and
+multinomial :class:`Softmax` regression. Each exposes its loss, its full gradient and --
+what a coded worker computes -- the directional derivatives ``<grad f(theta), v_j>`` for a
+set of codewords, computed **without forming the full gradient**: the per-sample residuals
+``r_i = l'(x_i . theta, y_i)`` are computed once (one pass over the selected rows of ``X``),
+and then only the columns of ``X`` touched by the selected codewords are read, so that part
+of the work grows with the codewords' weight, not with the number of parameters.
+
+Conventions shared by all three problems
+----------------------------------------
+* ``X`` has shape ``(m, d)`` (dense NumPy or any SciPy sparse format; stored as float64,
+  sparse as CSR); ``y`` has length ``m``.
+* The parameter vector holds the weights *and* the intercepts. With ``K`` outputs
+  (``K = 1`` for least squares and logistic regression, ``K`` classes for softmax) it is
+  the row-major flattening of a ``(K, d + 1)`` matrix whose row ``k`` is
+  ``[w_k (d entries), b_k]``: coordinate ``p`` is feature ``p % (d + 1)`` of output
+  ``p // (d + 1)``, the feature index ``d`` standing for the intercept. For ``K = 1`` this
+  is simply ``theta = [w, b]``. :meth:`~LeastSquares.pack` and
+  :meth:`~LeastSquares.unpack` convert.
+* The objective is the mean of the per-sample losses over the selected rows plus
+  ``alpha / 2 * ||W||_F^2`` -- the penalty is on the weights only, never the intercepts.
+* ``rows`` (an integer array, repeats allowed) restricts the mean to a subset of samples,
+  e.g. one worker's shard; ``None`` means all rows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from scipy.special import expit, log_expit, logsumexp
+
+from lwpd._validation import (
+    as_index_array,
+    as_real_array,
+    check_codebook,
+    check_finite,
+    check_real,
+)
+
+__all__ = ["LeastSquares", "Logistic", "Softmax"]
+
+#: Largest side of the Gram matrix formed explicitly by :meth:`lipschitz`; beyond it the
+#: spectral norm is found by Lanczos iteration (``scipy.sparse.linalg.eigsh``).
+_EXACT_GRAM_LIMIT = 2048
+
+#: Relative safety margin applied to an iterative (Lanczos) estimate of ``||[X 1]||_2^2``,
+#: which converges to the top eigenvalue from below.
+_LANCZOS_MARGIN = 1e-6
+
+
+def _as_design(X: Any) -> np.ndarray | sp.csr_array:
+    """Validate ``X``: a real, finite 2-D dense array or SciPy sparse matrix (float64)."""
+    if sp.issparse(X):
+        mat = sp.csr_array(X)
+        if mat.dtype.kind not in "biuf":
+            raise TypeError(f"X must be real, got a sparse matrix of dtype {mat.dtype}")
+        mat = mat.astype(np.float64)
+        mat.sum_duplicates()
+        check_finite("X", mat.data)
+        arr: np.ndarray | sp.csr_array = mat
+    else:
+        arr = as_real_array("X", X, ndim=(2,), keep_float32=False)
+        check_finite("X", arr)
+        arr = np.ascontiguousarray(arr)
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"X must have at least one row and one column, got shape {arr.shape}")
+    return arr
+
+
+def _as_labels(y: Any, m: int) -> np.ndarray:
+    """Validate the shape of ``y`` (1-D, length ``m``); return it as an array."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"y must be 1-D, got an array of shape {arr.shape}")
+    if arr.shape[0] != m:
+        raise ValueError(f"y must have one entry per row of X: X has {m} rows, y has length {arr.shape[0]}")
+    return arr
+
+
+def _encode_classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct labels and the index of each sample's label among them."""
+    if y.dtype.kind == "f":
+        check_finite("y", y)
+    if y.dtype.kind == "c":
+        raise TypeError(f"y must hold class labels (numbers or strings), got dtype {y.dtype}")
+    try:
+        classes, codes = np.unique(y, return_inverse=True)
+    except TypeError as exc:
+        raise TypeError(f"y must hold mutually comparable class labels: {exc}") from None
+    return classes, codes.reshape(-1).astype(np.int64)
+
+
+class _LinearProblem(ABC):
+    """Shared machinery: a linear model with ``K`` outputs, intercepts, and an L2 penalty.
+
+    Subclasses define ``_n_outputs`` (via ``self._k``), ``_losses(Z, rows)`` (sum of the
+    per-sample losses for scores ``Z`` of shape ``(len(rows), K)``) and
+    ``_residuals(Z, rows)`` (``dl/dZ``, same shape).
+    """
+
+    def __init__(self, X: Any, alpha: float) -> None:
+        self._X = _as_design(X)
+        self._m, self._d = (int(s) for s in self._X.shape)
+        self._alpha = check_real("alpha", alpha, nonnegative=True)
+        self._k = 1
+        self._lipschitz: float | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def X(self) -> np.ndarray | sp.csr_array:
+        """The design matrix, shape ``(n_samples, n_features)`` (float64; sparse as CSR)."""
+        return self._X
+
+    @property
+    def alpha(self) -> float:
+        """L2 penalty strength on the weights (not the intercepts)."""
+        return self._alpha
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples ``m`` (rows of ``X``)."""
+        return self._m
+
+    @property
+    def n_features(self) -> int:
+        """Number of features ``d`` (columns of ``X``)."""
+        return self._d
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of linear outputs ``K`` (1, or the number of classes for softmax)."""
+        return self._k
+
+    @property
+    def n_params(self) -> int:
+        """Length of the parameter vector, ``K * (d + 1)`` (weights and intercepts)."""
+        return self._k * (self._d + 1)
+
+    # ------------------------------------------------------------------ layout
+    def unpack(self, theta: Any) -> tuple[np.ndarray, np.ndarray | float]:
+        """Split a parameter vector into weights and intercept(s).
+
+        Parameters
+        ----------
+        theta : array_like, shape (n_params,)
+
+        Returns
+        -------
+        weights : numpy.ndarray
+            Shape ``(d,)`` for one output, ``(K, d)`` for softmax.
+        intercept : float or numpy.ndarray
+            A float for one output, shape ``(K,)`` for softmax.
+        """
+        T = self._theta_matrix(theta)
+        if self._k == 1:
+            return T[0, :-1].copy(), float(T[0, -1])
+        return T[:, :-1].copy(), T[:, -1].copy()
+
+    def pack(self, weights: Any, intercept: Any = 0.0) -> np.ndarray:
+        """Build a parameter vector from weights and intercept(s); inverse of :meth:`unpack`.
+
+        Parameters
+        ----------
+        weights : array_like
+            Shape ``(d,)`` for one output (``(1, d)`` is accepted too), ``(K, d)`` for softmax.
+        intercept : float or array_like, default 0.0
+            A scalar, or one value per output.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_params,)
+        """
+        W = as_real_array("weights", weights, ndim=(1, 2), keep_float32=False)
+        W = W.reshape(1, -1) if W.ndim == 1 else W
+        if W.shape != (self._k, self._d):
+            raise ValueError(f"weights must have shape {(self._k, self._d) if self._k > 1 else (self._d,)}, got {np.shape(weights)}")
+        b = as_real_array("intercept", intercept, ndim=(0, 1), keep_float32=False).reshape(-1)
+        if b.size not in (1, self._k):
+            raise ValueError(f"intercept must be a scalar or have length {self._k}, got length {b.size}")
+        T = np.empty((self._k, self._d + 1))
+        T[:, :-1] = W
+        T[:, -1] = b
+        return T.reshape(-1)
+
+    # ------------------------------------------------------------------ checks
+    def _theta_matrix(self, theta: Any) -> np.ndarray:
+        arr = as_real_array("theta", theta, ndim=(1,), keep_float32=False)
+        if arr.shape[0] != self.n_params:
+            raise ValueError(
+                f"theta must have length n_params = {self.n_params} "
+                f"({self._k} x ({self._d} features + 1 intercept)), got {arr.shape[0]}"
+            )
+        check_finite("theta", arr)
+        return arr.reshape(self._k, self._d + 1)
+
+    def _rows(self, rows: Any) -> np.ndarray | None:
+        if rows is None:
+            return None
+        idx = as_index_array("rows", rows, self._m)
+        if idx.size == 0:
+            raise ValueError("rows must select at least one sample (the loss is a mean over rows)")
+        return idx
+
+    def _X_rows(self, rows: np.ndarray | None) -> np.ndarray | sp.csr_array:
+        return self._X if rows is None else self._X[rows]
+
+    def _scores(self, T: np.ndarray, Xr: np.ndarray | sp.csr_array) -> np.ndarray:
+        """``Z = X_rows W^T + b``, shape ``(len(rows), K)``."""
+        Z = np.asarray(Xr @ T[:, :-1].T)
+        return Z + T[:, -1]
+
+    # ------------------------------------------------------------------ model-specific
+    @abstractmethod
+    def _losses(self, Z: np.ndarray, rows: np.ndarray | None) -> float:
+        """Sum over the selected rows of the per-sample losses for scores ``Z``."""
+
+    @abstractmethod
+    def _residuals(self, Z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """``dl/dZ`` per sample, shape ``(len(rows), K)`` (not divided by the row count)."""
+
+    @abstractmethod
+    def _curvature(self) -> float:
+        """An upper bound on the per-sample loss's second derivative in the scores."""
+
+    # ------------------------------------------------------------------ public maths
+    def loss(self, theta: Any, rows: Any = None) -> float:
+        """Mean loss over the selected rows plus ``alpha / 2 * ||W||^2``.
+
+        Parameters
+        ----------
+        theta : array_like, shape (n_params,)
+            Parameters, laid out as in the class docstring.
+        rows : array_like of int, optional
+            Samples to average over (repeats count repeatedly); ``None`` means all.
+
+        Returns
+        -------
+        float
+        """
+        T = self._theta_matrix(theta)
+        idx = self._rows(rows)
+        Xr = self._X_rows(idx)
+        Z = self._scores(T, Xr)
+        W = T[:, :-1]
+        return float(self._losses(Z, idx) / Z.shape[0] + 0.5 * self._alpha * np.vdot(W, W))
+
+    def gradient(self, theta: Any, rows: Any = None) -> np.ndarray:
+        """Full gradient of :meth:`loss` with respect to ``theta``.
+
+        Parameters
+        ----------
+        theta : array_like, shape (n_params,)
+        rows : array_like of int, optional
+            Samples to average over; ``None`` means all.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_params,)
+        """
+        T = self._theta_matrix(theta)
+        idx = self._rows(rows)
+        Xr = self._X_rows(idx)
+        R = self._residuals(self._scores(T, Xr), idx)
+        n = R.shape[0]
+        G = np.empty_like(T)
+        G[:, :-1] = np.asarray(Xr.T @ R).T / n + self._alpha * T[:, :-1]
+        G[:, -1] = R.sum(axis=0) / n
+        return G.reshape(-1)
+
+    def directional_derivatives(self, theta: Any, codebook: Any, indices: Any, rows: Any = None) -> np.ndarray:
+        """Directional derivatives ``<grad f(theta), v_j>`` for the codewords ``v_j`` chosen.
+
+        The residuals ``r_i = l'(x_i . theta, y_i)`` are computed once (one pass over the
+        selected rows of ``X``); then only the columns of ``X`` touched by the chosen
+        codewords are read. The full gradient is never formed, so the work after the
+        residual pass grows with the codewords' total weight, not with ``n_params``.
+
+        Parameters
+        ----------
+        theta : array_like, shape (n_params,)
+        codebook : lwpd.Codebook
+            Codewords of dimension ``n_params`` (coordinates laid out as in the class docstring).
+        indices : array_like of int
+            Indices of the codewords to evaluate (repeats allowed).
+        rows : array_like of int, optional
+            Samples to average over (a worker's shard); ``None`` means all.
+
+        Returns
+        -------
+        numpy.ndarray, shape (len(indices),)
+            ``result[t] = <gradient(theta, rows), codebook[indices[t]]>``.
+        """
+        T = self._theta_matrix(theta)
+        cb = check_codebook("codebook", codebook)
+        if cb.dim != self.n_params:
+            raise ValueError(f"codebook dim must equal n_params = {self.n_params}, got a codebook of dim {cb.dim}")
+        sel = as_index_array("indices", indices, len(cb))
+        idx = self._rows(rows)
+        if sel.size == 0:
+            return np.zeros(0)
+
+        # Entries of the selected codewords: (codeword slot, coordinate, value).
+        csr = cb._csr()
+        starts, ends = csr.indptr[sel], csr.indptr[sel + 1]
+        counts = ends - starts
+        slot = np.repeat(np.arange(sel.size), counts)
+        pos = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+        coords, vals = csr.indices[pos], csr.data[pos].astype(np.float64)
+
+        # Residuals: one pass over the selected rows.
+        Xr = self._X_rows(idx)
+        R = self._residuals(self._scores(T, Xr), idx)
+        n = R.shape[0]
+
+        # Gradient entries at the touched coordinates only.
+        touched, inverse = np.unique(coords, return_inverse=True)
+        out_k, feat = np.divmod(touched, self._d + 1)
+        g = np.empty(touched.size)
+        is_b = feat == self._d
+        g[is_b] = R[:, out_k[is_b]].sum(axis=0) / n
+        if (~is_b).any():
+            feats, f_inv = np.unique(feat[~is_b], return_inverse=True)
+            Xc = Xr[:, feats]  # only the touched columns
+            M = np.asarray(Xc.T @ R)  # (len(feats), K)
+            kw = out_k[~is_b]
+            g[~is_b] = M[f_inv, kw] / n + self._alpha * T[kw, feat[~is_b]]
+        return np.bincount(slot, weights=vals * g[inverse.reshape(-1)], minlength=sel.size)
+
+    # ------------------------------------------------------------------ smoothness
+    def _augmented_norm_sq(self) -> float:
+        """``||[X 1]||_2^2``: exact from a small Gram matrix, else Lanczos with a margin."""
+        X, m, d = self._X, self._m, self._d
+        if min(m, d + 1) <= _EXACT_GRAM_LIMIT:
+            if d + 1 <= m:
+                XtX = X.T @ X
+                XtX = XtX.toarray() if sp.issparse(XtX) else np.asarray(XtX)
+                s = np.asarray(X.sum(axis=0)).reshape(-1)
+                A = np.empty((d + 1, d + 1))
+                A[:d, :d], A[:d, d], A[d, :d], A[d, d] = XtX, s, s, m
+            else:
+                XXt = X @ X.T
+                A = (XXt.toarray() if sp.issparse(XXt) else np.asarray(XXt)) + 1.0
+            return float(max(np.linalg.eigvalsh(A)[-1], 0.0))
+
+        def matvec(v: np.ndarray) -> np.ndarray:
+            v = np.asarray(v).reshape(-1)
+            u = np.asarray(X @ v[:d]).reshape(-1) + v[d]
+            out = np.empty(d + 1)
+            out[:d] = np.asarray(X.T @ u).reshape(-1)
+            out[d] = u.sum()
+            return out
+
+        op = spla.LinearOperator((d + 1, d + 1), matvec=matvec, dtype=np.float64)
+        top = spla.eigsh(op, k=1, which="LA", tol=1e-10, return_eigenvectors=False)[0]
+        return float(top) * (1.0 + _LANCZOS_MARGIN)
+
+    def lipschitz(self) -> float:
+        """An upper bound on the Lipschitz constant of :meth:`gradient` (over all rows).
+
+        Equal to ``c * ||[X 1]||_2^2 / m + alpha``, with ``c`` the bound on the second
+        derivative of the per-sample loss (1 for least squares, 1/4 for logistic, 1/2 for
+        softmax). ``||[X 1]||_2`` is the spectral norm of ``X`` with a column of ones
+        appended (for the intercepts); it is computed exactly from the smaller Gram matrix
+        when one side has at most 2048 entries, else by Lanczos iteration
+        (``scipy.sparse.linalg.eigsh``) inflated by a relative margin of ``1e-6``. The
+        value is cached. A step size of ``1 / lipschitz()`` is safe for gradient descent.
+
+        Returns
+        -------
+        float
+        """
+        if self._lipschitz is None:
+            self._lipschitz = self._curvature() * self._augmented_norm_sq() / self._m + self._alpha
+        return self._lipschitz
+
+    def __repr__(self) -> str:
+        kind = "sparse" if sp.issparse(self._X) else "dense"
+        return (
+            f"{type(self).__name__}(n_samples={self._m}, n_features={self._d}, "
+            f"n_params={self.n_params}, alpha={self._alpha}, X={kind})"
+        )
+
+
+class LeastSquares(_LinearProblem):
+    """L2-regularised linear least squares with an intercept.
+
+    ``f(theta) = 1/(2m) * sum_i (x_i . w + b - y_i)^2 + alpha/2 * ||w||^2``, with
+    ``theta = [w (d entries), b]`` (``n_params = d + 1``).
+
+    Parameters
+    ----------
+    X : array_like or scipy.sparse matrix, shape (m, d)
+        Real, finite features.
+    y : array_like, shape (m,)
+        Real, finite targets.
+    alpha : float, default 0.0
+        L2 penalty on ``w`` (>= 0); the intercept is not penalised.
+
+    Notes
+    -----
+    The residual of sample ``i`` is ``r_i = x_i . w + b - y_i``; the gradient is
+    ``(1/m) [X 1]^T r + alpha [w, 0]`` and :meth:`lipschitz` is
+    ``||[X 1]||_2^2 / m + alpha`` (the largest eigenvalue of the Hessian, up to the
+    penalty's zero on the intercept). The minimiser equals scikit-learn's
+    ``Ridge(alpha=m * alpha)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lwpd.problems import LeastSquares
+    >>> from lwpd import identity_codebook
+    >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> prob = LeastSquares(X, [1.0, 2.0, 3.0])
+    >>> theta = prob.pack([1.0, 2.0], 0.0)       # the exact fit
+    >>> prob.n_params, prob.loss(theta)
+    (3, 0.0)
+    >>> theta = np.zeros(3)
+    >>> prob.gradient(theta).round(4).tolist()
+    [-1.3333, -1.6667, -2.0]
+    >>> prob.directional_derivatives(theta, identity_codebook(3), [2, 0]).round(4).tolist()
+    [-2.0, -1.3333]
+    """
+
+    def __init__(self, X: Any, y: Any, alpha: float = 0.0) -> None:
+        super().__init__(X, alpha)
+        y_arr = as_real_array("y", _as_labels(y, self._m), ndim=(1,), keep_float32=False)
+        check_finite("y", y_arr)
+        self._y = y_arr
+
+    @property
+    def y(self) -> np.ndarray:
+        """Targets, shape ``(n_samples,)``."""
+        return self._y
+
+    def _target(self, rows: np.ndarray | None) -> np.ndarray:
+        return self._y if rows is None else self._y[rows]
+
+    def _losses(self, Z: np.ndarray, rows: np.ndarray | None) -> float:
+        r = Z[:, 0] - self._target(rows)
+        return 0.5 * float(r @ r)
+
+    def _residuals(self, Z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        return (Z[:, 0] - self._target(rows))[:, None]
+
+    def _curvature(self) -> float:
+        return 1.0
+
+
+class Logistic(_LinearProblem):
+    """L2-regularised binary logistic regression with an intercept.
+
+    Labels may be any two distinct values; they are sorted (:attr:`classes_`) and the
+    second is the positive class, as in scikit-learn. With ``t_i`` in ``{0, 1}``,
+    ``f(theta) = (1/m) sum_i [log(1 + exp(z_i)) - t_i z_i] + alpha/2 ||w||^2`` where
+    ``z_i = x_i . w + b`` and ``theta = [w (d entries), b]`` (``n_params = d + 1``).
+
+    Parameters
+    ----------
+    X : array_like or scipy.sparse matrix, shape (m, d)
+        Real, finite features.
+    y : array_like, shape (m,)
+        Labels with exactly two distinct values.
+    alpha : float, default 0.0
+        L2 penalty on ``w`` (>= 0); the intercept is not penalised.
+
+    Notes
+    -----
+    The residual is ``r_i = sigmoid(z_i) - t_i``. The loss's second derivative is at most
+    1/4, so :meth:`lipschitz` is ``||[X 1]||_2^2 / (4m) + alpha``. The minimiser equals
+    scikit-learn's ``LogisticRegression(C=1 / (m * alpha))``; with ``alpha = 0`` the loss
+    is ``sklearn.metrics.log_loss``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lwpd.problems import Logistic
+    >>> prob = Logistic(np.array([[0.0], [1.0], [2.0], [3.0]]), ["no", "no", "yes", "yes"])
+    >>> prob.classes_.tolist(), prob.n_params
+    (['no', 'yes'], 2)
+    >>> bool(np.isclose(prob.loss(np.zeros(2)), np.log(2)))
+    True
+    >>> prob.gradient(np.zeros(2)).tolist()
+    [-0.5, 0.0]
+    """
+
+    def __init__(self, X: Any, y: Any, alpha: float = 0.0) -> None:
+        super().__init__(X, alpha)
+        classes, codes = _encode_classes(_as_labels(y, self._m))
+        if classes.size != 2:
+            raise ValueError(
+                f"y must hold exactly 2 distinct labels for Logistic, got {classes.size} "
+                f"({classes[:5].tolist()}{' ...' if classes.size > 5 else ''}); use Softmax for more"
+            )
+        self.classes_ = classes
+        self._t = codes.astype(np.float64)
+
+    @property
+    def y(self) -> np.ndarray:
+        """Labels coded as 0.0 / 1.0 (index into :attr:`classes_`), shape ``(n_samples,)``."""
+        return self._t
+
+    def _target(self, rows: np.ndarray | None) -> np.ndarray:
+        return self._t if rows is None else self._t[rows]
+
+    def _losses(self, Z: np.ndarray, rows: np.ndarray | None) -> float:
+        z, t = Z[:, 0], self._target(rows)
+        return float(-(t @ log_expit(z)) - ((1.0 - t) @ log_expit(-z)))
+
+    def _residuals(self, Z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        return (expit(Z[:, 0]) - self._target(rows))[:, None]
+
+    def _curvature(self) -> float:
+        return 0.25
+
+
+class Softmax(_LinearProblem):
+    """L2-regularised multinomial logistic (softmax) regression with intercepts.
+
+    With ``K`` classes (the sorted distinct labels, :attr:`classes_`), scores
+    ``z_ik = x_i . w_k + b_k`` and ``c_i`` the class of sample ``i``,
+    ``f(theta) = (1/m) sum_i [logsumexp_k z_ik - z_{i c_i}] + alpha/2 sum_k ||w_k||^2``.
+
+    Parameter layout: ``theta`` is the row-major flattening of the ``(K, d + 1)`` matrix
+    whose row ``k`` is ``[w_k (d entries), b_k]``; coordinate ``p`` is feature
+    ``p % (d + 1)`` of class ``p // (d + 1)`` (feature index ``d`` is that class's
+    intercept). ``n_params = K * (d + 1)``.
+
+    Parameters
+    ----------
+    X : array_like or scipy.sparse matrix, shape (m, d)
+        Real, finite features.
+    y : array_like, shape (m,)
+        Labels with at least two distinct values.
+    alpha : float, default 0.0
+        L2 penalty on the weights (>= 0); intercepts are not penalised.
+
+    Notes
+    -----
+    The residuals are ``R = softmax(Z) - onehot(y)``. The Hessian of ``logsumexp`` has
+    largest eigenvalue at most 1/2, so :meth:`lipschitz` is
+    ``||[X 1]||_2^2 / (2m) + alpha``. The parametrisation is over-complete (adding a vector
+    to every class changes nothing), so without a penalty the minimiser is not unique.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lwpd.problems import Softmax
+    >>> prob = Softmax(np.array([[0.0], [1.0], [2.0]]), [0, 1, 2])
+    >>> prob.classes_.tolist(), prob.n_params
+    ([0, 1, 2], 6)
+    >>> bool(np.isclose(prob.loss(np.zeros(6)), np.log(3)))
+    True
+    >>> W, b = prob.unpack(np.arange(6.0))
+    >>> W.tolist(), b.tolist()
+    ([[0.0], [2.0], [4.0]], [1.0, 3.0, 5.0])
+    """
+
+    def __init__(self, X: Any, y: Any, alpha: float = 0.0) -> None:
+        super().__init__(X, alpha)
+        classes, codes = _encode_classes(_as_labels(y, self._m))
+        if classes.size < 2:
+            raise ValueError(f"y must hold at least 2 distinct labels for Softmax, got {classes.size}")
+        self.classes_ = classes
+        self._codes = codes
+        self._k = int(classes.size)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes ``K``."""
+        return self._k
+
+    @property
+    def y(self) -> np.ndarray:
+        """Class index of each sample (into :attr:`classes_`), shape ``(n_samples,)``."""
+        return self._codes
+
+    def _target(self, rows: np.ndarray | None) -> np.ndarray:
+        return self._codes if rows is None else self._codes[rows]
+
+    def _losses(self, Z: np.ndarray, rows: np.ndarray | None) -> float:
+        c = self._target(rows)
+        return float(logsumexp(Z, axis=1).sum() - Z[np.arange(Z.shape[0]), c].sum())
+
+    def _residuals(self, Z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        P = np.exp(Z - logsumexp(Z, axis=1, keepdims=True))
+        P[np.arange(Z.shape[0]), self._target(rows)] -= 1.0
+        return P
+
+    def _curvature(self) -> float:
+        return 0.5

@@ -1,0 +1,342 @@
+"""Tests for lwpd.problems: gradients, directional derivatives, Lipschitz bounds, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from lwpd import Partition, block_codebook, identity_codebook, projective_codebook, random_codebook
+from lwpd.problems import LeastSquares, Logistic, Softmax
+
+M, D, K = 40, 6, 3
+
+
+def _data(kind: str, sparse: bool, seed: int = 0, m: int = M, d: int = D):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, d))
+    if sparse:
+        X[rng.random((m, d)) < 0.6] = 0.0
+        X = sp.csr_matrix(X)
+    if kind == "ls":
+        y = rng.standard_normal(m)
+    elif kind == "logistic":
+        y = np.where(rng.random(m) < 0.5, "neg", "pos")
+    else:
+        y = rng.integers(0, K, size=m) * 10 + 5  # labels 5, 15, 25
+    return X, y
+
+
+def _make(kind: str, sparse: bool = False, alpha: float = 0.0, seed: int = 0):
+    X, y = _data(kind, sparse, seed)
+    cls = {"ls": LeastSquares, "logistic": Logistic, "softmax": Softmax}[kind]
+    return cls(X, y, alpha=alpha)
+
+
+CASES = [
+    (kind, sparse, alpha)
+    for kind in ("ls", "logistic", "softmax")
+    for sparse in (False, True)
+    for alpha in (0.0, 0.3)
+]
+
+
+def _fd_gradient(prob, theta, rows, h=1e-6):
+    g = np.empty_like(theta)
+    for p in range(theta.size):
+        e = np.zeros_like(theta)
+        e[p] = h
+        g[p] = (prob.loss(theta + e, rows) - prob.loss(theta - e, rows)) / (2 * h)
+    return g
+
+
+@pytest.mark.parametrize("kind,sparse,alpha", CASES)
+@pytest.mark.parametrize("use_rows", [False, True])
+def test_gradient_matches_finite_differences(kind, sparse, alpha, use_rows):
+    prob = _make(kind, sparse, alpha)
+    rng = np.random.default_rng(1)
+    theta = 0.5 * rng.standard_normal(prob.n_params)
+    rows = rng.choice(M, size=15, replace=False) if use_rows else None
+    g = prob.gradient(theta, rows)
+    assert g.shape == (prob.n_params,)
+    np.testing.assert_allclose(g, _fd_gradient(prob, theta, rows), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["ls", "logistic", "softmax"])
+def test_sparse_and_dense_agree(kind):
+    X, y = _data(kind, True)
+    cls = {"ls": LeastSquares, "logistic": Logistic, "softmax": Softmax}[kind]
+    a, b = cls(X, y, alpha=0.1), cls(X.toarray(), y, alpha=0.1)
+    theta = np.random.default_rng(2).standard_normal(a.n_params)
+    rows = np.array([3, 3, 7, 11])
+    assert a.loss(theta, rows) == pytest.approx(b.loss(theta, rows), rel=1e-12)
+    np.testing.assert_allclose(a.gradient(theta), b.gradient(theta), rtol=1e-12, atol=1e-14)
+    assert a.lipschitz() == pytest.approx(b.lipschitz(), rel=1e-9)
+
+
+def test_rows_average_with_repeats():
+    prob = _make("logistic", alpha=0.2)
+    theta = np.random.default_rng(3).standard_normal(prob.n_params)
+    rows = np.array([1, 1, 4])
+    expected = (2 * prob.gradient(theta, [1]) + prob.gradient(theta, [4])) / 3
+    np.testing.assert_allclose(prob.gradient(theta, rows), expected, rtol=1e-12)
+    np.testing.assert_allclose(prob.gradient(theta, np.arange(M)), prob.gradient(theta), rtol=1e-12)
+
+
+def _codebooks(n: int, seed: int):
+    yield random_codebook(2 * n, n, kind="gaussian", seed=seed)
+    yield random_codebook(3 * n, n, kind="sparse", weight=2, seed=seed)
+    part = Partition.uniform(n, 4)
+    yield block_codebook(lambda b: projective_codebook(b, q=3, max_weight=2), part)
+
+
+@pytest.mark.parametrize("kind,sparse,alpha", CASES)
+def test_directional_derivatives_match_gradient(kind, sparse, alpha):
+    prob = _make(kind, sparse, alpha)
+    rng = np.random.default_rng(4)
+    theta = rng.standard_normal(prob.n_params)
+    for cb in _codebooks(prob.n_params, seed=5):
+        V = cb.to_dense()
+        for rows in (None, rng.choice(M, size=12, replace=True)):
+            g = prob.gradient(theta, rows)
+            full = prob.directional_derivatives(theta, cb, np.arange(len(cb)), rows)
+            np.testing.assert_allclose(full, V @ g, rtol=1e-10, atol=1e-12)
+            sub = rng.choice(len(cb), size=min(7, len(cb)), replace=True)
+            part = prob.directional_derivatives(theta, cb, sub, rows)
+            np.testing.assert_allclose(part, V[sub] @ g, rtol=1e-10, atol=1e-12)
+
+
+def test_directional_derivatives_identity_and_empty():
+    prob = _make("softmax", True, 0.5)
+    theta = np.random.default_rng(6).standard_normal(prob.n_params)
+    cb = identity_codebook(prob.n_params)
+    np.testing.assert_allclose(
+        prob.directional_derivatives(theta, cb, np.arange(prob.n_params)), prob.gradient(theta), rtol=1e-12
+    )
+    # A single intercept coordinate, a single weight coordinate, scalar index.
+    b_coord = prob.n_features  # class 0's intercept
+    assert prob.directional_derivatives(theta, cb, b_coord)[0] == pytest.approx(prob.gradient(theta)[b_coord])
+    assert prob.directional_derivatives(theta, cb, np.array([], dtype=int)).shape == (0,)
+
+
+def test_directional_derivatives_read_only_touched_columns(monkeypatch):
+    """The column slice handed to the contraction holds only the codewords' features."""
+    prob = _make("ls", True)
+    seen = []
+    X = prob.X
+
+    class Spy(type(X)):
+        def __getitem__(self, key):
+            out = super().__getitem__(key)
+            if isinstance(key, tuple):
+                seen.append(out.shape[1])
+            return out
+
+    prob._X = Spy(X)
+    cb = identity_codebook(prob.n_params)
+    prob.directional_derivatives(np.zeros(prob.n_params), cb, [2, 4])
+    assert seen == [2]
+
+
+def test_layout_pack_unpack():
+    prob = _make("softmax")
+    d = prob.n_features
+    theta = np.arange(prob.n_params, dtype=float)
+    W, b = prob.unpack(theta)
+    assert W.shape == (K, d) and b.shape == (K,)
+    np.testing.assert_array_equal(b, theta[d :: d + 1])
+    np.testing.assert_array_equal(prob.pack(W, b), theta)
+    ls = _make("ls")
+    w, b0 = ls.unpack(np.arange(D + 1.0))
+    assert b0 == D and w.tolist() == list(range(D))
+    np.testing.assert_array_equal(ls.pack(w, b0), np.arange(D + 1.0))
+    # Intercepts are not penalised.
+    prob_a = _make("softmax", alpha=10.0)
+    t = np.zeros(prob.n_params)
+    t[d] = 3.0
+    assert prob_a.loss(t) == pytest.approx(prob.loss(t))
+
+
+def test_softmax_scores_layout():
+    X, y = _data("softmax", False)
+    prob = Softmax(X, y)
+    theta = np.random.default_rng(7).standard_normal(prob.n_params)
+    W, b = prob.unpack(theta)
+    Z = X @ W.T + b
+    P = np.exp(Z - Z.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    codes = np.searchsorted(prob.classes_, y)
+    assert prob.loss(theta) == pytest.approx(-np.mean(np.log(P[np.arange(M), codes])), rel=1e-12)
+
+
+def test_logistic_loss_is_sklearn_log_loss():
+    from sklearn.metrics import log_loss
+
+    X, y = _data("logistic", False)
+    prob = Logistic(X, y)
+    assert prob.classes_.tolist() == ["neg", "pos"]
+    theta = np.random.default_rng(8).standard_normal(prob.n_params)
+    w, b = prob.unpack(theta)
+    p = 1.0 / (1.0 + np.exp(-(X @ w + b)))
+    assert prob.loss(theta) == pytest.approx(log_loss(y, p), rel=1e-10)
+
+
+def test_softmax_loss_is_sklearn_log_loss():
+    from sklearn.metrics import log_loss
+
+    X, y = _data("softmax", True)
+    prob = Softmax(X, y)
+    theta = np.random.default_rng(9).standard_normal(prob.n_params)
+    W, b = prob.unpack(theta)
+    Z = X @ W.T + b
+    P = np.exp(Z - Z.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    assert prob.loss(theta) == pytest.approx(log_loss(y, P, labels=prob.classes_), rel=1e-10)
+
+
+def test_optimum_matches_sklearn_estimators():
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    X, y = _data("ls", False)
+    alpha = 0.05
+    ridge = Ridge(alpha=M * alpha).fit(X, y)
+    ls = LeastSquares(X, y, alpha=alpha)
+    g = ls.gradient(ls.pack(ridge.coef_, ridge.intercept_))
+    assert np.linalg.norm(g) < 1e-8
+
+    X, y = _data("logistic", False)
+    clf = LogisticRegression(C=1.0 / (M * alpha), tol=1e-12, max_iter=10_000).fit(X, y)
+    lg = Logistic(X, y, alpha=alpha)
+    g = lg.gradient(lg.pack(clf.coef_, clf.intercept_))
+    assert np.linalg.norm(g) < 1e-6
+
+
+@pytest.mark.parametrize("kind,sparse,alpha", CASES)
+def test_lipschitz_is_an_upper_bound(kind, sparse, alpha):
+    prob = _make(kind, sparse, alpha)
+    L = prob.lipschitz()
+    rng = np.random.default_rng(10)
+    est = 0.0
+    for _ in range(60):
+        a = rng.standard_normal(prob.n_params) * 0.3
+        b = a + rng.standard_normal(prob.n_params) * rng.choice([1e-3, 0.1, 1.0])
+        est = max(est, np.linalg.norm(prob.gradient(a) - prob.gradient(b)) / np.linalg.norm(a - b))
+    assert est <= L * (1 + 1e-9)
+    if kind == "ls":  # for least squares the bound is the exact top Hessian eigenvalue (alpha aside)
+        X = prob.X.toarray() if sp.issparse(prob.X) else prob.X
+        Xt = np.hstack([X, np.ones((M, 1))])
+        assert L == pytest.approx(np.linalg.norm(Xt, 2) ** 2 / M + alpha, rel=1e-10)
+    assert prob.lipschitz() == L  # cached
+
+
+def test_lipschitz_iterative_path(monkeypatch):
+    import lwpd.problems as problems
+
+    # Wide data (m < d + 1) uses the m x m Gram matrix.
+    Xw, yw = _data("ls", False, m=5, d=20)
+    Xt = np.hstack([Xw, np.ones((5, 1))])
+    assert LeastSquares(Xw, yw).lipschitz() == pytest.approx(np.linalg.norm(Xt, 2) ** 2 / 5, rel=1e-10)
+    # Beyond the Gram-size limit: Lanczos, inflated by a small margin (never below exact).
+    X, y = _data("ls", True, m=60, d=30)
+    exact = LeastSquares(X, y).lipschitz()
+    monkeypatch.setattr(problems, "_EXACT_GRAM_LIMIT", 4)
+    approx = LeastSquares(X, y).lipschitz()
+    assert approx >= exact
+    assert approx == pytest.approx(exact, rel=1e-5)
+
+
+def test_gradient_descent_with_lipschitz_step_decreases_loss():
+    prob = _make("softmax", True, 0.01)
+    theta = np.zeros(prob.n_params)
+    step = 1.0 / prob.lipschitz()
+    losses = [prob.loss(theta)]
+    for _ in range(30):
+        theta = theta - step * prob.gradient(theta)
+        losses.append(prob.loss(theta))
+    assert np.all(np.diff(losses) <= 1e-12)
+
+
+def test_stable_at_large_scores():
+    X = np.array([[1.0], [-1.0]])
+    lg = Logistic(X, [0, 1])
+    theta = np.array([1e4, 0.0])
+    assert np.isfinite(lg.loss(theta)) and lg.loss(theta) == pytest.approx(1e4)
+    assert np.all(np.isfinite(lg.gradient(theta)))
+    sm = Softmax(X, [0, 1])
+    t = np.array([1e4, 0.0, -1e4, 0.0])
+    assert np.isfinite(sm.loss(t)) and np.all(np.isfinite(sm.gradient(t)))
+
+
+def test_repr_and_properties():
+    prob = _make("softmax", True)
+    assert prob.n_samples == M and prob.n_features == D and prob.n_classes == K
+    assert prob.n_params == K * (D + 1)
+    assert "Softmax" in repr(prob) and "sparse" in repr(prob)
+    assert sp.issparse(prob.X)
+
+
+# ---------------------------------------------------------------------- errors
+def test_errors_in_constructor():
+    X, y = _data("ls", False)
+    with pytest.raises(ValueError, match="X must be 2-D"):
+        LeastSquares(X[0], y)
+    with pytest.raises(ValueError, match="y must have one entry per row of X"):
+        LeastSquares(X, y[:-1])
+    with pytest.raises(ValueError, match="y must be 1-D"):
+        LeastSquares(X, y[:, None])
+    bad = X.copy()
+    bad[2, 3] = np.nan
+    with pytest.raises(ValueError, match="X must be finite"):
+        LeastSquares(bad, y)
+    with pytest.raises(ValueError, match="X must be finite"):
+        LeastSquares(sp.csr_matrix(bad), y)
+    ybad = y.copy()
+    ybad[0] = np.inf
+    with pytest.raises(ValueError, match="y must be finite"):
+        LeastSquares(X, ybad)
+    with pytest.raises(ValueError, match="alpha must be >= 0"):
+        LeastSquares(X, y, alpha=-1.0)
+    with pytest.raises(TypeError, match="alpha must be a real number"):
+        LeastSquares(X, y, alpha="big")
+    with pytest.raises(TypeError, match="X must be a real numeric array"):
+        LeastSquares(np.array([["a"]]), ["b"])
+    with pytest.raises(ValueError, match="at least one row and one column"):
+        LeastSquares(np.zeros((3, 0)), np.zeros(3))
+    with pytest.raises(ValueError, match="exactly 2 distinct labels"):
+        Logistic(X, np.arange(M) % 3)
+    with pytest.raises(ValueError, match="exactly 2 distinct labels"):
+        Logistic(X, np.ones(M))
+    with pytest.raises(ValueError, match="at least 2 distinct labels"):
+        Softmax(X, np.zeros(M))
+    ynan = (np.arange(M) % 2).astype(float)
+    ynan[1] = np.nan
+    with pytest.raises(ValueError, match="y must be finite"):
+        Logistic(X, ynan)
+
+
+def test_errors_in_methods():
+    prob = _make("softmax")
+    theta = np.zeros(prob.n_params)
+    with pytest.raises(ValueError, match=f"theta must have length n_params = {prob.n_params}"):
+        prob.loss(theta[:-1])
+    with pytest.raises(ValueError, match="theta must be finite"):
+        prob.gradient(np.full(prob.n_params, np.nan))
+    with pytest.raises(IndexError, match="rows must lie in"):
+        prob.loss(theta, rows=[M])
+    with pytest.raises(ValueError, match="rows must select at least one sample"):
+        prob.gradient(theta, rows=np.array([], dtype=int))
+    with pytest.raises(TypeError, match="rows must hold integer indices"):
+        prob.gradient(theta, rows=np.ones(M, dtype=bool))
+    cb = identity_codebook(prob.n_params)
+    with pytest.raises(ValueError, match="codebook dim must equal n_params"):
+        prob.directional_derivatives(theta, identity_codebook(prob.n_params + 1), [0])
+    with pytest.raises(TypeError, match="codebook must be a lwpd.Codebook"):
+        prob.directional_derivatives(theta, np.eye(prob.n_params), [0])
+    with pytest.raises(IndexError, match="indices must lie in"):
+        prob.directional_derivatives(theta, cb, [prob.n_params])
+    with pytest.raises(TypeError, match="indices must hold integer indices"):
+        prob.directional_derivatives(theta, cb, [0.5])
+    with pytest.raises(ValueError, match="weights must have shape"):
+        prob.pack(np.zeros((K, D + 1)))
+    with pytest.raises(ValueError, match="intercept must be a scalar or have length"):
+        prob.pack(np.zeros((K, D)), np.zeros(K + 1))
