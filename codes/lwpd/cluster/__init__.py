@@ -1,0 +1,23 @@
+"""Clusters that run worker tasks: simulated (virtual clock) or real (any executor).
+
+Both clusters share one interface, so a scheme or a training loop is written once:
+
+- ``submit(worker, fn, *args, work=1.0, **kwargs)`` hands a task to a logical worker and
+  returns its task id;
+- ``new_round()`` draws fresh per-worker delays from the delay model (called
+  automatically on the first submit);
+- ``as_completed(deadline=None, k=None)`` yields :class:`Completion` records in completion
+  order, stopping at a deadline (on the cluster clock) or after ``k`` completions;
+- ``cancel(task_ids=None)`` drops outstanding tasks; ``pending``, ``now``, ``n_workers``;
+  ``reset()`` starts over.
+
+A *delay model* is any object with ``sample(n_workers, rng) -> ndarray`` (float64, shape
+``(n_workers,)``, seconds per unit of work, ``np.inf`` for a worker that never returns) and
+``reset()``; :mod:`lwpd.stragglers` provides the standard ones.
+"""
+
+from lwpd.cluster._common import Completion
+from lwpd.cluster._executor import ExecutorCluster
+from lwpd.cluster._simulated import SimulatedCluster
+
+__all__ = ["Completion", "ExecutorCluster", "SimulatedCluster"]

@@ -1,0 +1,139 @@
+"""Pieces shared by the simulated and the executor cluster."""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from dataclasses import dataclass
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from lwpd._validation import as_rng, check_int, check_real
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One finished task, as yielded by ``as_completed``.
+
+    Attributes
+    ----------
+    task_id : int
+        The id ``submit`` returned.
+    worker : int
+        The logical worker the task was submitted to.
+    result : object
+        What the task function returned.
+    submitted : float
+        Cluster time (seconds) at which the task was submitted.
+    finished : float
+        Cluster time (seconds) at which the task finished.
+    """
+
+    task_id: int
+    worker: int
+    result: Any
+    submitted: float
+    finished: float
+
+    @property
+    def latency(self) -> float:
+        """``finished - submitted``: queueing plus service time, in seconds."""
+        return self.finished - self.submitted
+
+
+def check_delay_model(delays: Any) -> Any:
+    """Return ``delays`` if it is None or has callable ``sample`` and ``reset``."""
+    if delays is None:
+        return None
+    for attr in ("sample", "reset"):
+        if not callable(getattr(delays, attr, None)):
+            raise TypeError(
+                "delays must be None or a delay model with sample(n_workers, rng) and reset() "
+                f"methods; {type(delays).__name__} has no callable {attr!r}"
+            )
+    return delays
+
+
+def sample_delays(delays: Any, n_workers: int, rng: np.random.Generator, default: float) -> np.ndarray:
+    """Draw one round of per-worker delays (seconds per unit of work) and check them."""
+    if delays is None:
+        return np.full(n_workers, default, dtype=np.float64)
+    raw = delays.sample(n_workers, rng)
+    arr = np.asarray(raw)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"delays.sample must return a real array, got dtype {arr.dtype}")
+    arr = np.array(arr, dtype=np.float64)  # always a private copy
+    if arr.shape != (n_workers,):
+        raise ValueError(f"delays.sample must return shape ({n_workers},), got {arr.shape}")
+    if np.isnan(arr).any() or (arr < 0).any():
+        raise ValueError("delays.sample must return non-negative delays (np.inf for a worker that never returns), "
+                         f"got {arr}")
+    return arr
+
+
+class RngSource:
+    """Remembers how to rebuild the cluster's random generator, so ``reset`` repeats a run.
+
+    ``None`` draws fresh entropy once (kept, so a reset repeats the same stream); a
+    Generator is used as given and its initial state is restored on reset.
+    """
+
+    def __init__(self, seed: Any):
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy)
+        if isinstance(seed, np.random.Generator):
+            self._state = copy.deepcopy(seed.bit_generator.state)
+            self._bitgen = type(seed.bit_generator)
+            self.rng = seed
+        else:
+            self.rng = as_rng("seed", seed)
+            self._state = copy.deepcopy(self.rng.bit_generator.state)
+            self._bitgen = type(self.rng.bit_generator)
+
+    def reset(self) -> np.random.Generator:
+        bitgen = self._bitgen()
+        bitgen.state = copy.deepcopy(self._state)
+        self.rng = np.random.Generator(bitgen)
+        return self.rng
+
+
+def check_work(work: Any) -> float:
+    return check_real("work", work, nonnegative=True)
+
+
+def check_worker(worker: Any, n_workers: int) -> int:
+    if isinstance(worker, (bool, np.bool_)) or not isinstance(worker, numbers.Integral):
+        raise TypeError(f"worker must be an integer, got {type(worker).__name__} {worker!r}")
+    worker = int(worker)
+    if not 0 <= worker < n_workers:
+        raise IndexError(f"worker must lie in [0, {n_workers - 1}] (there are {n_workers} workers), got {worker}")
+    return worker
+
+
+def check_stop(deadline: Any, k: Any) -> tuple[float | None, int | None]:
+    if deadline is not None:
+        deadline = check_real("deadline", deadline)
+    if k is not None:
+        k = check_int("k", k, minimum=1)
+    return deadline, k
+
+
+def as_task_ids(task_ids: Any, issued: int) -> list[int] | None:
+    """Normalise ``cancel``'s argument: None (all), one id, or an iterable of ids."""
+    if task_ids is None:
+        return None
+    if isinstance(task_ids, (numbers.Integral, np.integer)) and not isinstance(task_ids, (bool, np.bool_)):
+        task_ids = [task_ids]
+    if not isinstance(task_ids, (Iterable, np.ndarray)):
+        raise TypeError(f"task_ids must be None, a task id or an iterable of task ids, got {type(task_ids).__name__}")
+    out = []
+    for tid in task_ids:
+        if isinstance(tid, (bool, np.bool_)) or not isinstance(tid, numbers.Integral):
+            raise TypeError(f"task_ids must hold integer task ids, got {type(tid).__name__} {tid!r}")
+        tid = int(tid)
+        if not 0 <= tid < issued:
+            raise ValueError(f"task_ids: no task {tid} was submitted (ids so far: 0..{issued - 1})")
+        out.append(tid)
+    return out

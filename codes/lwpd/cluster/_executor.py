@@ -1,0 +1,321 @@
+"""A cluster over any ``concurrent.futures.Executor``, with injected straggler delays."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from lwpd._validation import check_int, check_real
+from lwpd.cluster._common import (
+    Completion,
+    RngSource,
+    as_task_ids,
+    check_delay_model,
+    check_stop,
+    check_work,
+    check_worker,
+    sample_delays,
+)
+
+
+def _run_task(fn: Callable[..., Any], sleep_s: float, worker: int, args: tuple, kwargs: dict) -> Any:
+    """Executed on the executor: sleep for the injected delay, then run the task.
+
+    Module-level so it pickles (process pools, Dask). ``worker`` is the logical worker
+    tag; it is carried for tracing only.
+    """
+    if sleep_s > 0:
+        time.sleep(sleep_s)
+    return fn(*args, **kwargs)
+
+
+@dataclass
+class _Task:
+    worker: int
+    submitted: float
+    future: cf.Future | None  # None: the worker never returns (infinite delay)
+
+
+class ExecutorCluster:
+    """The cluster interface over a real ``concurrent.futures.Executor``.
+
+    Works with any executor that implements the standard API -- ``ThreadPoolExecutor``,
+    ``ProcessPoolExecutor``, or Dask's ``distributed.Client.get_executor()`` -- since it
+    only uses ``submit``, ``Future.result``/``cancel``/``done``/``add_done_callback`` and
+    :func:`concurrent.futures.wait`.
+
+    Timing model
+    ------------
+    - **Clock.** ``now`` is wall-clock seconds since the cluster was created (or reset),
+      from :func:`time.perf_counter`.
+    - **Injected delays.** Per-worker delays are drawn once per round exactly as in
+      :class:`~lwpd.cluster.SimulatedCluster` (:meth:`new_round`, called automatically on
+      the first submit). A task sleeps ``delay[worker] * work * time_scale`` seconds on the
+      executor before running ``fn``. ``delays=None`` injects no sleep. A worker with
+      infinite delay never returns: its tasks are not submitted at all and count as
+      pending until cancelled.
+    - **Logical workers.** Executors do not expose which process runs a task, so a worker
+      is a logical tag that selects the injected delay (and is passed along to the task
+      wrapper). Unlike the simulated cluster, tasks of one logical worker are not
+      serialised: they run as concurrently as the executor allows.
+    - **Cancellation.** :meth:`cancel` calls ``Future.cancel``: tasks not started yet never
+      run; tasks already running finish on the executor, but their results are discarded.
+
+    Parameters
+    ----------
+    executor : concurrent.futures.Executor
+        Any object with a callable ``submit(fn, *args, **kwargs)`` returning a
+        ``concurrent.futures.Future``. The cluster does not shut it down.
+    n_workers : int
+        Number of logical workers, at least 1.
+    delays : delay model or None, optional
+        An object with ``sample(n_workers, rng)`` and ``reset()``; ``None``: no delay.
+    time_scale : float, optional
+        Seconds of real sleep per second of modelled delay (finite, >= 0). Default 1.0.
+    seed : None, int or numpy.random.Generator, optional
+        Seed for the delay draws; :meth:`reset` returns to the same stream.
+
+    Examples
+    --------
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> from lwpd.cluster import ExecutorCluster
+    >>> with ThreadPoolExecutor(2) as pool:
+    ...     cluster = ExecutorCluster(pool, n_workers=2)
+    ...     ids = [cluster.submit(w, pow, 3, w) for w in range(2)]
+    ...     sorted(c.result for c in cluster.as_completed())
+    [1, 3]
+    """
+
+    def __init__(self, executor: Any, n_workers: int, delays: Any = None, time_scale: float = 1.0,
+                 seed: Any = None):
+        if not callable(getattr(executor, "submit", None)):
+            raise TypeError(
+                "executor must be a concurrent.futures.Executor (an object with a callable submit), "
+                f"got {type(executor).__name__}"
+            )
+        self._executor = executor
+        self._n_workers = check_int("n_workers", n_workers, minimum=1)
+        self._delays = check_delay_model(delays)
+        self._time_scale = check_real("time_scale", time_scale, nonnegative=True)
+        self._rng_source = RngSource(seed)
+        self._clear()
+
+    def _clear(self) -> None:
+        self._t0 = time.perf_counter()
+        self._rng = self._rng_source.rng
+        self._round_delays: np.ndarray | None = None
+        self._round = 0
+        self._tasks: dict[int, _Task] = {}  # outstanding tasks only
+        self._by_future: dict[cf.Future, int] = {}
+        self._finished_at: dict[int, float] = {}
+        self._next_id = 0
+
+    # -- properties ---------------------------------------------------------------------
+    @property
+    def executor(self) -> Any:
+        """The underlying executor."""
+        return self._executor
+
+    @property
+    def n_workers(self) -> int:
+        """Number of logical workers."""
+        return self._n_workers
+
+    @property
+    def time_scale(self) -> float:
+        """Seconds of real sleep per second of modelled delay."""
+        return self._time_scale
+
+    @property
+    def now(self) -> float:
+        """Wall-clock seconds since the cluster was created or last reset."""
+        return time.perf_counter() - self._t0
+
+    @property
+    def pending(self) -> int:
+        """Number of submitted tasks not yet yielded by ``as_completed`` nor cancelled."""
+        return len(self._tasks)
+
+    @property
+    def round(self) -> int:
+        """Number of rounds started since construction or the last reset."""
+        return self._round
+
+    @property
+    def round_delays(self) -> np.ndarray | None:
+        """A copy of the current round's per-worker delays (None before the first round)."""
+        return None if self._round_delays is None else self._round_delays.copy()
+
+    # -- operations ---------------------------------------------------------------------
+    def new_round(self) -> np.ndarray:
+        """Start a round: draw fresh per-worker delays, used by tasks submitted from now on.
+
+        Returns
+        -------
+        numpy.ndarray
+            A copy of the delays (seconds of modelled delay per unit of work).
+        """
+        self._round_delays = sample_delays(self._delays, self._n_workers, self._rng, default=0.0)
+        self._round += 1
+        return self._round_delays.copy()
+
+    def submit(self, worker: int, fn: Callable[..., Any], *args: Any, work: float = 1.0, **kwargs: Any) -> int:
+        """Submit ``fn(*args, **kwargs)`` to the executor on behalf of logical ``worker``.
+
+        Parameters
+        ----------
+        worker : int
+            Logical worker index in ``[0, n_workers)``; selects the injected delay.
+        fn : callable
+            The task; must be picklable for process pools and Dask.
+        *args, **kwargs
+            Passed to ``fn``.
+        work : float, optional
+            Units of work (finite, >= 0); the injected sleep is
+            ``delay[worker] * work * time_scale``.
+
+        Returns
+        -------
+        int
+            The task id.
+        """
+        worker = check_worker(worker, self._n_workers)
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        work = check_work(work)
+        if self._round_delays is None:
+            self.new_round()
+        delay = float(self._round_delays[worker])
+        tid = self._next_id
+        self._next_id += 1
+        submitted = self.now
+        future = None
+        if not np.isinf(delay):
+            sleep_s = delay * work * self._time_scale
+            future = self._executor.submit(_run_task, fn, sleep_s, worker, args, kwargs)
+            self._by_future[future] = tid
+            future.add_done_callback(self._record_finish)
+        self._tasks[tid] = _Task(worker, submitted, future)
+        return tid
+
+    def _record_finish(self, future: cf.Future) -> None:
+        # Runs in whichever thread completes the future; dict writes are atomic in CPython.
+        tid = self._by_future.get(future)
+        if tid is not None:
+            self._finished_at[tid] = self.now
+
+    def as_completed(self, deadline: float | None = None, k: int | None = None) -> Iterator[Completion]:
+        """Yield finished tasks in completion order, waiting in real time.
+
+        Parameters
+        ----------
+        deadline : float, optional
+            Cluster-clock time (seconds, as ``now``). Tasks finishing before it are
+            yielded; when the iteration ends, it sleeps until the deadline if that is
+            still ahead, matching the simulated cluster's clock.
+        k : int, optional
+            Stop after ``k`` completions.
+
+        Yields
+        ------
+        Completion
+            ``finished`` is the cluster time at which the master saw the future complete.
+
+        Notes
+        -----
+        Without a deadline, the iteration also ends when no submitted future remains
+        (nothing pending, or only tasks of workers with infinite delay). Tasks not yielded
+        stay pending. An exception raised by a task is re-raised here (the task is then no
+        longer pending).
+        """
+        deadline, k = check_stop(deadline, k)
+        return self._iterate(deadline, k)
+
+    def _live(self) -> list[cf.Future]:
+        return [t.future for t in self._tasks.values() if t.future is not None]
+
+    def _iterate(self, deadline: float | None, k: int | None) -> Iterator[Completion]:
+        count = 0
+        while k is None or count < k:
+            live = self._live()
+            if not live:
+                break
+            timeout = None if deadline is None else max(0.0, deadline - self.now)
+            done, _ = cf.wait(live, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+            if not done:
+                break  # deadline reached
+            now = self.now
+            batch = sorted((self._finished_at.get(self._by_future[f], now), self._by_future[f]) for f in done)
+            for finished, tid in batch:
+                if k is not None and count >= k:
+                    break
+                task = self._tasks.pop(tid, None)
+                if task is None:  # cancelled meanwhile (e.g. by the consumer)
+                    continue
+                self._by_future.pop(task.future, None)
+                self._finished_at.pop(tid, None)
+                count += 1
+                result = task.future.result()  # re-raises the task's exception
+                yield Completion(tid, task.worker, result, task.submitted, finished)
+        else:
+            return
+        if deadline is not None:
+            remaining = deadline - self.now
+            if remaining > 0:
+                time.sleep(remaining)
+
+    def wait(self, deadline: float | None = None, k: int | None = None) -> list[Completion]:
+        """``list(self.as_completed(deadline, k))``."""
+        return list(self.as_completed(deadline, k))
+
+    def cancel(self, task_ids: Any = None) -> int:
+        """Cancel outstanding tasks.
+
+        Calls ``Future.cancel`` on each: a task that has not started never runs; a task
+        already running finishes on the executor but its result is discarded. Either way
+        it is no longer pending.
+
+        Parameters
+        ----------
+        task_ids : None, int or iterable of int, optional
+            Tasks to cancel; ``None`` (default) cancels every outstanding task. Ids of
+            tasks already completed or cancelled are ignored.
+
+        Returns
+        -------
+        int
+            Number of tasks cancelled.
+        """
+        ids = as_task_ids(task_ids, self._next_id)
+        if ids is None:
+            ids = list(self._tasks)
+        count = 0
+        for tid in ids:
+            task = self._tasks.pop(tid, None)
+            if task is None:
+                continue
+            if task.future is not None:
+                task.future.cancel()
+                self._by_future.pop(task.future, None)
+            self._finished_at.pop(tid, None)
+            count += 1
+        return count
+
+    def reset(self) -> None:
+        """Cancel everything, restart the clock at 0, reset the delay model and the seed.
+
+        The executor itself is left running.
+        """
+        self.cancel()
+        if self._delays is not None:
+            self._delays.reset()
+        self._rng_source.reset()
+        self._clear()
+
+    def __repr__(self) -> str:
+        return (f"ExecutorCluster({type(self._executor).__name__}, n_workers={self._n_workers}, "
+                f"time_scale={self._time_scale:g}, pending={self.pending})")

@@ -1,0 +1,316 @@
+"""A deterministic cluster on a virtual clock: an event queue, no sleeping."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from lwpd._validation import check_int
+from lwpd.cluster._common import (
+    Completion,
+    RngSource,
+    as_task_ids,
+    check_delay_model,
+    check_stop,
+    check_work,
+    check_worker,
+    sample_delays,
+)
+
+
+@dataclass
+class _Task:
+    worker: int
+    result: Any
+    error: BaseException | None
+    submitted: float
+    duration: float
+    start: float = 0.0
+    finish: float = 0.0
+    version: int = 0
+
+
+class SimulatedCluster:
+    """A simulated cluster of ``n_workers`` workers on a virtual clock.
+
+    Nothing sleeps: task functions run at once on the caller's thread, and the cluster
+    decides *when* each task finishes from a delay model, so a run is fully deterministic
+    for a seed and costs only the computation itself.
+
+    Timing model
+    ------------
+    - **Rounds.** Per-worker delays (seconds per unit of work) are drawn from
+      ``delays.sample(n_workers, rng)`` once per round. A round starts with
+      :meth:`new_round`; the first :meth:`submit` after construction or :meth:`reset`
+      starts one automatically. A task's duration is fixed when it is submitted:
+      ``delay[worker] * work`` for the round current at that moment (``np.inf`` if the
+      worker's delay is infinite, whatever the work).
+    - **Sequential workers.** Each worker runs its tasks one after another in submission
+      order: a task submitted at time ``now`` to a worker busy until ``B`` starts at
+      ``max(now, B)`` and finishes ``duration`` later.
+    - **Completion order.** Tasks complete in order of finish time; ties are broken by
+      task id (submission order). A worker with infinite delay never completes; its tasks
+      stay pending until cancelled.
+
+    Parameters
+    ----------
+    n_workers : int
+        Number of workers, at least 1.
+    delays : delay model or None, optional
+        An object with ``sample(n_workers, rng)`` and ``reset()`` (see
+        :mod:`lwpd.stragglers`). ``None`` (default): every worker takes 1 s per unit of
+        work.
+    seed : None, int or numpy.random.Generator, optional
+        Seed for the delay draws. ``None`` draws fresh entropy once; :meth:`reset` always
+        returns to the same stream.
+
+    Examples
+    --------
+    Three workers with fixed delays of 1 s, 2 s and forever per unit of work:
+
+    >>> import numpy as np
+    >>> from lwpd.cluster import SimulatedCluster
+    >>> class Fixed:
+    ...     def sample(self, n_workers, rng):
+    ...         return np.array([1.0, 2.0, np.inf])
+    ...     def reset(self):
+    ...         pass
+    >>> cluster = SimulatedCluster(3, delays=Fixed(), seed=0)
+    >>> ids = [cluster.submit(w, pow, w, 2, work=1.5) for w in range(3)]
+    >>> for c in cluster.as_completed(deadline=10.0):
+    ...     print(c.task_id, c.worker, c.result, c.finished)
+    0 0 0 1.5
+    1 1 1 3.0
+    >>> cluster.now, cluster.pending
+    (10.0, 1)
+    >>> cluster.cancel()
+    1
+    """
+
+    def __init__(self, n_workers: int, delays: Any = None, seed: Any = None):
+        self._n_workers = check_int("n_workers", n_workers, minimum=1)
+        self._delays = check_delay_model(delays)
+        self._rng_source = RngSource(seed)
+        self._clear()
+
+    def _clear(self) -> None:
+        self._now = 0.0
+        self._rng = self._rng_source.rng
+        self._round_delays: np.ndarray | None = None
+        self._round = 0
+        self._busy_until = np.zeros(self._n_workers, dtype=np.float64)
+        self._queues: list[list[int]] = [[] for _ in range(self._n_workers)]
+        self._tasks: dict[int, _Task] = {}  # outstanding tasks only
+        self._heap: list[tuple[float, int, int]] = []  # (finish, task_id, version)
+        self._next_id = 0
+
+    # -- properties ---------------------------------------------------------------------
+    @property
+    def n_workers(self) -> int:
+        """Number of workers."""
+        return self._n_workers
+
+    @property
+    def now(self) -> float:
+        """Current virtual time in seconds (starts at 0.0)."""
+        return self._now
+
+    @property
+    def pending(self) -> int:
+        """Number of submitted tasks not yet yielded by ``as_completed`` nor cancelled."""
+        return len(self._tasks)
+
+    @property
+    def round(self) -> int:
+        """Number of rounds started since construction or the last reset."""
+        return self._round
+
+    @property
+    def round_delays(self) -> np.ndarray | None:
+        """A copy of the current round's per-worker delays (None before the first round)."""
+        return None if self._round_delays is None else self._round_delays.copy()
+
+    # -- operations ---------------------------------------------------------------------
+    def new_round(self) -> np.ndarray:
+        """Start a round: draw fresh per-worker delays, used by tasks submitted from now on.
+
+        Returns
+        -------
+        numpy.ndarray
+            A copy of the delays (seconds per unit of work), shape ``(n_workers,)``.
+        """
+        self._round_delays = sample_delays(self._delays, self._n_workers, self._rng, default=1.0)
+        self._round += 1
+        return self._round_delays.copy()
+
+    def submit(self, worker: int, fn: Callable[..., Any], *args: Any, work: float = 1.0, **kwargs: Any) -> int:
+        """Run ``fn(*args, **kwargs)`` now and schedule its completion on ``worker``.
+
+        The result (or the exception ``fn`` raised) is kept and delivered by
+        :meth:`as_completed` when the task finishes on the virtual clock.
+
+        Parameters
+        ----------
+        worker : int
+            Worker index in ``[0, n_workers)``.
+        fn : callable
+            The task.
+        *args, **kwargs
+            Passed to ``fn``.
+        work : float, optional
+            Units of work (finite, >= 0); the duration is ``delay[worker] * work``.
+
+        Returns
+        -------
+        int
+            The task id.
+        """
+        worker = check_worker(worker, self._n_workers)
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        work = check_work(work)
+        if self._round_delays is None:
+            self.new_round()
+        delay = float(self._round_delays[worker])
+        duration = np.inf if np.isinf(delay) else delay * work
+        result, error = None, None
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:  # delivered at completion, like a real executor
+            error = exc
+        tid = self._next_id
+        self._next_id += 1
+        start = max(self._now, float(self._busy_until[worker]))
+        task = _Task(worker, result, error, self._now, duration, start, start + duration)
+        self._tasks[tid] = task
+        self._queues[worker].append(tid)
+        self._busy_until[worker] = task.finish
+        self._push(tid, task)
+        return tid
+
+    def _push(self, tid: int, task: _Task) -> None:
+        if np.isfinite(task.finish):
+            heapq.heappush(self._heap, (task.finish, tid, task.version))
+
+    def _peek(self) -> tuple[float, int] | None:
+        """The next live event (finish time, task id), dropping stale heap entries."""
+        heap = self._heap
+        while heap:
+            finish, tid, version = heap[0]
+            task = self._tasks.get(tid)
+            if task is not None and task.version == version:
+                return finish, tid
+            heapq.heappop(heap)
+        return None
+
+    def as_completed(self, deadline: float | None = None, k: int | None = None) -> Iterator[Completion]:
+        """Yield finished tasks in completion order, advancing the virtual clock.
+
+        Parameters
+        ----------
+        deadline : float, optional
+            Absolute virtual time. Tasks finishing at or before it are yielded; when the
+            iteration ends, ``now`` is advanced to the deadline (if it is later), as if the
+            caller had waited until then.
+        k : int, optional
+            Stop after ``k`` completions (``now`` stays at the k-th finish time).
+
+        Yields
+        ------
+        Completion
+            ``now`` equals ``completion.finished`` while it is being handled.
+
+        Notes
+        -----
+        Without a deadline, the iteration also ends when no task can ever finish (nothing
+        pending, or only tasks on workers with infinite delay). Tasks not yielded stay
+        pending. Tasks may be submitted while iterating; they are taken into account. If
+        a task function raised, the exception is re-raised here at its finish time (the
+        task is then no longer pending).
+        """
+        deadline, k = check_stop(deadline, k)
+        return self._iterate(deadline, k)
+
+    def _iterate(self, deadline: float | None, k: int | None) -> Iterator[Completion]:
+        count = 0
+        while k is None or count < k:
+            event = self._peek()
+            if event is None or (deadline is not None and event[0] > deadline):
+                break
+            finish, tid = event
+            heapq.heappop(self._heap)
+            task = self._tasks.pop(tid)
+            self._queues[task.worker].remove(tid)
+            self._now = max(self._now, finish)
+            count += 1
+            if task.error is not None:
+                raise task.error
+            yield Completion(tid, task.worker, task.result, task.submitted, task.finish)
+        else:
+            return
+        if deadline is not None and deadline > self._now:
+            self._now = deadline
+
+    def wait(self, deadline: float | None = None, k: int | None = None) -> list[Completion]:
+        """``list(self.as_completed(deadline, k))``."""
+        return list(self.as_completed(deadline, k))
+
+    def cancel(self, task_ids: Any = None) -> int:
+        """Cancel outstanding tasks and free their workers at the current time.
+
+        A worker whose running task is cancelled becomes idle now; its remaining queued
+        tasks are rescheduled to start as early as possible.
+
+        Parameters
+        ----------
+        task_ids : None, int or iterable of int, optional
+            Tasks to cancel; ``None`` (default) cancels every outstanding task. Ids of
+            tasks already completed or cancelled are ignored.
+
+        Returns
+        -------
+        int
+            Number of tasks cancelled.
+        """
+        ids = as_task_ids(task_ids, self._next_id)
+        if ids is None:
+            ids = list(self._tasks)
+        touched = set()
+        count = 0
+        for tid in ids:
+            task = self._tasks.pop(tid, None)
+            if task is None:
+                continue
+            self._queues[task.worker].remove(tid)
+            touched.add(task.worker)
+            count += 1
+        for worker in sorted(touched):
+            self._reschedule(worker)
+        return count
+
+    def _reschedule(self, worker: int) -> None:
+        cursor = self._now
+        for tid in self._queues[worker]:
+            task = self._tasks[tid]
+            if task.start <= self._now:  # already running (or finished, not yet collected)
+                cursor = max(cursor, task.finish)
+                continue
+            task.start = cursor
+            task.finish = cursor + task.duration
+            task.version += 1
+            self._push(tid, task)
+            cursor = task.finish
+        self._busy_until[worker] = cursor
+
+    def reset(self) -> None:
+        """Clock back to 0, every task dropped, the delay model reset, the seed restored."""
+        if self._delays is not None:
+            self._delays.reset()
+        self._rng_source.reset()
+        self._clear()
+
+    def __repr__(self) -> str:
+        return f"SimulatedCluster(n_workers={self._n_workers}, now={self._now:g}, pending={self.pending})"
