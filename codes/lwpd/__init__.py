@@ -31,6 +31,8 @@ from lwpd.metrics import (
     welch_bound,
 )
 
+from lwpd.train import History, train
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "frame_potential",
     "grassmannian_codebook",
     "hadamard_codebook",
+    "History",
     "identity_codebook",
     "logdet_information",
     "min_angle",
@@ -55,5 +58,6 @@ __all__ = [
     "random_codebook",
     "simplex_codebook",
     "summary",
+    "train",
     "welch_bound",
 ]

@@ -1,0 +1,13 @@
+"""Schemes that split a gradient step into worker tasks and decode whatever arrives.
+
+All share one interface (:class:`Scheme`): ``bind`` to a problem and a number of workers,
+then per step ``begin``, ``tasks(theta)``, ``fold(worker, result)`` as results arrive, and
+``estimate()``. Compared on the same problem, cluster and seed by :func:`lwpd.train`.
+"""
+
+from lwpd.schemes._base import Scheme, Task
+from lwpd.schemes._data_parallel import IgnoreStragglers, Replication, Uncoded
+from lwpd.schemes._gradient_coding import GradientCoding
+from lwpd.schemes._lwpd import LWPD
+
+__all__ = ["GradientCoding", "IgnoreStragglers", "LWPD", "Replication", "Scheme", "Task", "Uncoded"]

@@ -1,0 +1,82 @@
+"""The interface every scheme implements, and the worker computations they share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Task:
+    """One worker's job for one step: ``fn(*args)`` on ``worker``, costing ``work`` units.
+
+    A unit of work is one uncoded shard gradient: ``m / n_workers`` samples times all
+    ``n_params`` coordinates. A task's work is (samples it reads) x (gradient coordinates it
+    produces, a codeword counting its Hamming weight), in those units, so the delay model's
+    per-unit delay turns it into time.
+    """
+
+    worker: int
+    fn: Callable[..., Any]
+    args: tuple
+    work: float
+
+
+def shard_gradient(problem: Any, theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A worker's gradient on its shard of samples (the mean over ``rows``)."""
+    return problem.gradient(theta, rows=rows)
+
+
+def codeword_derivatives(problem: Any, theta: np.ndarray, codebook: Any, indices: np.ndarray) -> np.ndarray:
+    """A worker's directional derivatives ``<grad f(theta), v_j>`` for its codewords."""
+    return problem.directional_derivatives(theta, codebook, indices)
+
+
+class Scheme(ABC):
+    """How a step's gradient is split into worker tasks and put back together.
+
+    The training loop calls :meth:`bind` once, then per step :meth:`begin`, :meth:`tasks`,
+    :meth:`fold` for each result as it arrives, and :meth:`estimate`.
+    """
+
+    #: Short name used in tables and plots.
+    name: str = "scheme"
+
+    def bind(self, problem: Any, n_workers: int, rng: np.random.Generator) -> None:
+        """Attach to a problem and a number of workers (builds the task assignment)."""
+        self.problem = problem
+        self.n_workers = int(n_workers)
+        self._bind(rng)
+
+    @abstractmethod
+    def _bind(self, rng: np.random.Generator) -> None:
+        """Build the assignment of data or codewords to workers."""
+
+    @abstractmethod
+    def tasks(self, theta: np.ndarray) -> list[Task]:
+        """The tasks of one step at parameters ``theta``, one or more per worker."""
+
+    @abstractmethod
+    def begin(self) -> None:
+        """Start a step: forget the previous step's results."""
+
+    @abstractmethod
+    def fold(self, worker: int, result: Any) -> None:
+        """Fold one worker's result in, the moment it arrives."""
+
+    @abstractmethod
+    def estimate(self) -> np.ndarray | None:
+        """The gradient estimate from the results so far, or ``None`` if none is possible."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def split_rows(n_samples: int, n_parts: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A seeded random split of the samples into ``n_parts`` shards of near-equal size."""
+    if n_parts > n_samples:
+        raise ValueError(f"n_workers ({n_parts}) must not exceed the number of samples ({n_samples})")
+    return [np.sort(part) for part in np.array_split(rng.permutation(n_samples), n_parts)]

@@ -1,0 +1,102 @@
+"""Data-parallel baselines: each worker computes the gradient on a shard of the samples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lwpd._validation import check_int
+from lwpd.schemes._base import Scheme, Task, shard_gradient, split_rows
+
+
+class _Sharded(Scheme):
+    """Shared machinery: ``n_workers`` shards, results weighted by shard size."""
+
+    def _bind(self, rng: np.random.Generator) -> None:
+        self._shards = split_rows(self.problem.n_samples, self.n_workers, rng)
+        self._sizes = np.array([s.size for s in self._shards], dtype=float)
+        self._unit = self.problem.n_samples / self.n_workers
+        self.begin()
+
+    def tasks(self, theta: np.ndarray) -> list[Task]:
+        return [
+            Task(w, shard_gradient, (self.problem, theta, rows), rows.size / self._unit)
+            for w, rows in enumerate(self._shards)
+        ]
+
+    def begin(self) -> None:
+        self._results: dict[int, np.ndarray] = {}
+
+    def fold(self, worker: int, result: Any) -> None:
+        self._results.setdefault(int(worker), np.asarray(result, dtype=float))
+
+    def _weighted_mean(self) -> np.ndarray | None:
+        if not self._results:
+            return None
+        shards = np.fromiter(self._results, dtype=int)
+        weights = self._sizes[shards] / self._sizes[shards].sum()
+        return np.tensordot(weights, np.stack([self._results[s] for s in shards]), axes=1)
+
+
+class Uncoded(_Sharded):
+    """Wait for every shard: the exact gradient, as slow as the slowest worker.
+
+    Examples
+    --------
+    >>> from lwpd.schemes import Uncoded
+    >>> Uncoded().name
+    'uncoded'
+    """
+
+    name = "uncoded"
+
+    def estimate(self) -> np.ndarray | None:
+        return self._weighted_mean() if len(self._results) == self.n_workers else None
+
+
+class IgnoreStragglers(_Sharded):
+    """Use the shards that arrived, weighted by their sizes (the rest are ignored).
+
+    An unbiased estimate of the gradient when stragglers are random, with the variance of a
+    smaller mini-batch.
+    """
+
+    name = "ignore"
+
+    def estimate(self) -> np.ndarray | None:
+        return self._weighted_mean()
+
+
+class Replication(_Sharded):
+    """Each of ``n_workers / r`` shards is computed by ``r`` workers; the first copy counts.
+
+    Parameters
+    ----------
+    r : int
+        Replication factor (>= 1); ``n_workers`` must be a multiple of ``r``.
+    """
+
+    name = "replication"
+
+    def __init__(self, r: int = 2) -> None:
+        self.r = check_int("r", r, minimum=1)
+
+    def _bind(self, rng: np.random.Generator) -> None:
+        if self.n_workers % self.r:
+            raise ValueError(f"n_workers ({self.n_workers}) must be a multiple of r ({self.r}) for Replication")
+        groups = split_rows(self.problem.n_samples, self.n_workers // self.r, rng)
+        self._group_of = np.arange(self.n_workers) // self.r
+        self._shards = [groups[g] for g in self._group_of]
+        self._sizes = np.array([g.size for g in groups], dtype=float)
+        self._unit = self.problem.n_samples / self.n_workers
+        self.begin()
+
+    def fold(self, worker: int, result: Any) -> None:
+        self._results.setdefault(int(self._group_of[worker]), np.asarray(result, dtype=float))
+
+    def estimate(self) -> np.ndarray | None:
+        return self._weighted_mean() if len(self._results) == self._sizes.size else None
+
+    def __repr__(self) -> str:
+        return f"Replication(r={self.r})"

@@ -1,0 +1,81 @@
+"""Gradient coding (Tandon, Lei, Dimakis, Karampatziakis, ICML 2017) as a scheme."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lwpd import _gradient_coding as gc
+from lwpd._validation import check_choice, check_int
+from lwpd.schemes._base import Scheme, Task, split_rows
+
+
+def coded_gradient(problem: Any, theta: np.ndarray, parts: list, coefficients: np.ndarray) -> np.ndarray:
+    """``sum_k c_k (m_k / m) grad_k``: a worker's coded combination of its partitions' gradients."""
+    m = problem.n_samples
+    return sum(c * (rows.size / m) * problem.gradient(theta, rows=rows) for c, rows in zip(coefficients, parts))
+
+
+class GradientCoding(Scheme):
+    """Exact gradient from any ``n - s`` workers.
+
+    The samples are split into ``n`` partitions; worker ``i`` holds the partitions in the
+    support of row ``i`` of the encoding matrix ``B`` and returns ``sum_j B[i, j] g_j``
+    (``g_j`` the size-weighted partition gradient). Once the arrived rows span the all-ones
+    vector, the decoding vector ``a`` (``a^T B[arrived] = 1^T``, solved over the arrived
+    rows) gives the exact gradient; before that there is no estimate.
+
+    Parameters
+    ----------
+    s : int, default 1
+        Stragglers tolerated (``0 <= s < n_workers``).
+    kind : {"frc", "cyclic"}, default "cyclic"
+        Fractional repetition (needs ``(s + 1) | n_workers``) or the cyclic MDS construction.
+
+    Examples
+    --------
+    >>> from lwpd.schemes import GradientCoding
+    >>> GradientCoding(2, kind="frc").name
+    'gc-frc'
+    """
+
+    def __init__(self, s: int = 1, kind: str = "cyclic") -> None:
+        self.s = check_int("s", s, minimum=0)
+        self.kind = check_choice("kind", kind, ("frc", "cyclic"))
+        self.name = f"gc-{kind}"
+
+    def _bind(self, rng: np.random.Generator) -> None:
+        n = self.n_workers
+        if self.s >= n:
+            raise ValueError(f"s must be < n_workers ({n}), got {self.s}")
+        self._B = gc.frc_matrix(n, self.s) if self.kind == "frc" else gc.cyclic_matrix(n, self.s, rng)
+        partitions = split_rows(self.problem.n_samples, n, rng)
+        unit = self.problem.n_samples / n
+        self._plan = []
+        for i, support in enumerate(gc.partition_assignment(self._B)):
+            parts = [partitions[j] for j in support]
+            self._plan.append((parts, self._B[i, support], sum(p.size for p in parts) / unit))
+        self.begin()
+
+    def tasks(self, theta: np.ndarray) -> list[Task]:
+        return [Task(i, coded_gradient, (self.problem, theta, parts, coef), work) for i, (parts, coef, work) in enumerate(self._plan)]
+
+    def begin(self) -> None:
+        self._results: dict[int, np.ndarray] = {}
+
+    def fold(self, worker: int, result: Any) -> None:
+        self._results.setdefault(int(worker), np.asarray(result, dtype=float))
+
+    def estimate(self) -> np.ndarray | None:
+        if not self._results:
+            return None
+        arrived = np.fromiter(sorted(self._results), dtype=int)
+        try:
+            a = gc.decoding_vector(self._B, arrived)
+        except ValueError:  # the arrived rows do not yet span the all-ones vector
+            return None
+        return np.tensordot(a, np.stack([self._results[i] for i in arrived]), axes=1)
+
+    def __repr__(self) -> str:
+        return f"GradientCoding(s={self.s}, kind={self.kind!r})"

@@ -1,0 +1,127 @@
+"""The LWPD scheme: workers return directional derivatives along projective codewords."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lwpd._validation import check_choice, check_int, check_real
+from lwpd.schemes._base import Scheme, Task, codeword_derivatives
+
+
+class LWPD(Scheme):
+    """Lightweight projective derivative codes: tasks are codewords, grouped per worker.
+
+    Each worker returns ``<grad f(theta), v_j>`` for its codewords (computed without forming
+    the gradient); every result is folded into the decoder the moment it arrives, and the
+    estimate is available from the first result on (a projection of the gradient, so always
+    a descent direction).
+
+    Parameters
+    ----------
+    codebook : Codebook, optional
+        The codebook (dimension ``n_params``). By default
+        ``block_codebook(projective_codebook(block_size, q, max_weight), Partition.uniform(n_params, block_size))``.
+    block_size : int, default 8
+        Coordinates per block of the default codebook.
+    q : int, default 3
+        Field size of the projective base.
+    max_weight : int, default 2
+        Largest Hamming weight of a base codeword.
+    redundancy : float, optional
+        Keep ``round(redundancy * block_size)`` codewords per block, chosen by ``compress``
+        (default criterion ``"logdet"``); ``None`` keeps the whole projective base
+        (``block_size**2`` codewords for q = 3, weight <= 2).
+    compress : {"coherence", "frame_potential", "mutual_information", "logdet"}, optional
+        Compression criterion used with ``redundancy``.
+    decoder : {"projection", "peeling"}, default "projection"
+
+    Examples
+    --------
+    >>> from lwpd.schemes import LWPD
+    >>> LWPD(block_size=4, redundancy=2.0)
+    LWPD(block_size=4, q=3, max_weight=2, redundancy=2.0, compress='logdet', decoder='projection')
+    """
+
+    name = "lwpd"
+
+    def __init__(
+        self,
+        codebook: Any = None,
+        block_size: int = 8,
+        q: int = 3,
+        max_weight: int = 2,
+        redundancy: float | None = None,
+        compress: str | None = None,
+        decoder: str = "projection",
+    ) -> None:
+        from lwpd.codebook import Codebook
+
+        if codebook is not None and not isinstance(codebook, Codebook):
+            raise TypeError(f"codebook must be a lwpd.Codebook or None, got {type(codebook).__name__}")
+        self.codebook = codebook
+        self.block_size = check_int("block_size", block_size, minimum=1)
+        self.q = check_int("q", q, minimum=2)
+        self.max_weight = check_int("max_weight", max_weight, minimum=1)
+        self.redundancy = None if redundancy is None else check_real("redundancy", redundancy, positive=True)
+        if compress is not None:
+            check_choice("compress", compress, ("coherence", "frame_potential", "mutual_information", "logdet"))
+            if redundancy is None:
+                raise ValueError("compress needs redundancy (how many codewords per coordinate to keep)")
+        self.compress = compress or ("logdet" if redundancy is not None else None)
+        self.decoder = check_choice("decoder", decoder, ("projection", "peeling"))
+
+    def _build_codebook(self) -> Any:
+        from lwpd import Partition, block_codebook, projective_codebook
+        from lwpd import compress as compress_codebook
+
+        n = self.problem.n_params
+        size = min(self.block_size, n)
+        base = projective_codebook(size, q=self.q, max_weight=self.max_weight)
+        if self.redundancy is not None:
+            keep = int(min(len(base), max(1, round(self.redundancy * size))))
+            base = compress_codebook(base, keep, criterion=self.compress)
+        return block_codebook(base, Partition.uniform(n, size))
+
+    def _bind(self, rng: np.random.Generator) -> None:
+        from lwpd.decoders import PeelingDecoder, ProjectionDecoder
+
+        n = self.problem.n_params
+        if self.codebook is not None and self.codebook.dim != n:
+            raise ValueError(f"codebook must have dimension {n} (the problem's n_params), got {self.codebook.dim}")
+        self.codebook_ = self.codebook if self.codebook is not None else self._build_codebook()
+        if len(self.codebook_) < self.n_workers:
+            raise ValueError(f"the codebook has {len(self.codebook_)} codewords, fewer than n_workers ({self.n_workers})")
+        # Spread each block's codewords over the workers, so a straggler costs every block a little.
+        self._assignment = [np.sort(part) for part in np.array_split(rng.permutation(len(self.codebook_)), self.n_workers)]
+        weights = self.codebook_.weights
+        self._work = [self.n_workers * float(weights[idx].sum()) / n for idx in self._assignment]
+        self._decoder = (ProjectionDecoder if self.decoder == "projection" else PeelingDecoder)(self.codebook_)
+
+    def tasks(self, theta: np.ndarray) -> list[Task]:
+        return [
+            Task(w, codeword_derivatives, (self.problem, theta, self.codebook_, idx), self._work[w])
+            for w, idx in enumerate(self._assignment)
+        ]
+
+    def begin(self) -> None:
+        self._decoder.reset()
+
+    def fold(self, worker: int, result: Any) -> None:
+        self._decoder.update(self._assignment[worker], result)
+
+    def estimate(self) -> np.ndarray | None:
+        return self._decoder.estimate() if self._decoder.n_received else None
+
+    def recovered_fraction(self) -> float:
+        """Fraction of the gradient's dimensions the results of this step span (or peel)."""
+        return self._decoder.recovered_fraction()
+
+    def __repr__(self) -> str:
+        if self.codebook is not None:
+            return f"LWPD(codebook={self.codebook!r}, decoder={self.decoder!r})"
+        return (
+            f"LWPD(block_size={self.block_size}, q={self.q}, max_weight={self.max_weight}, "
+            f"redundancy={self.redundancy}, compress={self.compress!r}, decoder={self.decoder!r})"
+        )

@@ -1,0 +1,132 @@
+"""Lagrange coded computing for the least-squares gradient (``lwpd._lcc``)."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from lwpd import _lcc
+from lwpd.problems import LeastSquares
+
+#: Relative gradient error accepted. Measured worst case over every arrival subset of size
+#: >= threshold (N = threshold + 3, m = 60, float64): K=1 3e-16, K=2 4e-15, K=3 6e-15,
+#: K=4 3.5e-14 (K=5 1.6e-13, K=6 6.7e-13); the bounds leave a wide margin for other BLAS.
+TOL = {1: 1e-6, 2: 1e-6, 3: 1e-6, 4: 1e-9}
+EXTRA_WORKERS = 3
+
+
+def _data(seed, m=23, d=4):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(m, d))
+    y = X @ rng.normal(size=d) + 0.3 * rng.normal(size=m) + 1.0
+    theta = rng.normal(size=d + 1)
+    return X, y, theta
+
+
+def _exact_gradient(X, y, theta, alpha):
+    """Direct numpy gradient of 1/(2m) ||X w + b - y||^2 + alpha/2 ||w||^2."""
+    m = X.shape[0]
+    A = np.hstack([X, np.ones((m, 1))])
+    g = A.T @ (A @ theta - y) / m
+    g[:-1] += alpha * theta[:-1]
+    return g
+
+
+def _lcc_gradient(X, y, theta, K, N, arrived, alpha):
+    blocks = _lcc.split_blocks(X, y, K)
+    betas, alphas = _lcc.lcc_points(K, N)
+    coded = _lcc.encode(blocks, betas, alphas)
+    results = np.array([_lcc.worker_result(coded[i], theta) for i in arrived])
+    est = _lcc.decode(results, alphas[arrived], betas, K)
+    return _lcc.full_gradient(est, theta, X.shape[0], alpha)
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 4])
+def test_decoded_gradient_matches_exact(K):
+    X, y, theta = _data(K)
+    alpha = 0.1
+    N = _lcc.recovery_threshold(K) + EXTRA_WORKERS
+    exact = _exact_gradient(X, y, theta, alpha)
+    # The reference agrees with the project's LeastSquares problem.
+    np.testing.assert_allclose(LeastSquares(X, y, alpha=alpha).gradient(theta), exact, rtol=1e-12, atol=1e-12)
+    rng = np.random.default_rng(100 + K)
+    worst = 0.0
+    for size in range(_lcc.recovery_threshold(K), N + 1):
+        for _ in range(4):
+            arrived = rng.choice(N, size=size, replace=False)
+            g = _lcc_gradient(X, y, theta, K, N, arrived, alpha)
+            worst = max(worst, _lcc.reconstruction_error(g, exact))
+    assert worst <= TOL[K], f"K={K}: worst relative error {worst:.3e}"
+
+
+@pytest.mark.parametrize("K", [2, 3, 4])
+def test_independent_of_which_threshold_subset_arrived(K):
+    X, y, theta = _data(10 + K)
+    N = _lcc.recovery_threshold(K) + EXTRA_WORKERS
+    t = _lcc.recovery_threshold(K)
+    blocks = _lcc.split_blocks(X, y, K)
+    betas, alphas = _lcc.lcc_points(K, N)
+    coded = _lcc.encode(blocks, betas, alphas)
+    results = np.array([_lcc.worker_result(c, theta) for c in coded])
+    estimates = [
+        _lcc.decode(results[list(s)], alphas[list(s)], betas, K) for s in itertools.combinations(range(N), t)
+    ]
+    exact = _lcc.exact_block_sum(blocks, theta)
+    for est in estimates:
+        assert _lcc.reconstruction_error(est, estimates[0]) <= TOL[K]
+        assert _lcc.reconstruction_error(est, exact) <= TOL[K]
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 4])
+def test_fewer_than_threshold_raises(K):
+    X, y, theta = _data(K)
+    N = _lcc.recovery_threshold(K) + EXTRA_WORKERS
+    blocks = _lcc.split_blocks(X, y, K)
+    betas, alphas = _lcc.lcc_points(K, N)
+    coded = _lcc.encode(blocks, betas, alphas)
+    n = _lcc.recovery_threshold(K) - 1
+    results = np.array([_lcc.worker_result(c, theta) for c in coded[:n]]).reshape(n, theta.size)
+    with pytest.raises(ValueError, match="results"):
+        _lcc.decode(results, alphas[:n], betas, K)
+
+
+def test_padding_rows_do_not_change_gradient():
+    X, y, theta = _data(5, m=10)
+    blocks = _lcc.split_blocks(X, y, 3)  # heights 4, 3, 3 -> padded to 4
+    assert blocks.shape == (3, 4, X.shape[1] + 2)
+    np.testing.assert_allclose(
+        _lcc.full_gradient(_lcc.exact_block_sum(blocks, theta), theta, 10), _exact_gradient(X, y, theta, 0.0)
+    )
+
+
+@pytest.mark.parametrize("K,N", [(1, 1), (2, 3), (3, 5), (3, 9), (4, 7), (5, 15), (4, 12)])
+def test_points_are_chebyshev_and_disjoint(K, N):
+    betas, alphas = _lcc.lcc_points(K, N)
+    np.testing.assert_allclose(betas, _lcc.chebyshev_points(K))
+    assert np.all(np.abs(alphas) < 1) and len(np.unique(alphas)) == N
+    assert np.min(np.abs(alphas[:, None] - betas[None, :])) > 1e-9
+
+
+def test_recovery_threshold():
+    assert [_lcc.recovery_threshold(k) for k in range(1, 6)] == [1, 3, 5, 7, 9]
+    with pytest.raises(ValueError, match="K"):
+        _lcc.recovery_threshold(0)
+
+
+def test_validation_messages():
+    betas, alphas = _lcc.lcc_points(2, 4)
+    B = np.zeros((2, 3, 4))
+    with pytest.raises(ValueError, match="betas"):
+        _lcc.encode(B, betas[:1], alphas)
+    with pytest.raises(ValueError, match="disjoint"):
+        _lcc.encode(B, betas, np.r_[alphas[:3], betas[0]])
+    with pytest.raises(ValueError, match="alphas must be distinct"):
+        _lcc.encode(B, betas, np.r_[alphas[:3], alphas[0]])
+    with pytest.raises(ValueError, match="theta"):
+        _lcc.worker_result(B[0], np.zeros(2))
+    with pytest.raises(ValueError, match="arrived_alphas"):
+        _lcc.decode(np.zeros((3, 3)), alphas[:2], betas, 2)
+    with pytest.raises(ValueError, match="K"):
+        _lcc.split_blocks(np.zeros((2, 1)), np.zeros(2), 3)
+    with pytest.raises(ValueError, match="y"):
+        _lcc.split_blocks(np.zeros((2, 1)), np.zeros(3), 1)

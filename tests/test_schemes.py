@@ -1,0 +1,174 @@
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from lwpd import Partition, block_codebook, projective_codebook, train
+from lwpd.cluster import ExecutorCluster, SimulatedCluster
+from lwpd.problems import LeastSquares, Logistic, Softmax
+from lwpd.schemes import LWPD, GradientCoding, IgnoreStragglers, Replication, Uncoded
+from lwpd.stragglers import ShiftedExponential
+
+
+def _problems():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 5))
+    return {
+        "least-squares": LeastSquares(X, X @ rng.standard_normal(5) + 0.1 * rng.standard_normal(60), alpha=0.1),
+        "logistic": Logistic(X, (X[:, 0] + 0.3 * rng.standard_normal(60) > 0).astype(int), alpha=0.05),
+        "softmax": Softmax(X, rng.integers(0, 3, 60), alpha=0.05),
+    }
+
+
+SCHEMES = {
+    "uncoded": Uncoded,
+    "ignore": IgnoreStragglers,
+    "replication": lambda: Replication(2),
+    "gc-frc": lambda: GradientCoding(1, kind="frc"),
+    "gc-cyclic": lambda: GradientCoding(2, kind="cyclic"),
+    "lwpd": lambda: LWPD(block_size=4),
+    "lwpd-compressed": lambda: LWPD(block_size=4, redundancy=2.0),
+    "lwpd-peeling": lambda: LWPD(block_size=4, decoder="peeling"),
+}
+
+
+def _run_tasks(scheme, theta, workers=None):
+    scheme.begin()
+    for task in scheme.tasks(theta):
+        if workers is None or task.worker in workers:
+            scheme.fold(task.worker, task.fn(*task.args))
+    return scheme.estimate()
+
+
+@pytest.mark.parametrize("problem_name", ["least-squares", "logistic", "softmax"])
+@pytest.mark.parametrize("scheme_name", list(SCHEMES))
+def test_every_scheme_decodes_the_exact_gradient_without_stragglers(problem_name, scheme_name):
+    problem = _problems()[problem_name]
+    scheme = SCHEMES[scheme_name]()
+    scheme.bind(problem, 6, np.random.default_rng(1))
+    theta = np.random.default_rng(2).standard_normal(problem.n_params) * 0.3
+    np.testing.assert_allclose(_run_tasks(scheme, theta), problem.gradient(theta), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind,s", [("frc", 1), ("frc", 2), ("cyclic", 1), ("cyclic", 3)])
+def test_gradient_coding_is_exact_from_every_n_minus_s_subset(kind, s):
+    problem = _problems()["logistic"]
+    scheme = GradientCoding(s, kind=kind)
+    scheme.bind(problem, 6, np.random.default_rng(3))
+    theta = np.random.default_rng(4).standard_normal(problem.n_params)
+    g = problem.gradient(theta)
+    for subset in itertools.combinations(range(6), 6 - s):
+        np.testing.assert_allclose(_run_tasks(scheme, theta, set(subset)), g, rtol=1e-8, atol=1e-10)
+
+
+def test_uncoded_and_replication_need_every_shard():
+    problem = _problems()["least-squares"]
+    theta = np.ones(problem.n_params)
+    uncoded = Uncoded()
+    uncoded.bind(problem, 6, np.random.default_rng(0))
+    assert _run_tasks(uncoded, theta, workers={0, 1, 2, 3, 4}) is None
+    rep = Replication(2)
+    rep.bind(problem, 6, np.random.default_rng(0))
+    # one copy of each of the 3 shards is enough
+    np.testing.assert_allclose(_run_tasks(rep, theta, workers={0, 3, 5}), problem.gradient(theta), rtol=1e-12)
+    assert _run_tasks(rep, theta, workers={0, 1, 2, 3}) is None
+
+
+def test_lwpd_estimate_is_always_a_descent_direction():
+    problem = _problems()["softmax"]
+    scheme = LWPD(block_size=4, redundancy=1.5)
+    scheme.bind(problem, 8, np.random.default_rng(5))
+    rng = np.random.default_rng(6)
+    for _ in range(30):
+        theta = rng.standard_normal(problem.n_params)
+        workers = set(rng.choice(8, size=rng.integers(1, 9), replace=False).tolist())
+        g_hat = _run_tasks(scheme, theta, workers)
+        g = problem.gradient(theta)
+        assert g_hat @ g >= -1e-12
+        assert g_hat @ g == pytest.approx(g_hat @ g_hat, rel=1e-8, abs=1e-12)
+
+
+@pytest.mark.parametrize("policy,extra", [("deadline", {"deadline": 60.0}), ("first_k", {"k": 5})])
+@pytest.mark.parametrize("scheme_name", ["uncoded", "ignore", "gc-cyclic", "lwpd"])
+def test_training_reaches_the_target_under_each_policy(policy, extra, scheme_name):
+    problem = _problems()["least-squares"]
+    optimum = np.linalg.lstsq(
+        np.vstack([np.c_[problem.X, np.ones(60)] / np.sqrt(60), np.sqrt(0.1) * np.c_[np.eye(5), np.zeros(5)]]),
+        np.r_[problem.y / np.sqrt(60), np.zeros(5)], rcond=None)[0]
+    target = problem.loss(optimum) * 1.01
+    if scheme_name == "uncoded" and policy == "first_k":
+        extra = {"k": 6}  # uncoded cannot decode from fewer than all shards
+    cluster = SimulatedCluster(6, ShiftedExponential(1.0, 1.0), seed=7)
+    history = train(problem, SCHEMES[scheme_name](), cluster, policy=policy, max_steps=400,
+                    target_loss=target, progress=False, seed=8, **extra)
+    assert history.loss[-1] <= target
+    assert history.time == sorted(history.time)
+
+
+def test_training_is_deterministic_for_a_seed():
+    problem = _problems()["logistic"]
+
+    def run(seed):
+        cluster = SimulatedCluster(6, ShiftedExponential(1.0, 0.5), seed=seed)
+        return train(problem, LWPD(block_size=4, redundancy=1.0), cluster, deadline=2.5, max_steps=15, progress=False, seed=seed)
+
+    a, b, c = run(1), run(1), run(2)
+    assert a.as_dict() == b.as_dict()
+    assert a.as_dict() != c.as_dict()
+
+
+def test_executor_cluster_decodes_like_the_simulated_cluster():
+    problem = _problems()["softmax"]
+    kwargs = dict(policy="first_k", k=6, max_steps=3, progress=False, seed=3)
+    simulated = train(problem, LWPD(block_size=4), SimulatedCluster(6, seed=0), **kwargs)
+    with ThreadPoolExecutor(4) as pool:
+        threaded = train(problem, LWPD(block_size=4), ExecutorCluster(pool, 6), **kwargs)
+    # all results arrive in both, in different orders: the decoded steps are the same
+    np.testing.assert_allclose(threaded.loss, simulated.loss, rtol=1e-10)
+    np.testing.assert_allclose(threaded.theta, simulated.theta, rtol=1e-10, atol=1e-12)
+
+
+def test_history_round_trip_and_helpers(tmp_path):
+    problem = _problems()["least-squares"]
+    history = train(problem, LWPD(block_size=4), SimulatedCluster(3, seed=0), deadline=50.0, max_steps=5, progress=False, seed=0)
+    assert len(history) == 5
+    assert history.time_to(history.loss[2]) == history.time[2]
+    assert history.time_to(-1.0) == float("inf")
+    path = tmp_path / "h.json"
+    history.save(path)
+    loaded = type(history).load(path)
+    assert loaded.as_dict() == history.as_dict()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = history.plot()
+    assert ax.get_xlabel() == "time" and len(ax.lines) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"policy": "deadline"}, ValueError, "deadline is required"),
+        ({"policy": "first_k"}, ValueError, "k is required"),
+        ({"policy": "first_k", "k": 99}, ValueError, "k must be in"),
+        ({"policy": "sometimes", "deadline": 1.0}, ValueError, "policy must be one of"),
+        ({"deadline": -1.0}, ValueError, "deadline must be > 0"),
+        ({"deadline": 1.0, "lr": 0.0}, ValueError, "lr must be > 0"),
+    ],
+)
+def test_train_errors(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        train(_problems()["least-squares"], Uncoded(), SimulatedCluster(3, seed=0), progress=False, **kwargs)
+
+
+def test_scheme_errors():
+    problem = _problems()["least-squares"]
+    with pytest.raises(ValueError, match="multiple of r"):
+        Replication(4).bind(problem, 6, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="s must be < n_workers"):
+        GradientCoding(6).bind(problem, 6, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="compress needs redundancy"):
+        LWPD(compress="logdet")
+    with pytest.raises(ValueError, match="codebook must have dimension 6"):
+        LWPD(codebook=block_codebook(projective_codebook(4), Partition.uniform(8, 4))).bind(problem, 2, np.random.default_rng(0))
