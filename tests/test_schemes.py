@@ -7,7 +7,7 @@ import pytest
 from lwpd import Partition, block_codebook, projective_codebook, train
 from lwpd.cluster import ExecutorCluster, SimulatedCluster
 from lwpd.problems import LeastSquares, Logistic, Softmax
-from lwpd.schemes import LWPD, GradientCoding, IgnoreStragglers, Replication, Uncoded
+from lwpd.schemes import LCC, LWPD, GradientCoding, IgnoreStragglers, Replication, Uncoded
 from lwpd.stragglers import ShiftedExponential
 
 
@@ -31,6 +31,7 @@ SCHEMES = {
     "lwpd-compressed": lambda: LWPD(block_size=4, redundancy=2.0),
     "lwpd-peeling": lambda: LWPD(block_size=4, decoder="peeling"),
 }
+LEAST_SQUARES_ONLY = {"lcc": lambda: LCC(2)}
 
 
 def _run_tasks(scheme, theta, workers=None):
@@ -90,7 +91,7 @@ def test_lwpd_estimate_is_always_a_descent_direction():
 
 
 @pytest.mark.parametrize("policy,extra", [("deadline", {"deadline": 60.0}), ("first_k", {"k": 5})])
-@pytest.mark.parametrize("scheme_name", ["uncoded", "ignore", "gc-cyclic", "lwpd"])
+@pytest.mark.parametrize("scheme_name", ["uncoded", "ignore", "gc-cyclic", "lwpd", "lcc"])
 def test_training_reaches_the_target_under_each_policy(policy, extra, scheme_name):
     problem = _problems()["least-squares"]
     optimum = np.linalg.lstsq(
@@ -100,7 +101,8 @@ def test_training_reaches_the_target_under_each_policy(policy, extra, scheme_nam
     if scheme_name == "uncoded" and policy == "first_k":
         extra = {"k": 6}  # uncoded cannot decode from fewer than all shards
     cluster = SimulatedCluster(6, ShiftedExponential(1.0, 1.0), seed=7)
-    history = train(problem, SCHEMES[scheme_name](), cluster, policy=policy, max_steps=400,
+    scheme = {**SCHEMES, **LEAST_SQUARES_ONLY}[scheme_name]()
+    history = train(problem, scheme, cluster, policy=policy, max_steps=400,
                     target_loss=target, progress=False, seed=8, **extra)
     assert history.loss[-1] <= target
     assert history.time == sorted(history.time)
@@ -172,3 +174,24 @@ def test_scheme_errors():
         LWPD(compress="logdet")
     with pytest.raises(ValueError, match="codebook must have dimension 6"):
         LWPD(codebook=block_codebook(projective_codebook(4), Partition.uniform(8, 4))).bind(problem, 2, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("K", [1, 2, 3])
+def test_lcc_recovers_the_least_squares_gradient_from_any_threshold_set(K):
+    problem = _problems()["least-squares"]
+    scheme = LCC(K)
+    scheme.bind(problem, 7, np.random.default_rng(9))
+    theta = np.random.default_rng(10).standard_normal(problem.n_params)
+    g = problem.gradient(theta)
+    for subset in itertools.combinations(range(7), scheme.threshold):
+        np.testing.assert_allclose(_run_tasks(scheme, theta, set(subset)), g, rtol=1e-8, atol=1e-10)
+    fewer = set(range(scheme.threshold - 1))
+    if fewer:
+        assert _run_tasks(scheme, theta, fewer) is None
+
+
+def test_lcc_errors():
+    with pytest.raises(TypeError, match="LeastSquares problems only"):
+        LCC(2).bind(_problems()["logistic"], 6, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="needs at least 5 workers"):
+        LCC(3).bind(_problems()["least-squares"], 4, np.random.default_rng(0))

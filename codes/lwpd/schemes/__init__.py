@@ -8,6 +8,7 @@ then per step ``begin``, ``tasks(theta)``, ``fold(worker, result)`` as results a
 from lwpd.schemes._base import Scheme, Task
 from lwpd.schemes._data_parallel import IgnoreStragglers, Replication, Uncoded
 from lwpd.schemes._gradient_coding import GradientCoding
+from lwpd.schemes._lcc import LCC
 from lwpd.schemes._lwpd import LWPD
 
-__all__ = ["GradientCoding", "IgnoreStragglers", "LWPD", "Replication", "Scheme", "Task", "Uncoded"]
+__all__ = ["GradientCoding", "IgnoreStragglers", "LCC", "LWPD", "Replication", "Scheme", "Task", "Uncoded"]
