@@ -152,7 +152,6 @@ def test_history_round_trip_and_helpers(tmp_path):
     "kwargs,exc,match",
     [
         ({"policy": "deadline"}, ValueError, "deadline is required"),
-        ({"policy": "first_k"}, ValueError, "k is required"),
         ({"policy": "first_k", "k": 99}, ValueError, "k must be in"),
         ({"policy": "sometimes", "deadline": 1.0}, ValueError, "policy must be one of"),
         ({"deadline": -1.0}, ValueError, "deadline must be > 0"),
@@ -195,3 +194,15 @@ def test_lcc_errors():
         LCC(2).bind(_problems()["logistic"], 6, np.random.default_rng(0))
     with pytest.raises(ValueError, match="needs at least 5 workers"):
         LCC(3).bind(_problems()["least-squares"], 4, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("scheme_name,expected", [("uncoded", 6), ("gc-cyclic", 4), ("replication", None), ("lwpd", 5), ("ignore", 5)])
+def test_waiting_until_ready_stops_at_the_natural_count(scheme_name, expected):
+    problem = _problems()["least-squares"]
+    cluster = SimulatedCluster(6, ShiftedExponential(1.0, 1.0), seed=3)
+    history = train(problem, SCHEMES[scheme_name](), cluster, policy="first_k", max_steps=10, progress=False, seed=0)
+    if expected is not None:
+        assert set(history.received) == {expected}
+    else:  # replication: between one copy of each of the 3 shards and all 6 results
+        assert all(3 <= r <= 6 for r in history.received)
+    assert all(np.isfinite(history.grad_error))

@@ -133,8 +133,12 @@ def train(
         policy of the design is not implemented yet.)
     deadline : float
         Required with ``policy="deadline"``.
-    k : int
-        Required with ``policy="first_k"`` (1 <= k <= number of tasks).
+    k : int, optional
+        With ``policy="first_k"``: the number of results to wait for (1 <= k <= number of
+        tasks). ``None`` waits until the scheme is ready (:meth:`Scheme.ready`): all shards
+        for uncoded, ``n - s`` workers for gradient coding, ``2(K-1)+1`` for LCC, one copy of
+        each shard for replication, and the scheme's ``wait_for`` fraction for LWPD and
+        ignore-stragglers.
     target_loss : float, optional
         Stop once the loss is at or below this.
     callback : callable, optional
@@ -179,9 +183,7 @@ def train(
     if theta.shape != (problem.n_params,):
         raise ValueError(f"theta0 must have length {problem.n_params}, got shape {theta.shape}")
     n_tasks = len(scheme.tasks(theta))
-    if policy == "first_k":
-        if k is None:
-            raise ValueError("k is required with policy='first_k' (results to wait for each step)")
+    if policy == "first_k" and k is not None:
         k = check_int("k", k, minimum=1, maximum=n_tasks)
 
     history = History(scheme=getattr(scheme, "name", type(scheme).__name__))
@@ -198,6 +200,8 @@ def train(
             for done in stream:
                 scheme.fold(done.worker, done.result)
                 received += 1
+                if policy == "first_k" and k is None and scheme.ready(received):
+                    break
             dropped = cluster.pending
             cluster.cancel()
             estimate = scheme.estimate()

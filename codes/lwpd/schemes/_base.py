@@ -71,6 +71,14 @@ class Scheme(ABC):
     def estimate(self) -> np.ndarray | None:
         """The gradient estimate from the results so far, or ``None`` if none is possible."""
 
+    def ready(self, received: int) -> bool:
+        """Whether a step waiting "until ready" may stop after ``received`` results.
+
+        Exact schemes are ready as soon as they can decode; schemes that can always decode
+        something (LWPD, ignoring stragglers) wait for a fraction of the workers instead.
+        """
+        return self.estimate() is not None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

@@ -6,8 +6,17 @@ from typing import Any
 
 import numpy as np
 
-from lwpd._validation import check_int
+import math
+
+from lwpd._validation import check_int, check_real
 from lwpd.schemes._base import Scheme, Task, shard_gradient, split_rows
+
+
+def _check_fraction(value: float) -> float:
+    value = check_real("wait_for", value)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"wait_for must lie in (0, 1], got {value}")
+    return value
 
 
 class _Sharded(Scheme):
@@ -60,9 +69,20 @@ class IgnoreStragglers(_Sharded):
 
     An unbiased estimate of the gradient when stragglers are random, with the variance of a
     smaller mini-batch.
+
+    Parameters
+    ----------
+    wait_for : float, default 0.75
+        Fraction of the workers a step waits for when it waits "until ready".
     """
 
     name = "ignore"
+
+    def __init__(self, wait_for: float = 0.75) -> None:
+        self.wait_for = _check_fraction(wait_for)
+
+    def ready(self, received: int) -> bool:
+        return received >= math.ceil(self.wait_for * self.n_workers)
 
     def estimate(self) -> np.ndarray | None:
         return self._weighted_mean()

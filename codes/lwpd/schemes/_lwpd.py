@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ class LWPD(Scheme):
     compress : {"coherence", "frame_potential", "mutual_information", "logdet"}, optional
         Compression criterion used with ``redundancy``.
     decoder : {"projection", "peeling"}, default "projection"
+    wait_for : float, default 0.75
+        Fraction of the workers a step waits for when it waits "until ready".
 
     Examples
     --------
@@ -55,7 +58,10 @@ class LWPD(Scheme):
         redundancy: float | None = None,
         compress: str | None = None,
         decoder: str = "projection",
+        wait_for: float = 0.75,
     ) -> None:
+        from lwpd.schemes._data_parallel import _check_fraction
+
         from lwpd.codebook import Codebook
 
         if codebook is not None and not isinstance(codebook, Codebook):
@@ -71,6 +77,7 @@ class LWPD(Scheme):
                 raise ValueError("compress needs redundancy (how many codewords per coordinate to keep)")
         self.compress = compress or ("logdet" if redundancy is not None else None)
         self.decoder = check_choice("decoder", decoder, ("projection", "peeling"))
+        self.wait_for = _check_fraction(wait_for)
 
     def _build_codebook(self) -> Any:
         from lwpd import Partition, block_codebook, projective_codebook
@@ -113,6 +120,9 @@ class LWPD(Scheme):
 
     def estimate(self) -> np.ndarray | None:
         return self._decoder.estimate() if self._decoder.n_received else None
+
+    def ready(self, received: int) -> bool:
+        return received >= math.ceil(self.wait_for * self.n_workers)
 
     def recovered_fraction(self) -> float:
         """Fraction of the gradient's dimensions the results of this step span (or peel)."""
