@@ -21,23 +21,13 @@ _FIELDS = ("time", "loss", "grad_error", "received", "dropped", "staleness")
 class History:
     """Per-step record of a training run.
 
-    Attributes
-    ----------
-    time : list of float
-        Cluster time (simulated or wall seconds) at the end of each step.
-    loss : list of float
-        Full objective after the step.
-    grad_error : list of float
-        ``||g_hat - g|| / ||g||`` of the step's decoded gradient against the exact one
-        (computed for diagnostics only; ``nan`` when nothing could be decoded).
-    received, dropped : list of int
-        Results folded in, and tasks still outstanding when the step ended (cancelled).
-    staleness : list of float
-        Mean staleness (parameter versions) of the folded results; 0 for synchronous steps.
-    scheme : str
-        Name of the scheme that produced the run.
-    theta : numpy.ndarray or None
-        Parameters at the end of the run.
+    One entry per step in each list: ``time`` (cluster time at the end of the step,
+    simulated or wall seconds), ``loss`` (full objective after the step), ``grad_error``
+    (``||g_hat - g|| / ||g||`` of the decoded gradient against the exact one, computed for
+    diagnostics only; ``nan`` when nothing could be decoded), ``received`` (results folded
+    in), ``dropped`` (tasks still outstanding when the step ended, then cancelled) and
+    ``staleness`` (mean parameter-version lag of the folded results; 0 for synchronous
+    steps). ``scheme`` names the scheme; ``theta`` holds the final parameters.
     """
 
     scheme: str = ""
