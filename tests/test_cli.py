@@ -65,3 +65,53 @@ def test_a_closed_pipe_ends_quietly():
     out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_run_writes_its_table_json_and_plot(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "results"
+    argv = ["run", "--dataset", "wine", "--workers", "4", "--max-steps", "15", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for name in ("uncoded", "ignore", "replication", "gc-cyclic", "lwpd"):
+        assert re.search(rf"^{name}\s", printed, flags=re.M)
+    data = json.loads((out / "results.json").read_text())
+    assert [r["scheme"] for r in data["results"]] == ["uncoded", "ignore", "replication", "gc-cyclic", "lwpd"]
+    assert all(len(r["history"]["loss"]) >= 1 for r in data["results"])
+    assert (out / "loss_vs_time.png").stat().st_size > 1000
+
+
+def test_run_least_squares_with_lcc_on_threads(tmp_path, capsys):
+    argv = ["run", "--dataset", "diabetes", "--schemes", "uncoded,lcc,lwpd", "--workers", "5", "--max-steps", "5",
+            "--backend", "threads", "--stragglers", "none", "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert "R^2" in capsys.readouterr().out
+
+
+def test_run_is_deterministic_for_a_seed(tmp_path, capsys):
+    import json
+
+    results = []
+    for name in ("a", "b"):
+        main(["run", "--dataset", "breast_cancer", "--workers", "4", "--max-steps", "10", "--quiet", "--out", str(tmp_path / name)])
+        results.append(json.loads((tmp_path / name / "results.json").read_text())["results"])
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["run", "--stragglers", "weird"], "--stragglers must start with one of"),
+        (["run", "--stragglers", "pareto:beta=2"], "keys alpha, scale"),
+        (["run", "--schemes", "uncoded,magic"], "--schemes takes names from"),
+        (["run", "--dataset", "digits", "--model", "logistic"], "needs two classes"),
+        (["run", "--dataset", "diabetes", "--model", "softmax"], "needs class labels"),
+        (["run", "--schemes", "lcc"], "least squares only"),
+        (["run", "--workers", "1"], "--workers must be >= 2"),
+    ],
+)
+def test_run_reports_bad_options_in_one_line(capsys, argv, message, tmp_path):
+    assert main([*argv, "--quiet", "--out", str(tmp_path), "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

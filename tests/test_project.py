@@ -18,7 +18,7 @@ def _blocks(language):
 def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_second():
     commands = [b.strip() for b in _blocks("bash")]
     assert len(commands) == 2
-    assert commands[0].endswith("lwpd codebook --dim 3")
+    assert commands[0].endswith("lwpd run")
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands[1] in ci.splitlines()
 

@@ -85,6 +85,33 @@ def _cmd_codebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from lwpd import _experiment
+
+    try:
+        schemes = tuple(filter(None, args.schemes.split(",")))
+        unknown = [name for name in schemes if name not in _experiment.SCHEMES]
+        if unknown or not schemes:
+            raise ValueError(f"--schemes takes names from {', '.join(_experiment.SCHEMES)}; got {args.schemes!r}")
+        if args.workers < 2:
+            raise ValueError(f"--workers must be >= 2, got {args.workers}")
+        if args.max_steps < 1:
+            raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
+        outcomes = _experiment.run(
+            dataset=args.dataset, model=args.model, schemes=schemes, workers=args.workers,
+            stragglers=args.stragglers, policy=args.policy, backend=args.backend, seed=args.seed,
+            max_steps=args.max_steps, out=args.out, progress=not args.quiet,
+        )
+    except (ValueError, TypeError) as exc:
+        print(f"lwpd run: error: {_as_flags(str(exc))}", file=sys.stderr)
+        return 2
+    print(f"{args.dataset}, {args.workers} workers, stragglers {args.stragglers}, "
+          f"policy {args.policy}, backend {args.backend}, seed {args.seed}")
+    print(_experiment.table(outcomes))
+    print(f"\nwrote {args.out}/results.json and {args.out}/loss_vs_time.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lwpd`` command."""
     parser = argparse.ArgumentParser(
@@ -103,6 +130,30 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--compress", type=int, default=None, metavar="N", help="keep the N most informative codewords")
     cb.add_argument("--criterion", choices=_CRITERIA, default=None, help="compression criterion (default coherence; needs --compress)")
     cb.set_defaults(func=_cmd_codebook)
+
+    from lwpd import _experiment
+
+    run = sub.add_parser(
+        "run",
+        help="compare LWPD with uncoded, gradient coding and the other schemes under stragglers",
+        description="Train one model with every scheme on the same data, simulated cluster and seed; print a "
+        "table and write results.json and loss_vs_time.png.",
+    )
+    run.add_argument("--dataset", choices=_experiment.DATASETS, default="digits")
+    run.add_argument("--model", choices=_experiment.MODELS, default="auto", help="default: the data set's natural model")
+    run.add_argument("--schemes", default=",".join(_experiment.DEFAULT_SCHEMES),
+                     help=f"comma-separated, from {', '.join(_experiment.SCHEMES)}")
+    run.add_argument("--workers", type=int, default=16)
+    run.add_argument("--stragglers", default="shifted-exp:shift=1,rate=0.5",
+                     help="delay model name[:key=value,...], e.g. pareto:alpha=1.5 or slow:fraction=0.1,slowdown=10")
+    run.add_argument("--policy", choices=("first_k", "deadline"), default="first_k",
+                     help="first_k: each scheme waits until it can decode (default); deadline: 3 time units per step")
+    run.add_argument("--backend", choices=("simulated", "threads", "processes"), default="simulated")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--max-steps", type=int, default=300)
+    run.add_argument("--out", default="lwpd-results")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_cmd_run)
     return parser
 
 

@@ -1,0 +1,217 @@
+"""The comparison behind ``lwpd run``: every scheme on the same problem, cluster and seed."""
+
+from __future__ import annotations
+
+import json
+import math
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "synthetic")
+MODELS = ("auto", "least_squares", "logistic", "softmax")
+SCHEMES = ("uncoded", "ignore", "replication", "gc-frc", "gc-cyclic", "lcc", "lwpd")
+DEFAULT_SCHEMES = ("uncoded", "ignore", "replication", "gc-cyclic", "lwpd")
+_NATURAL_MODEL = {"digits": "softmax", "breast_cancer": "logistic", "wine": "softmax", "diabetes": "least_squares", "synthetic": "least_squares"}
+_STRAGGLERS = {
+    "none": ("NoDelay", {}),
+    "shifted-exp": ("ShiftedExponential", {"shift": 1.0, "rate": 0.5}),
+    "exp": ("Exponential", {"mean": 1.0}),
+    "pareto": ("Pareto", {"alpha": 1.5, "scale": 1.0}),
+    "bernoulli": ("Bernoulli", {"p_fail": 0.1}),
+    "slow": ("SlowWorkers", {"fraction": 0.1, "slowdown": 10.0}),
+    "markov": ("MarkovBursty", {"p_stay_slow": 0.8, "p_stay_fast": 0.95, "slowdown": 10.0}),
+}
+
+
+def parse_stragglers(spec: str) -> Any:
+    """A delay model from ``name[:key=value,...]``, e.g. ``shifted-exp:shift=1,rate=0.5``."""
+    from lwpd import stragglers
+
+    name, _, params = spec.partition(":")
+    if name not in _STRAGGLERS:
+        raise ValueError(f"--stragglers must start with one of {', '.join(_STRAGGLERS)}; got {name!r}")
+    cls_name, defaults = _STRAGGLERS[name]
+    kwargs = dict(defaults)
+    for item in filter(None, params.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in defaults:
+            allowed = ", ".join(defaults) or "none"
+            raise ValueError(f"--stragglers {name}: parameters are key=value with keys {allowed}; got {item!r}")
+        try:
+            kwargs[key] = float(value)
+        except ValueError:
+            raise ValueError(f"--stragglers {name}: {key} must be a number, got {value!r}") from None
+    return getattr(stragglers, cls_name)(**kwargs)
+
+
+def load_problem(dataset: str, model: str, seed: int):
+    """Train/test problems from an embedded data set, features standardised on the train part."""
+    from sklearn import datasets
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    from lwpd.problems import LeastSquares, Logistic, Softmax
+
+    if dataset == "synthetic":
+        rng = np.random.default_rng(seed)
+        X = rng.standard_normal((4000, 40))
+        y = X @ rng.standard_normal(40) + 0.5 * rng.standard_normal(4000)
+    else:
+        X, y = getattr(datasets, f"load_{dataset}")(return_X_y=True)
+    model = _NATURAL_MODEL[dataset] if model == "auto" else model
+    if model != "least_squares" and dataset in ("diabetes", "synthetic"):
+        raise ValueError(f"--model {model} needs class labels; {dataset} is a regression data set")
+    if model == "logistic" and len(np.unique(y)) != 2:
+        raise ValueError(f"--model logistic needs two classes; {dataset} has {len(np.unique(y))} (use softmax)")
+    stratify = None if model == "least_squares" else y
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=seed, stratify=stratify)
+    scaler = StandardScaler().fit(X_tr)
+    X_tr, X_te = scaler.transform(X_tr), scaler.transform(X_te)
+    if model == "least_squares":
+        shift, scale = y_tr.mean(), y_tr.std()
+        y_tr, y_te = (y_tr - shift) / scale, (y_te - shift) / scale
+    cls = {"least_squares": LeastSquares, "logistic": Logistic, "softmax": Softmax}[model]
+    alpha = 1e-2 if model == "least_squares" else 1e-3
+    return cls(X_tr, y_tr, alpha=alpha), cls(X_te, y_te, alpha=alpha), model
+
+
+def make_scheme(name: str, n_workers: int) -> Any:
+    """A scheme by name, sized for ``n_workers`` (tolerating about a quarter of stragglers)."""
+    from lwpd import schemes
+
+    s = max(1, n_workers // 4)
+    if name == "uncoded":
+        return schemes.Uncoded()
+    if name == "ignore":
+        return schemes.IgnoreStragglers(wait_for=1 - s / n_workers)
+    if name == "replication":
+        return schemes.Replication(2 if n_workers % 2 == 0 else 1)
+    if name == "gc-frc":
+        s_frc = max(d for d in range(1, s + 2) if n_workers % d == 0) - 1
+        return schemes.GradientCoding(s_frc, kind="frc")
+    if name == "gc-cyclic":
+        return schemes.GradientCoding(s, kind="cyclic")
+    if name == "lcc":
+        return schemes.LCC(max(1, (n_workers - s + 1) // 2))
+    return schemes.LWPD(block_size=8, redundancy=2.0, wait_for=1 - s / n_workers)
+
+
+def _score(test: Any, theta: np.ndarray) -> tuple[str, float]:
+    """Test accuracy for classifiers, R^2 for least squares."""
+    W, b = test.unpack(theta)
+    scores = test.X @ np.atleast_2d(W).T + b
+    if test.__class__.__name__ == "LeastSquares":
+        y = test.y
+        return "R^2", float(1 - np.sum((scores.ravel() - y) ** 2) / np.sum((y - y.mean()) ** 2))
+    labels = scores.argmax(axis=1) if scores.shape[1] > 1 else (scores.ravel() > 0).astype(int)
+    return "accuracy", float(np.mean(test.classes_[labels] == test.y))
+
+
+@dataclass
+class Outcome:
+    scheme: str
+    history: Any
+    time_to_target: float
+    final_loss: float
+    metric_name: str
+    metric: float
+    grad_error: float
+
+
+def run(
+    dataset: str = "digits",
+    model: str = "auto",
+    schemes: tuple[str, ...] = DEFAULT_SCHEMES,
+    workers: int = 16,
+    stragglers: str = "shifted-exp:shift=1,rate=0.5",
+    policy: str = "first_k",
+    backend: str = "simulated",
+    seed: int = 0,
+    max_steps: int = 300,
+    out: str | Path | None = "lwpd-results",
+    progress: bool = True,
+) -> list[Outcome]:
+    """Train with every scheme on the same problem, cluster model and seed; write results."""
+    from scipy.optimize import minimize
+
+    from lwpd import train
+    from lwpd.cluster import ExecutorCluster, SimulatedCluster
+
+    delays = parse_stragglers(stragglers)
+    problem, test, model = load_problem(dataset, model, seed)
+    if "lcc" in schemes and model != "least_squares":
+        raise ValueError("--schemes lcc applies to least squares only (--dataset diabetes or synthetic)")
+    best = minimize(problem.loss, np.zeros(problem.n_params), jac=problem.gradient, method="L-BFGS-B",
+                    options={"maxiter": 2000, "gtol": 1e-10})
+    f_star, f_zero = float(best.fun), problem.loss(np.zeros(problem.n_params))
+    target = f_star + 0.02 * (f_zero - f_star)
+    outcomes = []
+    for name in schemes:
+        scheme = make_scheme(name, workers)
+        if backend == "simulated":
+            cluster, pool = SimulatedCluster(workers, delays, seed=seed), None
+        else:
+            pool = (ThreadPoolExecutor if backend == "threads" else ProcessPoolExecutor)(max_workers=min(workers, 8))
+            cluster = ExecutorCluster(pool, workers, delays, time_scale=1e-3, seed=seed)
+        try:
+            history = train(problem, scheme, cluster, policy=policy, deadline=3.0 if policy == "deadline" else None,
+                            max_steps=max_steps, target_loss=target, progress=progress, seed=seed)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        metric_name, metric = _score(test, history.theta)
+        errors = [e for e in history.grad_error if math.isfinite(e)]
+        outcomes.append(Outcome(scheme.name, history, history.time_to(target), history.loss[-1], metric_name, metric,
+                                float(np.mean(errors)) if errors else math.nan))
+    if out is not None:
+        _write(Path(out), outcomes, dict(dataset=dataset, model=model, workers=workers, stragglers=stragglers,
+                                         policy=policy, backend=backend, seed=seed, target_loss=target, optimal_loss=f_star))
+    return outcomes
+
+
+def table(outcomes: list[Outcome]) -> str:
+    """The comparison as aligned text: time to target and speed-up against uncoded."""
+    base = next((o.time_to_target for o in outcomes if o.scheme == "uncoded"), math.nan)
+    metric = outcomes[0].metric_name if outcomes else ""
+    lines = [f"{'scheme':<12} {'time to target':>15} {'speed-up':>9} {'final loss':>11} {'test ' + metric:>14} {'grad error':>11}"]
+    for o in outcomes:
+        speed = base / o.time_to_target if math.isfinite(o.time_to_target) and math.isfinite(base) else math.nan
+        reached = f"{o.time_to_target:15.1f}" if math.isfinite(o.time_to_target) else f"{'not reached':>15}"
+        speed_text = f"{speed:8.2f}x" if math.isfinite(speed) else f"{'-':>9}"
+        lines.append(f"{o.scheme:<12} {reached} {speed_text} {o.final_loss:11.4f} {o.metric:14.3f} {o.grad_error:11.3g}")
+    return "\n".join(lines)
+
+
+def _write(out: Path, outcomes: list[Outcome], config: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = {
+        "config": config,
+        "results": [
+            {"scheme": o.scheme, "time_to_target": o.time_to_target, "final_loss": o.final_loss,
+             o.metric_name: o.metric, "mean_grad_error": o.grad_error, "history": o.history.as_dict()}
+            for o in outcomes
+        ],
+    }
+    (out / "results.json").write_text(json.dumps(data, indent=1, allow_nan=True))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for o in outcomes:
+        gap = np.maximum(np.asarray(o.history.loss) - config["optimal_loss"], 1e-12)
+        ax.plot(o.history.time, gap, label=o.scheme)
+    ax.axhline(config["target_loss"] - config["optimal_loss"], color="grey", ls=":", lw=1, label="target")
+    ax.set_yscale("log")
+    ax.set_xlabel("simulated time" if config["backend"] == "simulated" else "wall time (s)")
+    ax.set_ylabel("loss - optimal loss")
+    ax.set_title(f"{config['dataset']}, {config['model']}, {config['workers']} workers, {config['stragglers']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss_vs_time.png", dpi=120)
+    plt.close(fig)
