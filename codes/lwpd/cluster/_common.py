@@ -137,3 +137,45 @@ def as_task_ids(task_ids: Any, issued: int) -> list[int] | None:
             raise ValueError(f"task_ids: no task {tid} was submitted (ids so far: 0..{issued - 1})")
         out.append(tid)
     return out
+
+
+class RoundsMixin:
+    """Rounds of per-worker delays and the task count, shared by both clusters.
+
+    A subclass sets ``_delays``, ``_n_workers``, ``_rng``, ``_tasks`` (outstanding tasks),
+    ``_round`` and ``_round_delays``, and ``_DEFAULT_DELAY`` (the delay without a model).
+    """
+
+    _DEFAULT_DELAY = 1.0
+
+    @property
+    def n_workers(self) -> int:
+        """Number of (logical) workers."""
+        return self._n_workers
+
+    @property
+    def pending(self) -> int:
+        """Number of submitted tasks not yet yielded by ``as_completed`` nor cancelled."""
+        return len(self._tasks)
+
+    @property
+    def round(self) -> int:
+        """Number of rounds started since construction or the last reset."""
+        return self._round
+
+    @property
+    def round_delays(self) -> np.ndarray | None:
+        """A copy of the current round's per-worker delays (None before the first round)."""
+        return None if self._round_delays is None else self._round_delays.copy()
+
+    def new_round(self) -> np.ndarray:
+        """Start a round: draw fresh per-worker delays, used by tasks submitted from now on.
+
+        Returns
+        -------
+        numpy.ndarray
+            A copy of the delays (modelled seconds per unit of work), shape ``(n_workers,)``.
+        """
+        self._round_delays = sample_delays(self._delays, self._n_workers, self._rng, default=self._DEFAULT_DELAY)
+        self._round += 1
+        return self._round_delays.copy()

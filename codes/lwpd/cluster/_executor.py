@@ -11,6 +11,7 @@ import numpy as np
 
 from lwpd._validation import check_int, check_real
 from lwpd.cluster._common import (
+    RoundsMixin,
     Completion,
     RngSource,
     as_task_ids,
@@ -40,7 +41,7 @@ class _Task:
     future: cf.Future | None  # None: the worker never returns (infinite delay)
 
 
-class ExecutorCluster:
+class ExecutorCluster(RoundsMixin):
     """The cluster interface over a real ``concurrent.futures.Executor``.
 
     Works with any executor that implements the standard API -- ``ThreadPoolExecutor``,
@@ -90,6 +91,8 @@ class ExecutorCluster:
     [1, 3]
     """
 
+    _DEFAULT_DELAY = 0.0  # no delay model: no injected sleep
+
     def __init__(self, executor: Any, n_workers: int, delays: Any = None, time_scale: float = 1.0,
                  seed: Any = None):
         if not callable(getattr(executor, "submit", None)):
@@ -121,11 +124,6 @@ class ExecutorCluster:
         return self._executor
 
     @property
-    def n_workers(self) -> int:
-        """Number of logical workers."""
-        return self._n_workers
-
-    @property
     def time_scale(self) -> float:
         """Seconds of real sleep per second of modelled delay."""
         return self._time_scale
@@ -135,34 +133,7 @@ class ExecutorCluster:
         """Wall-clock seconds since the cluster was created or last reset."""
         return time.perf_counter() - self._t0
 
-    @property
-    def pending(self) -> int:
-        """Number of submitted tasks not yet yielded by ``as_completed`` nor cancelled."""
-        return len(self._tasks)
-
-    @property
-    def round(self) -> int:
-        """Number of rounds started since construction or the last reset."""
-        return self._round
-
-    @property
-    def round_delays(self) -> np.ndarray | None:
-        """A copy of the current round's per-worker delays (None before the first round)."""
-        return None if self._round_delays is None else self._round_delays.copy()
-
     # -- operations ---------------------------------------------------------------------
-    def new_round(self) -> np.ndarray:
-        """Start a round: draw fresh per-worker delays, used by tasks submitted from now on.
-
-        Returns
-        -------
-        numpy.ndarray
-            A copy of the delays (seconds of modelled delay per unit of work).
-        """
-        self._round_delays = sample_delays(self._delays, self._n_workers, self._rng, default=0.0)
-        self._round += 1
-        return self._round_delays.copy()
-
     def submit(self, worker: int, fn: Callable[..., Any], *args: Any, work: float = 1.0, **kwargs: Any) -> int:
         """Submit ``fn(*args, **kwargs)`` to the executor on behalf of logical ``worker``.
 

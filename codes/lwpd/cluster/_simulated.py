@@ -10,6 +10,7 @@ import numpy as np
 
 from lwpd._validation import check_int
 from lwpd.cluster._common import (
+    RoundsMixin,
     Completion,
     RngSource,
     as_task_ids,
@@ -33,7 +34,7 @@ class _Task:
     version: int = 0
 
 
-class SimulatedCluster:
+class SimulatedCluster(RoundsMixin):
     """A simulated cluster of ``n_workers`` workers on a virtual clock.
 
     Nothing sleeps: task functions run at once on the caller's thread, and the cluster
@@ -109,43 +110,11 @@ class SimulatedCluster:
 
     # -- properties ---------------------------------------------------------------------
     @property
-    def n_workers(self) -> int:
-        """Number of workers."""
-        return self._n_workers
-
-    @property
     def now(self) -> float:
         """Current virtual time in seconds (starts at 0.0)."""
         return self._now
 
-    @property
-    def pending(self) -> int:
-        """Number of submitted tasks not yet yielded by ``as_completed`` nor cancelled."""
-        return len(self._tasks)
-
-    @property
-    def round(self) -> int:
-        """Number of rounds started since construction or the last reset."""
-        return self._round
-
-    @property
-    def round_delays(self) -> np.ndarray | None:
-        """A copy of the current round's per-worker delays (None before the first round)."""
-        return None if self._round_delays is None else self._round_delays.copy()
-
     # -- operations ---------------------------------------------------------------------
-    def new_round(self) -> np.ndarray:
-        """Start a round: draw fresh per-worker delays, used by tasks submitted from now on.
-
-        Returns
-        -------
-        numpy.ndarray
-            A copy of the delays (seconds per unit of work), shape ``(n_workers,)``.
-        """
-        self._round_delays = sample_delays(self._delays, self._n_workers, self._rng, default=1.0)
-        self._round += 1
-        return self._round_delays.copy()
-
     def submit(self, worker: int, fn: Callable[..., Any], *args: Any, work: float = 1.0, **kwargs: Any) -> int:
         """Run ``fn(*args, **kwargs)`` now and schedule its completion on ``worker``.
 
