@@ -115,3 +115,10 @@ def test_run_reports_bad_options_in_one_line(capsys, argv, message, tmp_path):
     assert main([*argv, "--quiet", "--out", str(tmp_path), "--max-steps", "2"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_with_the_async_policy(tmp_path, capsys):
+    argv = ["run", "--dataset", "breast_cancer", "--policy", "async", "--workers", "4", "--max-steps", "10",
+            "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert "policy async" in capsys.readouterr().out

@@ -90,7 +90,7 @@ def test_lwpd_estimate_is_always_a_descent_direction():
         assert g_hat @ g == pytest.approx(g_hat @ g_hat, rel=1e-8, abs=1e-12)
 
 
-@pytest.mark.parametrize("policy,extra", [("deadline", {"deadline": 60.0}), ("first_k", {"k": 5})])
+@pytest.mark.parametrize("policy,extra", [("deadline", {"deadline": 60.0}), ("first_k", {"k": 5}), ("async", {})])
 @pytest.mark.parametrize("scheme_name", ["uncoded", "ignore", "gc-cyclic", "lwpd", "lcc"])
 def test_training_reaches_the_target_under_each_policy(policy, extra, scheme_name):
     problem = _problems()["least-squares"]
@@ -100,6 +100,8 @@ def test_training_reaches_the_target_under_each_policy(policy, extra, scheme_nam
     target = problem.loss(optimum) * 1.01
     if scheme_name == "uncoded" and policy == "first_k":
         extra = {"k": 6}  # uncoded cannot decode from fewer than all shards
+    if policy == "async":
+        extra = {"lr": 0.3 / problem.lipschitz()}  # stale gradients want a shorter step
     cluster = SimulatedCluster(6, ShiftedExponential(1.0, 1.0), seed=7)
     scheme = {**SCHEMES, **LEAST_SQUARES_ONLY}[scheme_name]()
     history = train(problem, scheme, cluster, policy=policy, max_steps=400,
@@ -156,6 +158,7 @@ def test_history_round_trip_and_helpers(tmp_path):
         ({"policy": "sometimes", "deadline": 1.0}, ValueError, "policy must be one of"),
         ({"deadline": -1.0}, ValueError, "deadline must be > 0"),
         ({"deadline": 1.0, "lr": 0.0}, ValueError, "lr must be > 0"),
+        ({"policy": "async", "max_staleness": -1}, ValueError, "max_staleness must be >= 0"),
     ],
 )
 def test_train_errors(kwargs, exc, match):
@@ -206,3 +209,21 @@ def test_waiting_until_ready_stops_at_the_natural_count(scheme_name, expected):
     else:  # replication: between one copy of each of the 3 shards and all 6 results
         assert all(3 <= r <= 6 for r in history.received)
     assert all(np.isfinite(history.grad_error))
+
+
+def test_async_policy_counts_staleness_and_drops_stale_results():
+    from lwpd.stragglers import SlowWorkers
+
+    problem = _problems()["least-squares"]
+    cluster = SimulatedCluster(6, SlowWorkers(fraction=0.34, slowdown=20.0), seed=1)
+    history = train(problem, LWPD(block_size=4, redundancy=1.0), cluster, policy="async", k=2, max_staleness=1,
+                    max_steps=40, lr=0.3 / problem.lipschitz(), progress=False, seed=0)
+    assert len(history) == 40
+    assert sum(history.dropped) > 0  # the slow workers' results arrive too late
+    assert all(0.0 <= s <= 1.0 for s in history.staleness)
+    assert all(r >= 2 for r in history.received)
+    assert history.time == sorted(history.time)
+    assert history.loss[-1] < history.loss[0]
+    again = train(problem, LWPD(block_size=4, redundancy=1.0), SimulatedCluster(6, SlowWorkers(fraction=0.34, slowdown=20.0), seed=1),
+                  policy="async", k=2, max_staleness=1, max_steps=40, lr=0.3 / problem.lipschitz(), progress=False, seed=0)
+    assert again.as_dict() == history.as_dict()

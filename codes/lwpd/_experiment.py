@@ -158,8 +158,10 @@ def run(
             pool = (ThreadPoolExecutor if backend == "threads" else ProcessPoolExecutor)(max_workers=min(workers, 8))
             cluster = ExecutorCluster(pool, workers, delays, time_scale=1e-3, seed=seed)
         try:
+            # stale gradients (async) want a shorter step than the 1/L of synchronous steps
+            lr = 0.3 / problem.lipschitz() if policy == "async" else None
             history = train(problem, scheme, cluster, policy=policy, deadline=3.0 if policy == "deadline" else None,
-                            max_steps=max_steps, target_loss=target, progress=progress, seed=seed)
+                            lr=lr, max_steps=max_steps, target_loss=target, progress=progress, seed=seed)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)

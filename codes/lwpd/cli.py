@@ -146,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=16)
     run.add_argument("--stragglers", default="shifted-exp:shift=1,rate=0.5",
                      help="delay model name[:key=value,...], e.g. pareto:alpha=1.5 or slow:fraction=0.1,slowdown=10")
-    run.add_argument("--policy", choices=("first_k", "deadline"), default="first_k",
-                     help="first_k: each scheme waits until it can decode (default); deadline: 3 time units per step")
+    run.add_argument("--policy", choices=("first_k", "deadline", "async"), default="first_k",
+                     help="first_k: each scheme waits until it can decode (default); deadline: 3 time units per step; "
+                     "async: workers never wait, the master steps every quarter of the workers' results")
     run.add_argument("--backend", choices=("simulated", "threads", "processes"), default="simulated")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--max-steps", type=int, default=300)

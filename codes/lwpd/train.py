@@ -93,6 +93,7 @@ def train(
     policy: str = "deadline",
     deadline: float | None = None,
     k: int | None = None,
+    max_staleness: int = 2,
     target_loss: float | None = None,
     callback: Callable[[int, np.ndarray, History], Any] | None = None,
     progress: bool = True,
@@ -117,10 +118,13 @@ def train(
     max_steps : int, default 100
     time_budget : float, optional
         Stop once the cluster clock passes this.
-    policy : {"deadline", "first_k"}, default "deadline"
+    policy : {"deadline", "first_k", "async"}, default "deadline"
         ``"deadline"``: each step decodes what arrived within ``deadline`` time units of its
-        start. ``"first_k"``: each step waits for the first ``k`` results. (The asynchronous
-        policy of the design is not implemented yet.)
+        start. ``"first_k"``: each step waits for the first ``k`` results. ``"async"``:
+        workers never wait -- every result is folded in the moment it arrives, its worker is
+        re-dispatched with the newest parameters, and the master steps once ``k`` results
+        (default a quarter of the tasks) have been folded since its last step and the scheme
+        can decode; results more than ``max_staleness`` steps old are dropped and counted.
     deadline : float
         Required with ``policy="deadline"``.
     k : int, optional
@@ -128,7 +132,10 @@ def train(
         tasks). ``None`` waits until the scheme is ready (:meth:`Scheme.ready`): all shards
         for uncoded, ``n - s`` workers for gradient coding, ``2(K-1)+1`` for LCC, one copy of
         each shard for replication, and the scheme's ``wait_for`` fraction for LWPD and
-        ignore-stragglers.
+        ignore-stragglers. With ``policy="async"``: results folded per step.
+    max_staleness : int, default 2
+        With ``policy="async"``: the oldest parameter version (in steps) a folded result may
+        be computed on.
     target_loss : float, optional
         Stop once the loss is at or below this.
     callback : callable, optional
@@ -158,8 +165,9 @@ def train(
     >>> h.loss[-1] < 1e-6 * h.loss[0]
     True
     """
-    check_choice("policy", policy, ("deadline", "first_k"))
+    check_choice("policy", policy, ("deadline", "first_k", "async"))
     max_steps = check_int("max_steps", max_steps, minimum=1)
+    max_staleness = check_int("max_staleness", max_staleness, minimum=0)
     if policy == "deadline":
         if deadline is None:
             raise ValueError("deadline is required with policy='deadline' (time units after each step starts)")
@@ -173,51 +181,123 @@ def train(
     if theta.shape != (problem.n_params,):
         raise ValueError(f"theta0 must have length {problem.n_params}, got shape {theta.shape}")
     n_tasks = len(scheme.tasks(theta))
-    if policy == "first_k" and k is not None:
+    if k is not None:
         k = check_int("k", k, minimum=1, maximum=n_tasks)
+    elif policy == "async":
+        k = max(1, n_tasks // 4)
 
-    history = History(scheme=getattr(scheme, "name", type(scheme).__name__))
-    bar = _progress(max_steps, history.scheme) if progress else None
+    run = _Run(problem, theta, lr, max_steps, target_loss, time_budget, callback, cluster,
+               History(scheme=getattr(scheme, "name", type(scheme).__name__)), progress)
     try:
-        for step in range(max_steps):
-            cluster.new_round()
-            started = cluster.now
-            scheme.begin()
-            for task in scheme.tasks(theta):
-                cluster.submit(task.worker, task.fn, *task.args, work=task.work)
-            stream = cluster.as_completed(deadline=started + deadline) if policy == "deadline" else cluster.as_completed(k=k)
-            received = 0
-            for done in stream:
-                scheme.fold(done.worker, done.result)
-                received += 1
-                if policy == "first_k" and k is None and scheme.ready(received):
-                    break
-            dropped = cluster.pending
-            cluster.cancel()
-            estimate = scheme.estimate()
-            g = problem.gradient(theta)
-            if estimate is None:
-                error = math.nan
-            else:
-                norm = float(np.linalg.norm(g))
-                error = float(np.linalg.norm(estimate - g)) / norm if norm > 0 else 0.0
-                theta = theta - lr * estimate
-            loss = problem.loss(theta)
-            history.record(time=cluster.now, loss=loss, grad_error=error, received=received, dropped=dropped, staleness=0.0)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4g}", t=f"{cluster.now:.3g}")
-            if target_loss is not None and loss <= target_loss:
-                break
-            if time_budget is not None and cluster.now >= time_budget:
-                break
-            if callback is not None and callback(step, theta, history):
-                break
+        if policy == "async":
+            _asynchronous(run, scheme, cluster, k, max_staleness)
+        else:
+            _synchronous(run, scheme, cluster, policy, deadline, k)
     finally:
-        if bar is not None:
-            bar.close()
-    history.theta = theta
-    return history
+        cluster.cancel()
+        run.close()
+    run.history.theta = run.theta
+    return run.history
+
+
+class _Run:
+    """State shared by the step loops: parameters, history, stopping rules, progress."""
+
+    def __init__(self, problem, theta, lr, max_steps, target_loss, time_budget, callback, cluster, history, progress):
+        self.problem, self.theta, self.lr = problem, theta, lr
+        self.max_steps, self.target_loss, self.time_budget = max_steps, target_loss, time_budget
+        self.callback, self.cluster, self.history = callback, cluster, history
+        self.bar = _progress(max_steps, history.scheme) if progress else None
+
+    def step(self, estimate: np.ndarray | None, received: int, dropped: int, staleness: float) -> bool:
+        """Apply one step with ``estimate`` (none if ``None``), record it; True to stop."""
+        g = self.problem.gradient(self.theta)
+        if estimate is None:
+            error = math.nan
+        else:
+            norm = float(np.linalg.norm(g))
+            error = float(np.linalg.norm(estimate - g)) / norm if norm > 0 else 0.0
+            self.theta = self.theta - self.lr * estimate
+        loss = self.problem.loss(self.theta)
+        now = self.cluster.now
+        self.history.record(time=now, loss=loss, grad_error=error, received=received, dropped=dropped, staleness=staleness)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4g}", t=f"{now:.3g}")
+        return (
+            len(self.history) >= self.max_steps
+            or (self.target_loss is not None and loss <= self.target_loss)
+            or (self.time_budget is not None and now >= self.time_budget)
+            or bool(self.callback is not None and self.callback(len(self.history) - 1, self.theta, self.history))
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _synchronous(run: _Run, scheme: Any, cluster: Any, policy: str, deadline: float | None, k: int | None) -> None:
+    """Each step: submit every task, listen by the policy's rule, cancel the rest, step."""
+    while True:
+        cluster.new_round()
+        started = cluster.now
+        scheme.begin()
+        for task in scheme.tasks(run.theta):
+            cluster.submit(task.worker, task.fn, *task.args, work=task.work)
+        stream = cluster.as_completed(deadline=started + deadline) if policy == "deadline" else cluster.as_completed(k=k)
+        received = 0
+        for done in stream:
+            scheme.fold(done.worker, done.result)
+            received += 1
+            if policy == "first_k" and k is None and scheme.ready(received):
+                break
+        dropped = cluster.pending
+        cluster.cancel()
+        if run.step(scheme.estimate(), received, dropped, 0.0):
+            return
+
+
+def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: int) -> None:
+    """Workers never wait: each result is folded in the moment it arrives and its worker is
+    re-dispatched at once with the newest parameters. The master steps as soon as ``k``
+    results have been folded since its last step and the scheme can decode, then starts a
+    new estimate. A result computed on parameters more than ``max_staleness`` steps old is
+    dropped (and counted)."""
+    version = 0
+    issued: dict[int, int] = {}  # task id -> parameter version it was computed on
+
+    def dispatch(workers: set[int] | None) -> None:
+        for task in scheme.tasks(run.theta):
+            if workers is None or task.worker in workers:
+                issued[cluster.submit(task.worker, task.fn, *task.args, work=task.work)] = version
+
+    cluster.new_round()
+    scheme.begin()
+    dispatch(None)
+    received = dropped = 0
+    lag_sum = 0
+    while True:
+        done = next(iter(cluster.as_completed(k=1)), None)
+        if done is None:  # nothing outstanding can ever finish (every worker failed)
+            run.step(None, received, dropped, math.nan)
+            return
+        lag = version - issued.pop(done.task_id)
+        if lag > max_staleness:
+            dropped += 1
+        else:
+            scheme.fold(done.worker, done.result)
+            received += 1
+            lag_sum += lag
+        dispatch({done.worker})
+        if received >= k:
+            estimate = scheme.estimate()
+            if estimate is not None:
+                if run.step(estimate, received, dropped, lag_sum / received):
+                    return
+                version += 1
+                cluster.new_round()
+                scheme.begin()
+                received = dropped = lag_sum = 0
 
 
 def _progress(total: int, name: str):
