@@ -56,15 +56,20 @@ def _correlations(cb: Codebook, covariance: np.ndarray | None = None) -> Iterato
         dense = cb.to_dense().astype(np.float64)
         yield _normalise(dense @ covariance @ dense.T), 1
         return
-    offsets = cb.blocks.offsets
-    groups = cb._iter_blocks() if covariance is None else (
-        (beta, None, rows, 1) for beta, rows, _ in _expanded_blocks(cb)
-    )
-    for beta, _, rows, mult in groups:
-        rows = rows.astype(np.float64)
-        if covariance is not None:
-            rows = rows * np.sqrt(covariance[offsets[beta] : offsets[beta + 1]])
+    for rows, mult in _whitened_blocks(cb, covariance):
         yield _normalise(rows @ rows.T), mult
+
+
+def _whitened_blocks(cb: Codebook, variances: np.ndarray | None) -> Iterator[tuple[np.ndarray, int]]:
+    """``(rows, multiplicity)`` per block, each block's columns scaled by the square roots of
+    a diagonal prior's variances (``None``: the identity, so a tiled pattern is yielded once)."""
+    if variances is None:
+        for _, _, rows, mult in cb._iter_blocks():
+            yield rows.astype(np.float64), mult
+        return
+    offsets = cb.blocks.offsets
+    for beta, rows, _ in _expanded_blocks(cb):
+        yield rows.astype(np.float64) * np.sqrt(variances[offsets[beta] : offsets[beta + 1]]), 1
 
 
 def _normalise(gram: np.ndarray) -> np.ndarray:
@@ -260,13 +265,8 @@ def logdet_information(cb: Codebook, noise: float = _config.DEFAULT_NOISE, covar
             half = u * np.sqrt(np.clip(w, 0.0, None))
             inner = np.eye(dense.shape[1]) + inv_var * half.T @ (dense.T @ dense) @ half
         return 0.5 * _sym_logdet(inner)
-    offsets = cb.blocks.offsets
-    groups = cb._iter_blocks() if cov is None else ((beta, None, rows, 1) for beta, rows, _ in _expanded_blocks(cb))
     total = 0.0
-    for beta, _, rows, mult in groups:
-        rows = rows.astype(np.float64)
-        if cov is not None:
-            rows = rows * np.sqrt(cov[offsets[beta] : offsets[beta + 1]])
+    for rows, mult in _whitened_blocks(cb, cov):
         inner = np.eye(rows.shape[1]) + inv_var * rows.T @ rows
         total += mult * 0.5 * _sym_logdet(inner)
     return total

@@ -120,10 +120,11 @@ def check_stop(deadline: Any, k: Any) -> tuple[float | None, int | None]:
     return deadline, k
 
 
-def as_task_ids(task_ids: Any, issued: int) -> list[int] | None:
-    """Normalise ``cancel``'s argument: None (all), one id, or an iterable of ids."""
+def as_task_ids(task_ids: Any, issued: int, outstanding: Iterable[int]) -> list[int]:
+    """Normalise ``cancel``'s argument: None (every outstanding task), one id, or an
+    iterable of ids."""
     if task_ids is None:
-        return None
+        return list(outstanding)
     if isinstance(task_ids, (numbers.Integral, np.integer)) and not isinstance(task_ids, (bool, np.bool_)):
         task_ids = [task_ids]
     if not isinstance(task_ids, (Iterable, np.ndarray)):

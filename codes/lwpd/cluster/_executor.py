@@ -261,9 +261,7 @@ class ExecutorCluster(RoundsMixin):
         int
             Number of tasks cancelled.
         """
-        ids = as_task_ids(task_ids, self._next_id)
-        if ids is None:
-            ids = list(self._tasks)
+        ids = as_task_ids(task_ids, self._next_id, self._tasks)
         count = 0
         for tid in ids:
             task = self._tasks.pop(tid, None)

@@ -244,9 +244,7 @@ class SimulatedCluster(RoundsMixin):
         int
             Number of tasks cancelled.
         """
-        ids = as_task_ids(task_ids, self._next_id)
-        if ids is None:
-            ids = list(self._tasks)
+        ids = as_task_ids(task_ids, self._next_id, self._tasks)
         touched = set()
         count = 0
         for tid in ids:
