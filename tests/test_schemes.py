@@ -30,6 +30,7 @@ SCHEMES = {
     "lwpd": lambda: LWPD(block_size=4),
     "lwpd-compressed": lambda: LWPD(block_size=4, redundancy=2.0),
     "lwpd-peeling": lambda: LWPD(block_size=4, decoder="peeling"),
+    "lwpd-chunked": lambda: LWPD(block_size=4, chunks=2),
 }
 LEAST_SQUARES_ONLY = {"lcc": lambda: LCC(2)}
 
@@ -91,7 +92,7 @@ def test_lwpd_estimate_is_always_a_descent_direction():
 
 
 @pytest.mark.parametrize("policy,extra", [("deadline", {"deadline": 60.0}), ("first_k", {"k": 5}), ("async", {})])
-@pytest.mark.parametrize("scheme_name", ["uncoded", "ignore", "gc-cyclic", "lwpd", "lcc"])
+@pytest.mark.parametrize("scheme_name", ["uncoded", "ignore", "gc-cyclic", "lwpd", "lwpd-chunked", "lcc"])
 def test_training_reaches_the_target_under_each_policy(policy, extra, scheme_name):
     problem = _problems()["least-squares"]
     optimum = np.linalg.lstsq(
@@ -227,3 +228,90 @@ def test_async_policy_counts_staleness_and_drops_stale_results():
     again = train(problem, LWPD(block_size=4, redundancy=1.0), SimulatedCluster(6, SlowWorkers(fraction=0.34, slowdown=20.0), seed=1),
                   policy="async", k=2, max_staleness=1, max_steps=40, lr=0.3 / problem.lipschitz(), progress=False, seed=0)
     assert again.as_dict() == history.as_dict()
+
+
+class _FixedDelays:
+    """A delay model that always returns the same per-worker delays."""
+
+    def __init__(self, delays):
+        self.delays = np.asarray(delays, dtype=float)
+
+    def sample(self, n_workers, rng):
+        return self.delays.copy()
+
+    def reset(self):
+        self.delays = self.delays
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_lwpd_deals_every_codeword_once_spreading_each_block_over_the_workers(chunks):
+    problem = _problems()["softmax"]
+    scheme = LWPD(block_size=4, chunks=chunks)
+    scheme.bind(problem, 5, np.random.default_rng(0))
+    block_of = scheme.codebook_.block_of
+    assignments = []
+    for _ in range(4):
+        scheme.begin()
+        tasks = scheme.tasks(np.zeros(problem.n_params))
+        assert len(tasks) == 5 * chunks and len({t.key for t in tasks}) == 5 * chunks
+        dealt = np.concatenate([t.args[3] for t in tasks])
+        np.testing.assert_array_equal(np.sort(dealt), np.arange(len(scheme.codebook_)))
+        owner = np.empty(len(dealt), dtype=int)
+        for t in tasks:
+            owner[t.args[3]] = t.worker
+        for block in np.unique(block_of):
+            counts = np.bincount(owner[block_of == block], minlength=5)
+            assert counts.max() - counts.min() <= 1  # round-robin: balanced within every block
+        # work is the codewords' total weight, in shard-gradient units
+        total = sum(t.work for t in tasks)
+        assert total == pytest.approx(5 * scheme.codebook_.weights.sum() / problem.n_params)
+        assignments.append(owner)
+    assert any((a != assignments[0]).any() for a in assignments[1:])  # dealt afresh each step
+
+
+def test_lwpd_without_reassignment_keeps_its_assignment():
+    problem = _problems()["softmax"]
+    scheme = LWPD(block_size=4, chunks=2, reassign=False)
+    scheme.bind(problem, 5, np.random.default_rng(0))
+    first = [t.args[3] for t in scheme.tasks(np.zeros(problem.n_params))]
+    scheme.begin()
+    for a, b in zip(first, [t.args[3] for t in scheme.tasks(np.zeros(problem.n_params))]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_reassignment_survives_a_dead_worker_that_a_fixed_assignment_cannot():
+    # Without redundancy every codeword is needed; a worker that never answers erases the
+    # same directions every step unless the codewords are dealt afresh.
+    problem = _problems()["least-squares"]
+    dead = _FixedDelays([1.0, 1.0, 1.0, 1.0, np.inf])
+    runs = {}
+    for reassign in (True, False):
+        runs[reassign] = train(problem, LWPD(block_size=3, redundancy=1.0, reassign=reassign),
+                               SimulatedCluster(5, dead, seed=0), policy="deadline", deadline=10.0,
+                               max_steps=300, progress=False, seed=0)
+    g_opt_loss = min(runs[True].loss)
+    assert runs[True].grad_error[-1] < 0.95
+    assert runs[False].grad_error[-1] > 0.999  # only the erased directions are left
+    assert runs[False].loss[-1] > g_opt_loss + 1e-6
+
+
+def test_a_slow_worker_contributes_the_chunks_it_finished_by_the_deadline():
+    problem = _problems()["softmax"]
+    scheme = LWPD(block_size=4, chunks=4)
+    # worker 0 is 4x slower: by the deadline it has finished 1 of its 4 chunks
+    cluster = SimulatedCluster(5, _FixedDelays([4.0, 1.0, 1.0, 1.0, 1.0]), seed=0)
+    scheme.bind(problem, 5, np.random.default_rng(0))
+    per_chunk = max(t.work for t in scheme.tasks(np.zeros(problem.n_params)))
+    history = train(problem, LWPD(block_size=4, chunks=4), cluster, policy="deadline",
+                    deadline=4.0 * per_chunk * 1.6, max_steps=3, progress=False, seed=0)
+    assert set(history.received) == {4 * 4 + 1}
+
+
+def test_lwpd_chunk_errors():
+    problem = _problems()["least-squares"]
+    with pytest.raises(ValueError, match="chunks"):
+        LWPD(block_size=2, chunks=0)
+    with pytest.raises(ValueError, match=r"chunks \(50\) exceeds the codewords of a worker"):
+        LWPD(block_size=2, chunks=50).bind(problem, 6, np.random.default_rng(0))
+    with pytest.raises(TypeError, match="reassign must be True or False"):
+        LWPD(reassign="yes")

@@ -79,25 +79,26 @@ def load_problem(dataset: str, model: str, seed: int):
     return cls(X_tr, y_tr, alpha=alpha), cls(X_te, y_te, alpha=alpha), model
 
 
-def make_scheme(name: str, n_workers: int) -> Any:
-    """A scheme by name, sized for ``n_workers`` (tolerating about a quarter of stragglers)."""
+def make_scheme(name: str, n_workers: int, n_params: int) -> Any:
+    """A scheme by name; the redundant ones at two units of work per worker, as in
+    ``benchmarks/bench_stragglers.py`` (uncoded and ignore-stragglers do one)."""
     from lwpd import schemes
 
-    s = max(1, n_workers // 4)
     if name == "uncoded":
         return schemes.Uncoded()
     if name == "ignore":
-        return schemes.IgnoreStragglers(wait_for=1 - s / n_workers)
+        return schemes.IgnoreStragglers(wait_for=0.75)
     if name == "replication":
         return schemes.Replication(2 if n_workers % 2 == 0 else 1)
     if name == "gc-frc":
-        s_frc = max(d for d in range(1, s + 2) if n_workers % d == 0) - 1
-        return schemes.GradientCoding(s_frc, kind="frc")
+        return schemes.GradientCoding(1 if n_workers % 2 == 0 else 0, kind="frc")
     if name == "gc-cyclic":
-        return schemes.GradientCoding(s, kind="cyclic")
+        return schemes.GradientCoding(1, kind="cyclic")
     if name == "lcc":
-        return schemes.LCC(max(1, (n_workers - s + 1) // 2))
-    return schemes.LWPD(block_size=8, redundancy=2.0, wait_for=1 - s / n_workers)
+        return schemes.LCC(max(1, (n_workers - max(1, n_workers // 4) + 1) // 2))
+    # up to 4 chunks per worker, fewer when a small model leaves a worker fewer codewords
+    codewords = int(1.5 * n_params)  # a lower bound on the compressed codebook's size
+    return schemes.LWPD(block_size=8, redundancy=1.5, chunks=max(1, min(4, codewords // n_workers)), wait_for=0.75)
 
 
 def _score(test: Any, theta: np.ndarray) -> tuple[str, float]:
@@ -120,6 +121,7 @@ class Outcome:
     metric_name: str
     metric: float
     grad_error: float
+    work: float  # units of work per worker per step (one unit = an uncoded shard gradient)
 
 
 def run(
@@ -151,7 +153,7 @@ def run(
     target = f_star + 0.02 * (f_zero - f_star)
     outcomes = []
     for name in schemes:
-        scheme = make_scheme(name, workers)
+        scheme = make_scheme(name, workers, problem.n_params)
         if backend == "simulated":
             cluster, pool = SimulatedCluster(workers, delays, seed=seed), None
         else:
@@ -167,8 +169,9 @@ def run(
                 pool.shutdown(cancel_futures=True)
         metric_name, metric = _score(test, history.theta)
         errors = [e for e in history.grad_error if math.isfinite(e)]
+        work = sum(task.work for task in scheme.tasks(history.theta)) / workers
         outcomes.append(Outcome(scheme.name, history, history.time_to(target), history.loss[-1], metric_name, metric,
-                                float(np.mean(errors)) if errors else math.nan))
+                                float(np.mean(errors)) if errors else math.nan, work))
     if out is not None:
         _write(Path(out), outcomes, dict(dataset=dataset, model=model, workers=workers, stragglers=stragglers,
                                          policy=policy, backend=backend, seed=seed, target_loss=target, optimal_loss=f_star))
@@ -179,12 +182,12 @@ def table(outcomes: list[Outcome]) -> str:
     """The comparison as aligned text: time to target and speed-up against uncoded."""
     base = next((o.time_to_target for o in outcomes if o.scheme == "uncoded"), math.nan)
     metric = outcomes[0].metric_name if outcomes else ""
-    lines = [f"{'scheme':<12} {'time to target':>15} {'speed-up':>9} {'final loss':>11} {'test ' + metric:>14} {'grad error':>11}"]
+    lines = [f"{'scheme':<12} {'work/worker':>11} {'time to target':>15} {'speed-up':>9} {'final loss':>11} {'test ' + metric:>14} {'grad error':>11}"]
     for o in outcomes:
         speed = base / o.time_to_target if math.isfinite(o.time_to_target) and math.isfinite(base) else math.nan
         reached = f"{o.time_to_target:15.1f}" if math.isfinite(o.time_to_target) else f"{'not reached':>15}"
         speed_text = f"{speed:8.2f}x" if math.isfinite(speed) else f"{'-':>9}"
-        lines.append(f"{o.scheme:<12} {reached} {speed_text} {o.final_loss:11.4f} {o.metric:14.3f} {o.grad_error:11.3g}")
+        lines.append(f"{o.scheme:<12} {o.work:11.2f} {reached} {speed_text} {o.final_loss:11.4f} {o.metric:14.3f} {o.grad_error:11.3g}")
     return "\n".join(lines)
 
 
@@ -198,7 +201,7 @@ def _write(out: Path, outcomes: list[Outcome], config: dict[str, Any]) -> None:
     data = {
         "config": config,
         "results": [
-            {"scheme": o.scheme, "time_to_target": o.time_to_target, "final_loss": o.final_loss,
+            {"scheme": o.scheme, "work_per_worker": o.work, "time_to_target": o.time_to_target, "final_loss": o.final_loss,
              o.metric_name: o.metric, "mean_grad_error": o.grad_error, "history": o.history.as_dict()}
             for o in outcomes
         ],

@@ -6,7 +6,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -121,7 +121,7 @@ def train(
     policy : {"deadline", "first_k", "async"}, default "deadline"
         ``"deadline"``: each step decodes what arrived within ``deadline`` time units of its
         start. ``"first_k"``: each step waits for the first ``k`` results. ``"async"``:
-        workers never wait -- every result is folded in the moment it arrives, its worker is
+        workers never wait -- every result is folded in the moment it arrives, its task is
         re-dispatched with the newest parameters, and the master steps once ``k`` results
         (default a quarter of the tasks) have been folded since its last step and the scheme
         can decode; results more than ``max_staleness`` steps old are dropped and counted.
@@ -258,22 +258,26 @@ def _synchronous(run: _Run, scheme: Any, cluster: Any, policy: str, deadline: fl
 
 
 def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: int) -> None:
-    """Workers never wait: each result is folded in the moment it arrives and its worker is
+    """Workers never wait: each result is folded in the moment it arrives and its task is
     re-dispatched at once with the newest parameters. The master steps as soon as ``k``
     results have been folded since its last step and the scheme can decode, then starts a
     new estimate. A result computed on parameters more than ``max_staleness`` steps old is
     dropped (and counted)."""
     version = 0
-    issued: dict[int, int] = {}  # task id -> parameter version it was computed on
+    issued: dict[int, tuple[int, Any]] = {}  # task id -> (parameter version, task key)
 
-    def dispatch(workers: set[int] | None) -> None:
-        for task in scheme.tasks(run.theta):
-            if workers is None or task.worker in workers:
-                issued[cluster.submit(task.worker, task.fn, *task.args, work=task.work)] = version
+    def current_tasks() -> dict[Any, Any]:
+        return {i if task.key is None else task.key: task for i, task in enumerate(scheme.tasks(run.theta))}
+
+    def dispatch(keys: Iterable[Any]) -> None:
+        tasks = current_tasks()
+        for key in keys:
+            task = tasks[key]
+            issued[cluster.submit(task.worker, task.fn, *task.args, work=task.work)] = (version, key)
 
     cluster.new_round()
     scheme.begin()
-    dispatch(None)
+    dispatch(current_tasks())
     received = dropped = 0
     lag_sum = 0
     while True:
@@ -281,14 +285,15 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
         if done is None:  # nothing outstanding can ever finish (every worker failed)
             run.step(None, received, dropped, math.nan)
             return
-        lag = version - issued.pop(done.task_id)
+        computed_on, key = issued.pop(done.task_id)
+        lag = version - computed_on
         if lag > max_staleness:
             dropped += 1
         else:
             scheme.fold(done.worker, done.result)
             received += 1
             lag_sum += lag
-        dispatch({done.worker})
+        dispatch([key])  # the same task again, on the newest parameters
         if received >= k:
             estimate = scheme.estimate()
             if estimate is not None:

@@ -16,13 +16,15 @@ class Task:
     A unit of work is one uncoded shard gradient: ``m / n_workers`` samples times all
     ``n_params`` coordinates. A task's work is (samples it reads) x (gradient coordinates it
     produces, a codeword counting its Hamming weight), in those units, so the delay model's
-    per-unit delay turns it into time.
+    per-unit delay turns it into time. ``key`` identifies the task across steps when a
+    scheme reorders its tasks from step to step (``None``: its position in the list).
     """
 
     worker: int
     fn: Callable[..., Any]
     args: tuple
     work: float
+    key: Any = None
 
 
 def shard_gradient(problem: Any, theta: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -11,6 +11,12 @@ from lwpd._validation import check_choice, check_int, check_real
 from lwpd.schemes._base import Scheme, Task, codeword_derivatives
 
 
+def _codeword_chunk(problem: Any, theta: np.ndarray, codebook: Any, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk of a worker's codewords: ``(indices, <grad f(theta), v_j>)``, so the master
+    knows which codewords a result answers whichever chunk arrives first."""
+    return indices, codeword_derivatives(problem, theta, codebook, indices)
+
+
 class LWPD(Scheme):
     """Lightweight projective derivative codes: tasks are codewords, grouped per worker.
 
@@ -38,13 +44,19 @@ class LWPD(Scheme):
         Compression criterion used with ``redundancy``.
     decoder : {"projection", "peeling"}, default "projection"
     wait_for : float, default 0.75
-        Fraction of the workers a step waits for when it waits "until ready".
+        Fraction of the tasks (chunks) a step waits for when it waits "until ready".
+    chunks : int, default 1
+        Tasks per worker: each worker's codewords are split into ``chunks`` tasks that the
+        worker runs one after another, each folded in the moment it finishes. With more
+        than one, a slow worker still contributes the chunks it finished by a deadline
+        instead of nothing; the total work is unchanged. (On a simulated cluster a
+        worker's tasks run in order; an executor runs them as concurrently as it allows.)
 
     Examples
     --------
     >>> from lwpd.schemes import LWPD
     >>> LWPD(block_size=4, redundancy=2.0)
-    LWPD(block_size=4, q=3, max_weight=2, redundancy=2.0, compress='logdet', decoder='projection')
+    LWPD(block_size=4, q=3, max_weight=2, redundancy=2.0, compress='logdet', decoder='projection', chunks=1, reassign=True)
     """
 
     name = "lwpd"
@@ -59,6 +71,8 @@ class LWPD(Scheme):
         compress: str | None = None,
         decoder: str = "projection",
         wait_for: float = 0.75,
+        chunks: int = 1,
+        reassign: bool = True,
     ) -> None:
         from lwpd.schemes._data_parallel import _check_fraction
 
@@ -78,6 +92,10 @@ class LWPD(Scheme):
         self.compress = compress or ("logdet" if redundancy is not None else None)
         self.decoder = check_choice("decoder", decoder, ("projection", "peeling"))
         self.wait_for = _check_fraction(wait_for)
+        self.chunks = check_int("chunks", chunks, minimum=1)
+        if not isinstance(reassign, (bool, np.bool_)):
+            raise TypeError(f"reassign must be True or False, got {reassign!r}")
+        self.reassign = bool(reassign)
 
     def _build_codebook(self) -> Any:
         from lwpd import Partition, block_codebook, projective_codebook
@@ -100,29 +118,52 @@ class LWPD(Scheme):
         self.codebook_ = self.codebook if self.codebook is not None else self._build_codebook()
         if len(self.codebook_) < self.n_workers:
             raise ValueError(f"the codebook has {len(self.codebook_)} codewords, fewer than n_workers ({self.n_workers})")
-        # Spread each block's codewords over the workers, so a straggler costs every block a little.
-        self._assignment = [np.sort(part) for part in np.array_split(rng.permutation(len(self.codebook_)), self.n_workers)]
-        weights = self.codebook_.weights
-        self._work = [self.n_workers * float(weights[idx].sum()) / n for idx in self._assignment]
+        self._rng = rng
+        self._deal()
+        smallest = min(len(part) for part in self._worker_codewords)
+        if smallest < self.chunks:
+            raise ValueError(f"chunks ({self.chunks}) exceeds the codewords of a worker ({smallest})")
         self._decoder = (ProjectionDecoder if self.decoder == "projection" else PeelingDecoder)(self.codebook_)
+
+    def _deal(self) -> None:
+        """Assign the codewords to workers and split each worker's share into chunks."""
+        rng, n = self._rng, self.problem.n_params
+        # Each block's codewords go to distinct workers (round-robin over the blocks in turn),
+        # so one straggler costs every block at most a codeword or so.
+        block_of = self.codebook_.block_of
+        order = np.lexsort((rng.random(len(block_of)), block_of))
+        owner = np.empty(len(order), dtype=np.int64)
+        owner[order] = (np.arange(len(order)) + rng.integers(self.n_workers)) % self.n_workers
+        self._worker_codewords = [np.flatnonzero(owner == worker) for worker in range(self.n_workers)]
+        weights = self.codebook_.weights
+        # A chunk is a random slice of its worker's codewords, so every chunk spans the blocks.
+        self._chunks = [
+            [(np.sort(chunk), self.n_workers * float(weights[chunk].sum()) / n)
+             for chunk in np.array_split(rng.permutation(part), self.chunks)]
+            for part in self._worker_codewords
+        ]
 
     def tasks(self, theta: np.ndarray) -> list[Task]:
         return [
-            Task(w, codeword_derivatives, (self.problem, theta, self.codebook_, idx), self._work[w])
-            for w, idx in enumerate(self._assignment)
+            Task(worker, _codeword_chunk, (self.problem, theta, self.codebook_, indices), work, key=(worker, c))
+            for worker, chunks in enumerate(self._chunks)
+            for c, (indices, work) in enumerate(chunks)
         ]
 
     def begin(self) -> None:
+        if self.reassign:
+            self._deal()
         self._decoder.reset()
 
     def fold(self, worker: int, result: Any) -> None:
-        self._decoder.update(self._assignment[worker], result)
+        indices, values = result
+        self._decoder.update(indices, values)
 
     def estimate(self) -> np.ndarray | None:
         return self._decoder.estimate() if self._decoder.n_received else None
 
     def ready(self, received: int) -> bool:
-        return received >= math.ceil(self.wait_for * self.n_workers)
+        return received >= math.ceil(self.wait_for * self.n_workers * self.chunks)
 
     def recovered_fraction(self) -> float:
         """Fraction of the gradient's dimensions the results of this step span (or peel)."""
@@ -133,5 +174,6 @@ class LWPD(Scheme):
             return f"LWPD(codebook={self.codebook!r}, decoder={self.decoder!r})"
         return (
             f"LWPD(block_size={self.block_size}, q={self.q}, max_weight={self.max_weight}, "
-            f"redundancy={self.redundancy}, compress={self.compress!r}, decoder={self.decoder!r})"
+            f"redundancy={self.redundancy}, compress={self.compress!r}, decoder={self.decoder!r}, chunks={self.chunks}, "
+            f"reassign={self.reassign})"
         )
