@@ -340,3 +340,165 @@ def test_errors_in_methods():
         prob.pack(np.zeros((K, D + 1)))
     with pytest.raises(ValueError, match="intercept must be a scalar or have length"):
         prob.pack(np.zeros((K, D)), np.zeros(K + 1))
+
+
+# ---------------------------------------------------------------------- sample weights, no intercept
+def _make_weighted(kind: str, sparse: bool, alpha: float, weights, fit_intercept: bool = True):
+    X, y = _data(kind, sparse)
+    cls = {"ls": LeastSquares, "logistic": Logistic, "softmax": Softmax}[kind]
+    return cls(X, y, alpha=alpha, sample_weight=weights, fit_intercept=fit_intercept)
+
+
+@pytest.mark.parametrize("kind,sparse,alpha", CASES)
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_weighted_gradient_and_derivatives_match_finite_differences(kind, sparse, alpha, fit_intercept):
+    rng = np.random.default_rng(2)
+    weights = rng.uniform(0.0, 3.0, size=M)
+    prob = _make_weighted(kind, sparse, alpha, weights, fit_intercept)
+    assert prob.n_params == prob.n_outputs * (D + int(fit_intercept))
+    theta = 0.5 * rng.standard_normal(prob.n_params)
+    for rows in (None, rng.choice(M, size=15, replace=False)):
+        g = prob.gradient(theta, rows)
+        np.testing.assert_allclose(g, _fd_gradient(prob, theta, rows), rtol=1e-6, atol=1e-7)
+    cb = random_codebook(9, prob.n_params, kind="sparse", weight=3, seed=3)
+    idx = np.arange(len(cb))
+    np.testing.assert_allclose(prob.directional_derivatives(theta, cb, idx), cb.to_dense() @ prob.gradient(theta), atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["ls", "logistic", "softmax"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_integer_weights_equal_repeated_rows(kind, sparse):
+    rng = np.random.default_rng(4)
+    weights = rng.integers(0, 4, size=M)
+    weights[0] = 2  # at least one positive
+    X, y = _data(kind, sparse)
+    cls = {"ls": LeastSquares, "logistic": Logistic, "softmax": Softmax}[kind]
+    weighted = cls(X, y, alpha=0.2, sample_weight=weights)
+    rep = np.repeat(np.arange(M), weights)
+    repeated = cls(X[rep], np.asarray(y)[rep], alpha=0.2)
+    theta = 0.3 * rng.standard_normal(weighted.n_params)
+    assert weighted.loss(theta) == pytest.approx(repeated.loss(theta), rel=1e-12)
+    np.testing.assert_allclose(weighted.gradient(theta), repeated.gradient(theta), rtol=1e-10, atol=1e-13)
+    assert weighted.lipschitz() == pytest.approx(repeated.lipschitz(), rel=1e-9)
+
+
+def test_weighted_shard_means_combine_into_the_full_mean():
+    prob = _make_weighted("softmax", False, 0.1, np.random.default_rng(5).uniform(0.5, 2.0, M))
+    theta = np.random.default_rng(6).standard_normal(prob.n_params)
+    shards = np.array_split(np.random.default_rng(7).permutation(M), 4)
+    combined = sum(s.size / M * prob.gradient(theta, s) for s in shards)
+    np.testing.assert_allclose(combined, prob.gradient(theta), atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["ls", "logistic", "softmax"])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_weighted_lipschitz_is_an_upper_bound(kind, sparse, fit_intercept):
+    prob = _make_weighted(kind, sparse, 0.1, np.random.default_rng(8).uniform(0.0, 4.0, M), fit_intercept)
+    rng = np.random.default_rng(9)
+    L = prob.lipschitz()
+    for _ in range(20):
+        a, b = rng.standard_normal((2, prob.n_params))
+        assert np.linalg.norm(prob.gradient(a) - prob.gradient(b)) <= L * np.linalg.norm(a - b) * (1 + 1e-9)
+    if kind == "ls" and not fit_intercept:  # then the bound is the Hessian's top eigenvalue exactly
+        H = np.column_stack([prob.gradient(e) - prob.gradient(np.zeros(prob.n_params)) for e in np.eye(prob.n_params)])
+        assert L == pytest.approx(np.linalg.eigvalsh((H + H.T) / 2)[-1], rel=1e-9)
+
+
+def test_weighted_lipschitz_iterative_path(monkeypatch):
+    import lwpd.problems as problems
+
+    weights = np.random.default_rng(10).uniform(0.0, 2.0, M)
+    for fit_intercept in (True, False):
+        exact = _make_weighted("ls", True, 0.0, weights, fit_intercept).lipschitz()
+        monkeypatch.setattr(problems, "_EXACT_GRAM_LIMIT", 1)
+        lanczos = _make_weighted("ls", True, 0.0, weights, fit_intercept).lipschitz()
+        assert exact <= lanczos <= exact * (1 + 3e-6)  # the Lanczos margin is 1e-6
+        monkeypatch.undo()
+
+
+def test_no_intercept_layout_and_sklearn_optimum():
+    from scipy.optimize import minimize
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    X, y = _data("ls", False)
+    w = np.random.default_rng(11).uniform(0.5, 2.0, M)
+    prob = LeastSquares(X, y, alpha=0.05, sample_weight=w, fit_intercept=False)
+    assert prob.n_params == D and not prob.fit_intercept
+    W, b = prob.unpack(np.arange(D, dtype=float))
+    assert b == 0.0 and W.tolist() == list(range(D))
+    np.testing.assert_array_equal(prob.pack(W), np.arange(D))
+    with pytest.raises(ValueError, match="intercept must be 0"):
+        prob.pack(W, 1.0)
+    # weighted ridge without intercept: alpha_sklearn = sum(w) * alpha
+    H = np.column_stack([prob.gradient(e) - prob.gradient(np.zeros(D)) for e in np.eye(D)])
+    theta = np.linalg.solve(H, -prob.gradient(np.zeros(D)))  # a quadratic: one Newton step
+    ref = Ridge(alpha=0.05 * w.sum(), fit_intercept=False).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(theta, ref.coef_, atol=1e-10)
+    # weighted softmax: C = 1 / (alpha * sum(w))
+    Xs, ys = _data("softmax", False)
+    sm = Softmax(Xs, ys, alpha=0.1, sample_weight=w)
+    theta = minimize(sm.loss, np.zeros(sm.n_params), jac=sm.gradient, method="L-BFGS-B", options={"gtol": 1e-12}).x
+    ref = LogisticRegression(C=1 / (0.1 * w.sum()), tol=1e-12, max_iter=10_000).fit(Xs, ys, sample_weight=w)
+    Wt, bt = sm.unpack(theta)
+    np.testing.assert_allclose(Wt, ref.coef_, atol=1e-5)
+    np.testing.assert_allclose(bt, ref.intercept_, atol=1e-5)
+
+
+def test_sample_weight_errors():
+    X, y = _data("ls", False)
+    with pytest.raises(ValueError, match="sample_weight must have one entry per row of X"):
+        LeastSquares(X, y, sample_weight=np.ones(M - 1))
+    with pytest.raises(ValueError, match="sample_weight must be >= 0"):
+        LeastSquares(X, y, sample_weight=-np.ones(M))
+    with pytest.raises(ValueError, match="sample_weight must have a positive sum"):
+        LeastSquares(X, y, sample_weight=np.zeros(M))
+    bad = np.ones(M)
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="sample_weight must be finite"):
+        LeastSquares(X, y, sample_weight=bad)
+    with pytest.raises(TypeError, match="fit_intercept must be True or False"):
+        LeastSquares(X, y, fit_intercept="no")
+
+
+def test_score_cache_is_invisible():
+    """Scores and residuals over all rows are cached per theta: results match a fresh
+    problem, cached arrays are read-only, and the cache is not pickled."""
+    import pickle
+
+    X, y = _data("softmax", False)
+    prob, fresh = Softmax(X, y, alpha=0.1), Softmax(X, y, alpha=0.1)
+    rng = np.random.default_rng(12)
+    cb = identity_codebook(prob.n_params)
+    for _ in range(3):
+        theta = rng.standard_normal(prob.n_params)
+        d = prob.directional_derivatives(theta, cb, np.arange(prob.n_params))
+        np.testing.assert_array_equal(d, prob.directional_derivatives(theta, cb, np.arange(prob.n_params)))
+        np.testing.assert_allclose(prob.gradient(theta), fresh.gradient(theta), rtol=1e-14)
+        assert prob.loss(theta) == pytest.approx(fresh.loss(theta), rel=1e-14)
+        np.testing.assert_allclose(d, fresh.gradient(theta), rtol=1e-12, atol=1e-14)
+        theta[0] += 1.0  # the cache is keyed by value, not identity
+        np.testing.assert_allclose(prob.gradient(theta), fresh.gradient(theta), rtol=1e-14)
+    _, Z, R = prob._score_cache
+    assert not Z.flags.writeable and not R.flags.writeable
+    assert pickle.loads(pickle.dumps(prob))._score_cache is None
+
+
+def test_fortran_order_is_kept_and_agrees():
+    X, y = _data("logistic", False)
+    c_prob, f_prob = Logistic(X, y, alpha=0.1), Logistic(np.asfortranarray(X), y, alpha=0.1)
+    assert c_prob.X.flags.c_contiguous and f_prob.X.flags.f_contiguous
+    theta = np.random.default_rng(13).standard_normal(c_prob.n_params)
+    cb = random_codebook(12, c_prob.n_params, kind="sparse", weight=2, seed=0)
+    np.testing.assert_allclose(f_prob.gradient(theta), c_prob.gradient(theta), rtol=1e-13)
+    np.testing.assert_allclose(f_prob.directional_derivatives(theta, cb, np.arange(12)),
+                               c_prob.directional_derivatives(theta, cb, np.arange(12)), rtol=1e-13)
+
+
+def test_lcc_refuses_weighted_or_interceptless_problems():
+    from lwpd.schemes import LCC
+
+    X, y = _data("ls", False)
+    for prob in (LeastSquares(X, y, sample_weight=np.ones(M)), LeastSquares(X, y, fit_intercept=False)):
+        with pytest.raises(ValueError, match="LCC needs an unweighted LeastSquares problem with an intercept"):
+            LCC(2).bind(prob, 4, np.random.default_rng(0))

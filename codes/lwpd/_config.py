@@ -86,3 +86,31 @@ CUDA_SHARED_PATTERN: int = 2048
 #: Largest block the CUDA decoders accept: each thread block keeps its block's
 #: information matrix in shared memory, sized at compile time.
 CUDA_MAX_DECODE_BLOCK: int = 32
+
+#: torch adapters (``lwpd.torch``): largest coordinate block ``CodedOptimizer`` codes when
+#: given a partition scheme by name (larger blocks are halved recursively), and how many
+#: codewords per coordinate of each block it keeps (chosen by ``compress``, criterion
+#: "logdet"). The per-step decode costs ``O(b^2)`` per coordinate (an ``O(b^3)`` solve per
+#: block); on a 1M-parameter MLP with 20% failing workers, blocks of <= 4 decoded both faster
+#: and with a smaller gradient error than blocks of <= 8 (benchmarks/bench_torch.py).
+TORCH_MAX_BLOCK: int = 4
+TORCH_REDUNDANCY: float = 2.0
+
+#: ``directional_derivatives`` densifies directions in chunks of at most this many entries
+#: (``chunk_size * n_params``), bounding the memory of the vmapped jvp.
+TORCH_JVP_CHUNK_ELEMENTS: int = 1 << 22
+
+#: ``CodedOptimizer(policy="deadline")`` without an explicit deadline waits this multiple
+#: of the median worker's finishing time (virtual seconds) each step.
+TORCH_DEADLINE_FACTOR: float = 1.25
+
+#: Gradient steps with stale results (``policy="async"``) use this fraction of the
+#: ``1 / L`` step of synchronous gradient descent.
+ASYNC_STEP_FRACTION: float = 0.3
+
+#: scikit-learn adapters: the loss must fall by ``tol * max(1, |loss|)`` over this many
+#: steps, else training stops (like ``n_iter_no_change`` of scikit-learn's SGD).
+SKLEARN_N_ITER_NO_CHANGE: int = 5
+
+#: scikit-learn adapters: rounds of the delay model drawn to choose the automatic deadline.
+SKLEARN_DEADLINE_ROUNDS: int = 64

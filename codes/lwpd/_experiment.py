@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from lwpd import _config
+
 DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "synthetic")
 MODELS = ("auto", "least_squares", "logistic", "softmax")
 SCHEMES = ("uncoded", "ignore", "replication", "gc-frc", "gc-cyclic", "lcc", "lwpd")
@@ -79,9 +81,10 @@ def load_problem(dataset: str, model: str, seed: int):
     return cls(X_tr, y_tr, alpha=alpha), cls(X_te, y_te, alpha=alpha), model
 
 
-def make_scheme(name: str, n_workers: int, n_params: int) -> Any:
+def make_scheme(name: str, n_workers: int, n_params: int, *, block_size: int = 8, max_weight: int = 2) -> Any:
     """A scheme by name; the redundant ones at two units of work per worker, as in
-    ``benchmarks/bench_stragglers.py`` (uncoded and ignore-stragglers do one)."""
+    ``benchmarks/bench_stragglers.py`` (uncoded and ignore-stragglers do one).
+    ``block_size`` and ``max_weight`` shape the LWPD codebook."""
     from lwpd import schemes
 
     if name == "uncoded":
@@ -96,9 +99,13 @@ def make_scheme(name: str, n_workers: int, n_params: int) -> Any:
         return schemes.GradientCoding(1, kind="cyclic")
     if name == "lcc":
         return schemes.LCC(max(1, (n_workers - max(1, n_workers // 4) + 1) // 2))
-    # up to 4 chunks per worker, fewer when a small model leaves a worker fewer codewords
-    codewords = int(1.5 * n_params)  # a lower bound on the compressed codebook's size
-    return schemes.LWPD(block_size=8, redundancy=1.5, chunks=max(1, min(4, codewords // n_workers)), wait_for=0.75)
+    # up to 4 chunks per worker, fewer when a small model leaves a worker fewer codewords;
+    # a block keeps at least as many codewords as it has coordinates (the unit vectors are
+    # in every projective base), and 1.5 times as many when its base has that many
+    per_coordinate = 1.5 if max_weight >= 2 and min(block_size, n_params) >= 2 else 1.0
+    codewords = int(per_coordinate * n_params)  # a lower bound on the compressed codebook's size
+    return schemes.LWPD(block_size=block_size, max_weight=max_weight, redundancy=1.5,
+                        chunks=max(1, min(4, codewords // n_workers)), wait_for=0.75)
 
 
 def _score(test: Any, theta: np.ndarray) -> tuple[str, float]:
@@ -161,7 +168,7 @@ def run(
             cluster = ExecutorCluster(pool, workers, delays, time_scale=1e-3, seed=seed)
         try:
             # stale gradients (async) want a shorter step than the 1/L of synchronous steps
-            lr = 0.3 / problem.lipschitz() if policy == "async" else None
+            lr = _config.ASYNC_STEP_FRACTION / problem.lipschitz() if policy == "async" else None
             history = train(problem, scheme, cluster, policy=policy, deadline=3.0 if policy == "deadline" else None,
                             lr=lr, max_steps=max_steps, target_loss=target, progress=progress, seed=seed)
         finally:

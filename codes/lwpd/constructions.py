@@ -225,20 +225,26 @@ def block_codebook(base: Codebook | Callable[[int], Codebook], partition: Partit
     lead = partition._leading_run()
     tile = pattern(int(sizes[0]))
     dtype = tile.dtype
-    parts: list[sp.csr_array] = []
-    rest_block: list[np.ndarray] = []
-    for beta in range(lead, partition.n_blocks):
-        local = pattern(int(sizes[beta])).to_scipy().astype(dtype)
-        shifted = sp.csr_array((local.data, local.indices + offsets[beta], local.indptr), shape=(local.shape[0], partition.dim))
-        parts.append(shifted)
-        rest_block.append(np.full(local.shape[0], beta, dtype=np.int64))
-    if parts:
-        rest = _CSR.from_scipy(sp.vstack(parts, format="csr"))
-        blocks = np.concatenate(rest_block)
-    else:
+    rest_ids = np.arange(lead, partition.n_blocks, dtype=np.int64)
+    if rest_ids.size == 0:
         rest = _CSR(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype), (0, partition.dim))
-        blocks = np.zeros(0, np.int64)
-    return Codebook._tiled(tile, partition, lead, rest, blocks)
+        return Codebook._tiled(tile, partition, lead, rest, np.zeros(0, np.int64))
+    # The remaining blocks, grouped by size and shifted in bulk (one pattern per distinct size):
+    # their codewords come block after block, each block's in its pattern's order.
+    local = {int(size): pattern(int(size)).to_scipy().astype(dtype) for size in np.unique(sizes[lead:])}
+    rows_of = np.array([local[int(size)].shape[0] for size in sizes[lead:]], dtype=np.int64)
+    first_row = np.concatenate([[0], np.cumsum(rows_of)[:-1]])
+    coo_rows, coo_cols, coo_data = [], [], []
+    for size, pat in local.items():
+        which = np.flatnonzero(sizes[lead:] == size)
+        row_of_entry = np.repeat(np.arange(pat.shape[0]), np.diff(pat.indptr))
+        coo_rows.append((first_row[which][:, None] + row_of_entry[None, :]).ravel())
+        coo_cols.append((offsets[rest_ids[which]][:, None] + pat.indices[None, :]).ravel())
+        coo_data.append(np.tile(pat.data, which.size))
+    shape = (int(rows_of.sum()), partition.dim)
+    coo = sp.coo_array((np.concatenate(coo_data), (np.concatenate(coo_rows), np.concatenate(coo_cols))), shape=shape)
+    rest = _CSR.from_scipy(coo.tocsr())
+    return Codebook._tiled(tile, partition, lead, rest, np.repeat(rest_ids, rows_of))
 
 
 def identity_codebook(dim: int) -> Codebook:

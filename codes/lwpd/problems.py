@@ -11,7 +11,8 @@ of the work grows with the codewords' weight, not with the number of parameters.
 Conventions shared by all three problems
 ----------------------------------------
 * ``X`` has shape ``(m, d)`` (dense NumPy or any SciPy sparse format; stored as float64,
-  sparse as CSR); ``y`` has length ``m``.
+  sparse as CSR, dense in Fortran order if given so -- the layout that suits the column
+  reads of the coded tasks -- else in C order); ``y`` has length ``m``.
 * The parameter vector holds the weights *and* the intercepts. With ``K`` outputs
   (``K = 1`` for least squares and logistic regression, ``K`` classes for softmax) it is
   the row-major flattening of a ``(K, d + 1)`` matrix whose row ``k`` is
@@ -23,6 +24,15 @@ Conventions shared by all three problems
   ``alpha / 2 * ||W||_F^2`` -- the penalty is on the weights only, never the intercepts.
 * ``rows`` (an integer array, repeats allowed) restricts the mean to a subset of samples,
   e.g. one worker's shard; ``None`` means all rows.
+* ``sample_weight`` (optional, one nonnegative weight per sample) makes the loss a
+  weighted mean. The weights are rescaled to average one over all samples, ``u_i = m s_i /
+  sum(s)``, and the loss over ``rows`` is ``(1/|rows|) sum_{i in rows} u_i l_i``: over all
+  rows that is the weighted mean ``sum_i s_i l_i / sum_i s_i`` (integer weights act as
+  repeated rows), and shard means still combine into the full mean by shard size, as the
+  data-parallel schemes assume.
+* ``fit_intercept=False`` drops the intercepts from the parameter vector: it is then the
+  row-major flattening of the ``(K, d)`` weight matrix (``n_params = K * d``) and the
+  intercepts are fixed at zero.
 """
 
 from __future__ import annotations
@@ -67,7 +77,9 @@ def _as_design(X: Any) -> np.ndarray | sp.csr_array:
     else:
         arr = as_real_array("X", X, ndim=(2,), keep_float32=False)
         check_finite("X", arr)
-        arr = np.ascontiguousarray(arr)
+        # Fortran order is kept: it makes the column reads of directional_derivatives
+        # contiguous; anything else becomes C order (fast row subsets for shards)
+        arr = arr if arr.flags.f_contiguous else np.ascontiguousarray(arr)
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"X must have at least one row and one column, got shape {arr.shape}")
     return arr
@@ -96,20 +108,44 @@ def _encode_classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return classes, codes.reshape(-1).astype(np.int64)
 
 
+def _as_unit_weights(sample_weight: Any, m: int) -> np.ndarray | None:
+    """Validate ``sample_weight`` (``m`` finite weights >= 0, not all zero) and rescale it
+    to average one; ``None`` stays ``None`` (all weights one)."""
+    if sample_weight is None:
+        return None
+    s = as_real_array("sample_weight", sample_weight, ndim=(1,), keep_float32=False)
+    if s.shape[0] != m:
+        raise ValueError(f"sample_weight must have one entry per row of X: X has {m} rows, sample_weight has length {s.shape[0]}")
+    check_finite("sample_weight", s)
+    if (s < 0).any():
+        raise ValueError("sample_weight must be >= 0")
+    total = float(s.sum())
+    if total <= 0:
+        raise ValueError("sample_weight must have a positive sum")
+    return s * (m / total)
+
+
 class _LinearProblem(ABC):
     """Shared machinery: a linear model with ``K`` outputs, intercepts, and an L2 penalty.
 
-    Subclasses define ``_n_outputs`` (via ``self._k``), ``_losses(Z, rows)`` (sum of the
+    Subclasses define ``_n_outputs`` (via ``self._k``), ``_losses(Z, rows)`` (the
     per-sample losses for scores ``Z`` of shape ``(len(rows), K)``) and
     ``_residuals(Z, rows)`` (``dl/dZ``, same shape).
     """
 
-    def __init__(self, X: Any, alpha: float) -> None:
+    def __init__(self, X: Any, alpha: float, sample_weight: Any = None, fit_intercept: bool = True) -> None:
         self._X = _as_design(X)
         self._m, self._d = (int(s) for s in self._X.shape)
         self._alpha = check_real("alpha", alpha, nonnegative=True)
+        if not isinstance(fit_intercept, (bool, np.bool_)):
+            raise TypeError(f"fit_intercept must be True or False, got {fit_intercept!r}")
+        self._fit_intercept = bool(fit_intercept)
+        # coordinates per output in theta: d weights, plus the intercept when it is fitted
+        self._stride = self._d + int(self._fit_intercept)
+        self._u = _as_unit_weights(sample_weight, self._m)
         self._k = 1
         self._lipschitz: float | None = None
+        self._score_cache: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None  # (T, Z, R)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -121,6 +157,16 @@ class _LinearProblem(ABC):
     def alpha(self) -> float:
         """L2 penalty strength on the weights (not the intercepts)."""
         return self._alpha
+
+    @property
+    def sample_weight(self) -> np.ndarray | None:
+        """Per-sample weights rescaled to average one (``None``: unweighted)."""
+        return self._u
+
+    @property
+    def fit_intercept(self) -> bool:
+        """Whether ``theta`` holds intercepts (else they are fixed at zero)."""
+        return self._fit_intercept
 
     @property
     def n_samples(self) -> int:
@@ -139,8 +185,9 @@ class _LinearProblem(ABC):
 
     @property
     def n_params(self) -> int:
-        """Length of the parameter vector, ``K * (d + 1)`` (weights and intercepts)."""
-        return self._k * (self._d + 1)
+        """Length of the parameter vector, ``K * (d + 1)`` (weights and intercepts; ``K * d``
+        without intercepts)."""
+        return self._k * self._stride
 
     # ------------------------------------------------------------------ layout
     def unpack(self, theta: Any) -> tuple[np.ndarray, np.ndarray | float]:
@@ -183,21 +230,30 @@ class _LinearProblem(ABC):
         b = as_real_array("intercept", intercept, ndim=(0, 1), keep_float32=False).reshape(-1)
         if b.size not in (1, self._k):
             raise ValueError(f"intercept must be a scalar or have length {self._k}, got length {b.size}")
+        if not self._fit_intercept and np.any(b != 0):
+            raise ValueError("intercept must be 0 for a problem with fit_intercept=False")
         T = np.empty((self._k, self._d + 1))
         T[:, :-1] = W
         T[:, -1] = b
-        return T.reshape(-1)
+        return self._flatten(T)
+
+    def _flatten(self, T: np.ndarray) -> np.ndarray:
+        """The parameter vector (or gradient) of a ``(K, d + 1)`` matrix, intercepts dropped
+        when they are not fitted."""
+        return T.reshape(-1).copy() if self._fit_intercept else T[:, :-1].reshape(-1)
 
     # ------------------------------------------------------------------ checks
     def _theta_matrix(self, theta: Any) -> np.ndarray:
         arr = as_real_array("theta", theta, ndim=(1,), keep_float32=False)
         if arr.shape[0] != self.n_params:
-            raise ValueError(
-                f"theta must have length n_params = {self.n_params} "
-                f"({self._k} x ({self._d} features + 1 intercept)), got {arr.shape[0]}"
-            )
+            layout = f"{self._d} features + 1 intercept" if self._fit_intercept else f"{self._d} features, no intercept"
+            raise ValueError(f"theta must have length n_params = {self.n_params} ({self._k} x ({layout})), got {arr.shape[0]}")
         check_finite("theta", arr)
-        return arr.reshape(self._k, self._d + 1)
+        if self._fit_intercept:
+            return arr.reshape(self._k, self._d + 1)
+        T = np.zeros((self._k, self._d + 1))  # intercept column fixed at zero
+        T[:, :-1] = arr.reshape(self._k, self._d)
+        return T
 
     def _rows(self, rows: Any) -> np.ndarray | None:
         if rows is None:
@@ -210,16 +266,51 @@ class _LinearProblem(ABC):
     def _X_rows(self, rows: np.ndarray | None) -> np.ndarray | sp.csr_array:
         return self._X if rows is None else self._X[rows]
 
-    def _scores(self, T: np.ndarray, Xr: np.ndarray | sp.csr_array) -> np.ndarray:
-        """``Z = X_rows W^T + b``, shape ``(len(rows), K)``."""
+    def _weigh(self, values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """Per-sample ``values`` (first axis over the selected rows) times the unit weights."""
+        if self._u is None:
+            return values
+        u = self._u if rows is None else self._u[rows]
+        return values * (u if values.ndim == 1 else u[:, None])
+
+    def _scores(self, T: np.ndarray, Xr: np.ndarray | sp.csr_array, rows: np.ndarray | None = None) -> np.ndarray:
+        """``Z = X_rows W^T + b``, shape ``(len(rows), K)`` (read-only when ``rows`` is None).
+
+        The scores over all rows are cached for the last parameters seen: in one process
+        (a simulated cluster) every coded task of a step, the diagnostic gradient and the
+        next step's tasks share them, so a step reads ``X`` once instead of once per task.
+        """
+        cached = self._score_cache if rows is None else None
+        if cached is not None and np.array_equal(cached[0], T):
+            return cached[1]
         # a contiguous copy of the small weight matrix: BLAS is ~10x slower on the strided view
-        Z = np.asarray(Xr @ np.ascontiguousarray(T[:, :-1].T))
-        return Z + T[:, -1]
+        Z = np.asarray(Xr @ np.ascontiguousarray(T[:, :-1].T)) + T[:, -1]
+        if rows is None:
+            Z.flags.writeable = False  # shared by later callers
+            self._score_cache = (T.copy(), Z, None)  # one assignment: safe for threaded workers
+        return Z
+
+    def _weighted_residuals(self, T: np.ndarray, Xr: np.ndarray | sp.csr_array, rows: np.ndarray | None) -> np.ndarray:
+        """``u_i dl/dZ_i`` over the selected rows; over all rows cached with the scores."""
+        Z = self._scores(T, Xr, rows)
+        cached = self._score_cache if rows is None else None
+        if cached is not None and cached[1] is Z and cached[2] is not None:
+            return cached[2]
+        R = self._weigh(self._residuals(Z, rows), rows)
+        if cached is not None and cached[1] is Z:
+            R.flags.writeable = False
+            self._score_cache = (cached[0], Z, R)
+        return R
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_score_cache"] = None  # a cache, not state: do not ship it to process workers
+        return state
 
     # ------------------------------------------------------------------ model-specific
     @abstractmethod
-    def _losses(self, Z: np.ndarray, rows: np.ndarray | None) -> float:
-        """Sum over the selected rows of the per-sample losses for scores ``Z``."""
+    def _losses(self, Z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """Per-sample losses for scores ``Z``, shape ``(len(rows),)``."""
 
     @abstractmethod
     def _residuals(self, Z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
@@ -247,9 +338,9 @@ class _LinearProblem(ABC):
         T = self._theta_matrix(theta)
         idx = self._rows(rows)
         Xr = self._X_rows(idx)
-        Z = self._scores(T, Xr)
+        Z = self._scores(T, Xr, idx)
         W = T[:, :-1]
-        return float(self._losses(Z, idx) / Z.shape[0] + 0.5 * self._alpha * np.vdot(W, W))
+        return float(self._weigh(self._losses(Z, idx), idx).sum() / Z.shape[0] + 0.5 * self._alpha * np.vdot(W, W))
 
     def gradient(self, theta: Any, rows: Any = None) -> np.ndarray:
         """Full gradient of :meth:`loss` with respect to ``theta``.
@@ -267,12 +358,12 @@ class _LinearProblem(ABC):
         T = self._theta_matrix(theta)
         idx = self._rows(rows)
         Xr = self._X_rows(idx)
-        R = self._residuals(self._scores(T, Xr), idx)
+        R = self._weighted_residuals(T, Xr, idx)
         n = R.shape[0]
         G = np.empty_like(T)
         G[:, :-1] = np.asarray(Xr.T @ R).T / n + self._alpha * T[:, :-1]
         G[:, -1] = R.sum(axis=0) / n
-        return G.reshape(-1)
+        return self._flatten(G)
 
     def directional_derivatives(self, theta: Any, codebook: Any, indices: Any, rows: Any = None) -> np.ndarray:
         """Directional derivatives ``<grad f(theta), v_j>`` for the codewords ``v_j`` chosen.
@@ -316,12 +407,12 @@ class _LinearProblem(ABC):
 
         # Residuals: one pass over the selected rows.
         Xr = self._X_rows(idx)
-        R = self._residuals(self._scores(T, Xr), idx)
+        R = self._weighted_residuals(T, Xr, idx)
         n = R.shape[0]
 
         # Gradient entries at the touched coordinates only.
         touched, inverse = np.unique(coords, return_inverse=True)
-        out_k, feat = np.divmod(touched, self._d + 1)
+        out_k, feat = np.divmod(touched, self._stride)
         g = np.empty(touched.size)
         is_b = feat == self._d
         g[is_b] = R[:, out_k[is_b]].sum(axis=0) / n
@@ -335,29 +426,39 @@ class _LinearProblem(ABC):
 
     # ------------------------------------------------------------------ smoothness
     def _augmented_norm_sq(self) -> float:
-        """``||[X 1]||_2^2``: exact from a small Gram matrix, else Lanczos with a margin."""
-        X, m, d = self._X, self._m, self._d
-        if min(m, d + 1) <= _EXACT_GRAM_LIMIT:
-            if d + 1 <= m:
+        """``||D^(1/2) [X 1]||_2^2`` (``D`` the unit sample weights, the column of ones only
+        with intercepts): exact from a small Gram matrix, else Lanczos with a margin."""
+        m, d, c = self._m, self._d, int(self._fit_intercept)
+        if self._u is None:
+            X, sq = self._X, np.ones(m)
+        else:
+            sq = np.sqrt(self._u)
+            X = sp.csr_array(sp.diags_array(sq) @ self._X) if sp.issparse(self._X) else self._X * sq[:, None]
+        if min(m, d + c) <= _EXACT_GRAM_LIMIT:
+            if d + c <= m:
                 XtX = X.T @ X
                 XtX = XtX.toarray() if sp.issparse(XtX) else np.asarray(XtX)
-                s = np.asarray(X.sum(axis=0)).reshape(-1)
-                A = np.empty((d + 1, d + 1))
-                A[:d, :d], A[:d, d], A[d, :d], A[d, d] = XtX, s, s, m
+                if not c:
+                    A = XtX
+                else:
+                    s = np.asarray(X.T @ sq).reshape(-1)
+                    A = np.empty((d + 1, d + 1))
+                    A[:d, :d], A[:d, d], A[d, :d], A[d, d] = XtX, s, s, sq @ sq
             else:
                 XXt = X @ X.T
-                A = (XXt.toarray() if sp.issparse(XXt) else np.asarray(XXt)) + 1.0
+                A = (XXt.toarray() if sp.issparse(XXt) else np.asarray(XXt)) + c * np.outer(sq, sq)
             return float(max(np.linalg.eigvalsh(A)[-1], 0.0))
 
         def matvec(v: np.ndarray) -> np.ndarray:
             v = np.asarray(v).reshape(-1)
-            u = np.asarray(X @ v[:d]).reshape(-1) + v[d]
-            out = np.empty(d + 1)
+            u = np.asarray(X @ v[:d]).reshape(-1) + (v[d] * sq if c else 0.0)
+            out = np.empty(d + c)
             out[:d] = np.asarray(X.T @ u).reshape(-1)
-            out[d] = u.sum()
+            if c:
+                out[d] = sq @ u
             return out
 
-        op = spla.LinearOperator((d + 1, d + 1), matvec=matvec, dtype=np.float64)
+        op = spla.LinearOperator((d + c, d + c), matvec=matvec, dtype=np.float64)
         top = spla.eigsh(op, k=1, which="LA", tol=1e-10, return_eigenvectors=False)[0]
         return float(top) * (1.0 + _LANCZOS_MARGIN)
 
@@ -367,7 +468,8 @@ class _LinearProblem(ABC):
         Equal to ``c * ||[X 1]||_2^2 / m + alpha``, with ``c`` the bound on the second
         derivative of the per-sample loss (1 for least squares, 1/4 for logistic, 1/2 for
         softmax). ``||[X 1]||_2`` is the spectral norm of ``X`` with a column of ones
-        appended (for the intercepts); it is computed exactly from the smaller Gram matrix
+        appended (for the intercepts; none without them), its rows scaled by the square
+        roots of the unit sample weights when there are any; it is computed exactly from the smaller Gram matrix
         when one side has at most 2048 entries, else by Lanczos iteration
         (``scipy.sparse.linalg.eigsh``) inflated by a relative margin of ``1e-6``. The
         value is cached. A step size of ``1 / lipschitz()`` is safe for gradient descent.
@@ -402,6 +504,11 @@ class LeastSquares(_LinearProblem):
         Real, finite targets.
     alpha : float, default 0.0
         L2 penalty on ``w`` (>= 0); the intercept is not penalised.
+    sample_weight : array_like, shape (m,), optional
+        Nonnegative per-sample weights (not all zero): the loss becomes the weighted mean
+        (see the module docstring). ``None``: every sample weighs one.
+    fit_intercept : bool, default True
+        ``False`` fixes the intercept at zero and leaves it out of ``theta``.
 
     Notes
     -----
@@ -428,8 +535,8 @@ class LeastSquares(_LinearProblem):
     [-2.0, -1.3333]
     """
 
-    def __init__(self, X: Any, y: Any, alpha: float = 0.0) -> None:
-        super().__init__(X, alpha)
+    def __init__(self, X: Any, y: Any, alpha: float = 0.0, *, sample_weight: Any = None, fit_intercept: bool = True) -> None:
+        super().__init__(X, alpha, sample_weight, fit_intercept)
         y_arr = as_real_array("y", _as_labels(y, self._m), ndim=(1,), keep_float32=False)
         check_finite("y", y_arr)
         self._y = y_arr
@@ -442,9 +549,9 @@ class LeastSquares(_LinearProblem):
     def _target(self, rows: np.ndarray | None) -> np.ndarray:
         return self._y if rows is None else self._y[rows]
 
-    def _losses(self, Z: np.ndarray, rows: np.ndarray | None) -> float:
+    def _losses(self, Z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         r = Z[:, 0] - self._target(rows)
-        return 0.5 * float(r @ r)
+        return 0.5 * r * r
 
     def _residuals(self, Z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         return (Z[:, 0] - self._target(rows))[:, None]
@@ -469,6 +576,11 @@ class Logistic(_LinearProblem):
         Labels with exactly two distinct values.
     alpha : float, default 0.0
         L2 penalty on ``w`` (>= 0); the intercept is not penalised.
+    sample_weight : array_like, shape (m,), optional
+        Nonnegative per-sample weights (not all zero): the loss becomes the weighted mean
+        (see the module docstring). ``None``: every sample weighs one.
+    fit_intercept : bool, default True
+        ``False`` fixes the intercept at zero and leaves it out of ``theta``.
 
     Notes
     -----
@@ -490,8 +602,8 @@ class Logistic(_LinearProblem):
     [-0.5, 0.0]
     """
 
-    def __init__(self, X: Any, y: Any, alpha: float = 0.0) -> None:
-        super().__init__(X, alpha)
+    def __init__(self, X: Any, y: Any, alpha: float = 0.0, *, sample_weight: Any = None, fit_intercept: bool = True) -> None:
+        super().__init__(X, alpha, sample_weight, fit_intercept)
         classes, codes = _encode_classes(_as_labels(y, self._m))
         if classes.size != 2:
             raise ValueError(
@@ -509,9 +621,9 @@ class Logistic(_LinearProblem):
     def _target(self, rows: np.ndarray | None) -> np.ndarray:
         return self._t if rows is None else self._t[rows]
 
-    def _losses(self, Z: np.ndarray, rows: np.ndarray | None) -> float:
+    def _losses(self, Z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         z, t = Z[:, 0], self._target(rows)
-        return float(-(t @ log_expit(z)) - ((1.0 - t) @ log_expit(-z)))
+        return -(t * log_expit(z)) - (1.0 - t) * log_expit(-z)
 
     def _residuals(self, Z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         return (expit(Z[:, 0]) - self._target(rows))[:, None]
@@ -540,6 +652,11 @@ class Softmax(_LinearProblem):
         Labels with at least two distinct values.
     alpha : float, default 0.0
         L2 penalty on the weights (>= 0); intercepts are not penalised.
+    sample_weight : array_like, shape (m,), optional
+        Nonnegative per-sample weights (not all zero): the loss becomes the weighted mean
+        (see the module docstring). ``None``: every sample weighs one.
+    fit_intercept : bool, default True
+        ``False`` fixes the intercepts at zero and leaves them out of ``theta``.
 
     Notes
     -----
@@ -562,8 +679,8 @@ class Softmax(_LinearProblem):
     ([[0.0], [2.0], [4.0]], [1.0, 3.0, 5.0])
     """
 
-    def __init__(self, X: Any, y: Any, alpha: float = 0.0) -> None:
-        super().__init__(X, alpha)
+    def __init__(self, X: Any, y: Any, alpha: float = 0.0, *, sample_weight: Any = None, fit_intercept: bool = True) -> None:
+        super().__init__(X, alpha, sample_weight, fit_intercept)
         classes, codes = _encode_classes(_as_labels(y, self._m))
         if classes.size < 2:
             raise ValueError(f"y must hold at least 2 distinct labels for Softmax, got {classes.size}")
@@ -584,9 +701,9 @@ class Softmax(_LinearProblem):
     def _target(self, rows: np.ndarray | None) -> np.ndarray:
         return self._codes if rows is None else self._codes[rows]
 
-    def _losses(self, Z: np.ndarray, rows: np.ndarray | None) -> float:
+    def _losses(self, Z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         c = self._target(rows)
-        return float(logsumexp(Z, axis=1).sum() - Z[np.arange(Z.shape[0]), c].sum())
+        return logsumexp(Z, axis=1) - Z[np.arange(Z.shape[0]), c]
 
     def _residuals(self, Z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         P = softmax(Z, axis=1)

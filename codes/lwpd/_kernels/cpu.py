@@ -257,12 +257,19 @@ def scatter_results(indices, values, counts, sums):
 @njit(**_FAST)
 def blocks_touched(indices, ints, bounds, floats):
     """Sorted distinct blocks of the given codewords."""
-    _, tptr, _, _, tile_blocks, _, _, _, _, _, rest_block = unpack_layout(ints, bounds, floats)
+    offsets, tptr, _, _, tile_blocks, _, _, _, _, _, rest_block = unpack_layout(ints, bounds, floats)
     m = tptr.shape[0] - 1
-    out = np.empty(indices.shape[0], dtype=np.int64)
+    n_blocks = offsets.shape[0] - 1
+    if 8 * indices.shape[0] < n_blocks:  # few arrivals: sorting them beats a pass over the blocks
+        out = np.empty(indices.shape[0], dtype=np.int64)
+        for t in range(indices.shape[0]):
+            out[t] = block_of_codeword(indices[t], m, tile_blocks, rest_block)
+        return np.unique(out)
+    # Many arrivals (a whole step's worth): mark blocks instead of sorting every index.
+    seen = np.zeros(n_blocks, dtype=np.bool_)
     for t in range(indices.shape[0]):
-        out[t] = block_of_codeword(indices[t], m, tile_blocks, rest_block)
-    return np.unique(out)
+        seen[block_of_codeword(indices[t], m, tile_blocks, rest_block)] = True
+    return np.flatnonzero(seen).astype(np.int64)
 
 
 @njit(**_FAST)

@@ -49,6 +49,9 @@ class LCC(Scheme):
 
         if not isinstance(self.problem, LeastSquares):
             raise TypeError(f"LCC applies to LeastSquares problems only, got {type(self.problem).__name__}")
+        # the coded blocks are [X 1 | y] with every sample weighing one (lcc.split_blocks)
+        if self.problem.sample_weight is not None or not self.problem.fit_intercept:
+            raise ValueError("LCC needs an unweighted LeastSquares problem with an intercept (no sample_weight, fit_intercept=True)")
         if self.threshold > self.n_workers:
             raise ValueError(
                 f"LCC(K={self.K}) needs at least {self.threshold} workers (2(K-1)+1), got n_workers={self.n_workers}"

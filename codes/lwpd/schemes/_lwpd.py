@@ -17,6 +17,28 @@ def _codeword_chunk(problem: Any, theta: np.ndarray, codebook: Any, indices: np.
     return indices, codeword_derivatives(problem, theta, codebook, indices)
 
 
+def deal_codewords(
+    block_of: np.ndarray, n_workers: int, chunks: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+    """Deal codewords to workers: ``(codewords of each worker, its chunks)`` (private helper,
+    shared by the LWPD scheme and the torch optimizer).
+
+    Each block's codewords go to distinct workers (round-robin over the blocks in turn), so
+    one straggler costs every block at most a codeword or so. A chunk is a random slice of
+    its worker's codewords (sorted indices), so every chunk spans the blocks.
+    """
+    order = np.lexsort((rng.random(len(block_of)), block_of))
+    owner = np.empty(len(order), dtype=np.int64)
+    owner[order] = (np.arange(len(order)) + rng.integers(n_workers)) % n_workers
+    # A stable sort by owner groups each worker's codewords in increasing index order.
+    by_owner = np.argsort(owner, kind="stable")
+    bounds = np.searchsorted(owner[by_owner], np.arange(n_workers + 1))
+    worker_codewords = [by_owner[bounds[w] : bounds[w + 1]] for w in range(n_workers)]
+    return worker_codewords, [
+        [np.sort(chunk) for chunk in np.array_split(rng.permutation(part), chunks)] for part in worker_codewords
+    ]
+
+
 class LWPD(Scheme):
     """Lightweight projective derivative codes: tasks are codewords, grouped per worker.
 
@@ -127,20 +149,12 @@ class LWPD(Scheme):
 
     def _deal(self) -> None:
         """Assign the codewords to workers and split each worker's share into chunks."""
-        rng, n = self._rng, self.problem.n_params
-        # Each block's codewords go to distinct workers (round-robin over the blocks in turn),
-        # so one straggler costs every block at most a codeword or so.
-        block_of = self.codebook_.block_of
-        order = np.lexsort((rng.random(len(block_of)), block_of))
-        owner = np.empty(len(order), dtype=np.int64)
-        owner[order] = (np.arange(len(order)) + rng.integers(self.n_workers)) % self.n_workers
-        self._worker_codewords = [np.flatnonzero(owner == worker) for worker in range(self.n_workers)]
+        n = self.problem.n_params
+        self._worker_codewords, chunks = deal_codewords(self.codebook_.block_of, self.n_workers, self.chunks, self._rng)
         weights = self.codebook_.weights
-        # A chunk is a random slice of its worker's codewords, so every chunk spans the blocks.
         self._chunks = [
-            [(np.sort(chunk), self.n_workers * float(weights[chunk].sum()) / n)
-             for chunk in np.array_split(rng.permutation(part), self.chunks)]
-            for part in self._worker_codewords
+            [(chunk, self.n_workers * float(weights[chunk].sum()) / n) for chunk in parts]
+            for parts in chunks
         ]
 
     def tasks(self, theta: np.ndarray) -> list[Task]:

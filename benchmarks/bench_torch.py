@@ -1,0 +1,172 @@
+"""Cost of the torch adapters on CPU: CodedOptimizer step vs the bare optimizer, and a
+directional derivative by forward mode (jvp) vs by backprop.
+
+Model: an MLP 784-1024-256-10 (1,068,810 parameters), float32, batch 128, cross-entropy.
+
+* Step time: ``zero_grad + forward + backward + step`` with ``torch.optim.SGD(momentum=0.9)``
+  bare, and wrapped in :class:`lwpd.torch.CodedOptimizer` (10 simulated workers, default
+  codebook: blocks of <= 4 coordinates, PG(b-1, 3) weight <= 2 compressed to 2 codewords
+  per coordinate), without stragglers and with 20% failing workers. The overhead is
+  ``(coded - bare) / bare``; the goal is <= 15%.
+* Directional derivatives: one ``torch.func.jvp`` (a single direction, and per direction of
+  a vmapped chunk of 16) against one backprop (``loss.backward()`` then a dot product), which
+  gives one derivative -- or, amortised, all of a codebook's derivatives at once.
+
+All numbers are the best of several repeats (the machine may be shared), measured in one run. ``--quick`` uses fewer repeats.
+Run: ``python benchmarks/bench_torch.py [--quick] [--threads N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numba
+import torch
+import torch.nn.functional as F
+
+from lwpd.stragglers import Bernoulli
+from lwpd.torch import CodedOptimizer, directional_derivatives, flatten_grads
+
+
+def make_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(784, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)
+    )
+
+
+def best_time(fn, repeats: int, warmup: int = 2) -> float:
+    """Best of ``repeats`` timings: on a shared machine, other load only ever adds time."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def best_times(fns, repeats: int, warmup: int = 2, clock=time.perf_counter) -> list[float]:
+    """Best time of each function, running them in turn (interleaved) ``repeats`` times."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = clock()
+            fn()
+            best[i] = min(best[i], clock() - start)
+    return best
+
+
+def breakdown(opt: CodedOptimizer, model: torch.nn.Module, x, y, repeats: int) -> None:
+    """Where a coded step's extra time goes: gather, encode, decode (fold + per-block solves)."""
+    from lwpd.torch import _decode, _encode, _flatten
+
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    params = opt._params()
+    g = opt.layout.to_blocks(_flatten(params))
+    idx = torch.cat(opt._chunk_indices)
+    values = _encode(opt.codebook, g)[idx]
+    parts = {
+        "flatten + reorder to blocks": lambda: opt.layout.to_blocks(_flatten(params)),
+        "encode all codewords": lambda: _encode(opt.codebook, g),
+        "decode (fold + solve every block)": lambda: _decode(opt.codebook, opt._decoder, idx, values, g),
+    }
+    times = best_times(list(parts.values()), max(3, repeats // 3))
+    n_blocks = opt.layout.partition.n_blocks
+    print(f"\nCoded step parts, batch {x.shape[0]} ({n_blocks:,} blocks, every codeword received):")
+    for (label, _), t in zip(parts.items(), times):
+        print(f"  {label:<40} {1e3 * t:8.2f} ms  ({1e9 * t / opt.layout.dim:5.1f} ns per parameter)")
+
+
+def step_fn(model, opt, x, y):
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument("--threads", type=int, default=None, help="torch and Numba threads (default: all cores)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        numba.set_num_threads(args.threads)
+    repeats = 5 if args.quick else 30
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(128, 784, generator=gen), torch.randint(0, 10, (128,), generator=gen)
+    model = make_model()
+    n = sum(p.numel() for p in model.parameters())
+    print(f"MLP 784-1024-256-10: {n:,} parameters, batch 128, float32, {torch.get_num_threads()} torch threads, {numba.get_num_threads()} Numba threads")
+
+    variants = {
+        "neuron, no stragglers": dict(partition="neuron"),
+        "neuron, 20% fail": dict(partition="neuron", stragglers=Bernoulli(0.2)),
+        "tensor, 20% fail": dict(partition="tensor", stragglers=Bernoulli(0.2)),
+        "tensor, 20% fail, no error stats": dict(partition="tensor", stragglers=Bernoulli(0.2), exact_grad_stats=False),
+    }
+    print()
+    print("Step time, best of the repeats; bare and coded steps alternate, so both see the same background")
+    print("load. Wall-clock time, then CPU time of this process (summed over its threads; insensitive to")
+    print("other processes on a shared machine).")
+    print(
+        f"{'step (SGD momentum 0.9)':<50} {'batch':>6} {'codewords':>10} {'rel.err':>8} {'bare ms':>8} {'coded ms':>9} "
+        f"{'overhead':>9} {'bare cpu':>8} {'coded cpu':>9} {'overhead':>9}"
+    )
+    for batch in (128, 1024):
+        xb, yb = torch.randn(batch, 784, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
+        for label, kwargs in variants.items():
+            if batch != 128 and label != "neuron, 20% fail":
+                continue
+            bare_model, m = make_model(), make_model()
+            bare_step = step_fn(bare_model, torch.optim.SGD(bare_model.parameters(), lr=0.01, momentum=0.9), xb, yb)
+            opt = CodedOptimizer(torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9), model=m, seed=0, **kwargs)
+            fns = [bare_step, step_fn(m, opt, xb, yb)]
+            bare, t = best_times(fns, repeats)
+            bare_cpu, t_cpu = best_times(fns, repeats, clock=time.process_time)
+            err = opt.last_stats.relative_error
+            err = "" if err is None else f"{err:.3f}"
+            print(
+                f"{'CodedOptimizer ' + label:<50} {batch:>6} {len(opt.codebook):>10,} {err:>8} "
+                f"{1e3 * bare:8.2f} {1e3 * t:9.2f} {100 * (t / bare - 1):8.0f}% "
+                f"{1e3 * bare_cpu:8.2f} {1e3 * t_cpu:9.2f} {100 * (t_cpu / bare_cpu - 1):8.0f}%"
+            )
+    breakdown(opt, m, x, y, repeats)
+
+    # directional derivatives
+    params = list(model.parameters())
+    v1 = torch.randn(n, generator=gen)
+    v16 = torch.randn(16, n, generator=gen)
+
+    def backprop_one():
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        return flatten_grads(model) @ v1
+
+    t_back = best_time(backprop_one, repeats)
+    t_jvp1 = best_time(lambda: directional_derivatives(model, F.cross_entropy, x, y, v1), repeats)
+    t_jvp16 = best_time(lambda: directional_derivatives(model, F.cross_entropy, x, y, v16), max(3, repeats // 3)) / 16
+    t_fwd = best_time(lambda: F.cross_entropy(model(x), y), repeats)
+    del params
+    print()
+    print(f"{'directional derivative':<50} {'ms':>9} {'/ backprop':>11} {'/ forward':>10}")
+    for label, t in [
+        ("forward only (loss)", t_fwd),
+        ("backprop: backward + dot (one derivative)", t_back),
+        ("jvp, one direction", t_jvp1),
+        ("jvp, per direction of a vmapped chunk of 16", t_jvp16),
+    ]:
+        print(f"{label:<50} {1e3 * t:9.2f} {t / t_back:11.2f} {t / t_fwd:10.2f}")
+
+
+if __name__ == "__main__":
+    main()

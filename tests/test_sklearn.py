@@ -1,0 +1,404 @@
+"""Tests for lwpd.sklearn: scikit-learn compatibility, agreement with scikit-learn's own
+solvers (closed forms, lbfgs), accuracy under stragglers, model selection, and errors."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer, load_digits, make_classification
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import (
+    Lasso,
+    LinearRegression,
+    LogisticRegression,
+    Ridge,
+    SGDClassifier,
+    SGDRegressor,
+)
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from lwpd.cluster import SimulatedCluster
+from lwpd.schemes import LWPD
+from lwpd.sklearn import CodedGDClassifier, CodedGDRegressor
+from lwpd.stragglers import ShiftedExponential
+
+#: Coefficient agreement with scikit-learn's solvers after enough noiseless steps: gradient
+#: descent converges linearly, so on these well-conditioned problems the iterates reach the
+#: optimum to ~1e-10; the bound leaves room for the reference solver's own tolerance.
+COEF_ATOL = 1e-6
+
+
+# ---------------------------------------------------------------------- scikit-learn's checks
+@parametrize_with_checks([CodedGDClassifier(), CodedGDRegressor()])
+def test_sklearn_compatible(estimator, check):
+    with warnings.catch_warnings():
+        # default max_iter on the checks' unscaled toy data: convergence is not what they test
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+# ---------------------------------------------------------------------- data
+def _regression(m=300, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, d))
+    y = X @ rng.standard_normal(d) + 2.0 + 0.3 * rng.standard_normal(m)
+    return X, y
+
+
+def _classification(n_classes=2, m=200, d=5, seed=0):
+    X, y = make_classification(m, d, n_informative=min(4, d), n_redundant=0, n_classes=n_classes, n_clusters_per_class=1, flip_y=0.1,
+                               class_sep=0.8, random_state=seed)
+    return X, y
+
+
+def _ridge_closed_form(X, y, alpha, sample_weight=None, fit_intercept=True):
+    """argmin sum_i s_i (x_i w + b - y_i)^2 + alpha ||w||^2 from the normal equations."""
+    s = np.ones(len(y)) if sample_weight is None else sample_weight
+    A = np.column_stack([X, np.ones(len(y))]) if fit_intercept else X
+    P = alpha * np.eye(A.shape[1])
+    if fit_intercept:
+        P[-1, -1] = 0.0  # the intercept is not penalised
+    theta = np.linalg.solve(A.T @ (s[:, None] * A) + P, A.T @ (s * y))
+    return (theta[:-1], theta[-1]) if fit_intercept else (theta, 0.0)
+
+
+def _noiseless(**kw):
+    """No stragglers, exact decoding, tol off: the fit is plain gradient descent."""
+    return dict(max_iter=kw.pop("max_iter", 400), tol=None, random_state=0, **kw)
+
+
+# ---------------------------------------------------------------------- agreement with solvers
+@pytest.mark.parametrize(
+    "estimator,alpha",
+    [(LinearRegression(), 0.0), (Ridge(alpha=5.0), 5.0), (SGDRegressor(alpha=0.01), 0.01 * 300),
+     (Ridge(alpha=5.0, fit_intercept=False), 5.0)],
+    ids=["linear", "ridge", "sgd", "ridge-no-intercept"],
+)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_regressor_matches_closed_form(estimator, alpha, weighted):
+    X, y = _regression()
+    sw = np.random.default_rng(1).uniform(0.2, 3.0, len(y)) if weighted else None
+    if weighted and isinstance(estimator, SGDRegressor):
+        alpha = 0.01 * len(y)  # SGD's objective: (1/m) sum s_i l_i + alpha/2 ||w||^2
+    reg = CodedGDRegressor(estimator, **_noiseless()).fit(X, y, sample_weight=sw)
+    w, b = _ridge_closed_form(X, y, alpha, sw, estimator.fit_intercept)
+    np.testing.assert_allclose(reg.coef_, w, atol=COEF_ATOL)
+    assert reg.intercept_ == pytest.approx(b, abs=COEF_ATOL)
+    if not estimator.fit_intercept:
+        assert reg.intercept_ == 0.0
+    np.testing.assert_allclose(reg.estimator_.predict(X), reg.predict(X), rtol=1e-12)
+    if isinstance(estimator, Ridge):  # scikit-learn's own solver, too
+        ref = clone_fit(estimator, X, y, sw)
+        np.testing.assert_allclose(reg.coef_, ref.coef_, atol=COEF_ATOL)
+
+
+def clone_fit(estimator, X, y, sample_weight=None, **params):
+    from sklearn.base import clone
+
+    return clone(estimator).set_params(**params).fit(X, y, sample_weight=sample_weight)
+
+
+# Without a penalty the multiclass softmax parametrisation has no unique minimiser (a common
+# shift of the classes' weights leaves the loss unchanged), so that case is binary only.
+@pytest.mark.parametrize(
+    "n_classes,case",
+    [(k, case) for k in (2, 3) for case in ("l2", "l2-weighted", "no-intercept", "sgd")] + [(2, "no-penalty")],
+)
+def test_classifier_matches_lbfgs(n_classes, case):
+    X, y = _classification(n_classes)
+    m = len(y)
+    sw = np.random.default_rng(2).uniform(0.2, 3.0, m) if case == "l2-weighted" else None
+    ref_est = LogisticRegression(C=0.1, tol=1e-12, max_iter=10_000)
+    if case == "no-intercept":
+        est = LogisticRegression(C=0.1, fit_intercept=False)
+        ref_est.set_params(fit_intercept=False)
+    elif case == "sgd":
+        est = SGDClassifier(loss="log_loss", alpha=0.03)
+        ref_est.set_params(C=1.0 / (0.03 * m))  # same objective up to a factor
+    elif case == "no-penalty":
+        est = LogisticRegression(C=np.inf)
+        ref_est.set_params(C=np.inf)
+    else:
+        est = LogisticRegression(C=0.1)
+    # C = 0.1 keeps the problem well conditioned enough for plain gradient descent to reach
+    # the optimum to ~1e-8 in 800 steps (C = 0.5 needs ~3000)
+    steps = 3000 if case == "no-penalty" else 800  # no penalty: only the data's curvature
+    clf = CodedGDClassifier(est, **_noiseless(max_iter=steps)).fit(X, y, sample_weight=sw)
+    ref = ref_est.fit(X, y, sample_weight=sw)
+    np.testing.assert_allclose(clf.coef_, ref.coef_, atol=COEF_ATOL)
+    if n_classes > 2:  # softmax is blind to a common shift of the intercepts: compare centred
+        np.testing.assert_allclose(clf.intercept_ - clf.intercept_.mean(), ref.intercept_ - ref.intercept_.mean(), atol=COEF_ATOL)
+    else:
+        np.testing.assert_allclose(clf.intercept_, ref.intercept_, atol=COEF_ATOL)
+    np.testing.assert_allclose(clf.predict_proba(X), ref.predict_proba(X), atol=COEF_ATOL)
+    assert clf.classes_.tolist() == ref.classes_.tolist()
+    if case == "no-intercept":
+        assert np.all(clf.intercept_ == 0.0)
+
+
+def test_estimator_is_a_native_fitted_clone():
+    X, y = _classification(3)
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    base = LogisticRegression(C=0.5)
+    clf = CodedGDClassifier(base, max_iter=100, tol=None, random_state=0).fit(df, np.array(["a", "b", "c"])[y])
+    assert clf.estimator_ is not base and not hasattr(base, "coef_")
+    assert type(clf.estimator_) is LogisticRegression
+    assert clf.feature_names_in_.tolist() == df.columns.tolist() and clf.n_features_in_ == X.shape[1]
+    np.testing.assert_array_equal(clf.estimator_.predict(df), clf.predict(df))
+    np.testing.assert_allclose(clf.estimator_.predict_proba(df), clf.predict_proba(df), rtol=1e-12)
+    np.testing.assert_allclose(clf.predict_log_proba(df), np.log(clf.predict_proba(df)), rtol=1e-10)
+    assert clf.decision_function(df).shape == (len(y), 3)
+    assert clf.n_iter_ == len(clf.history_) <= 100
+    # binary: one score column, as in scikit-learn
+    Xb, yb = _classification(2)
+    sgd = CodedGDClassifier(SGDClassifier(loss="log_loss"), max_iter=50, tol=None, random_state=0).fit(Xb, yb)
+    assert sgd.coef_.shape == (1, Xb.shape[1]) and sgd.decision_function(Xb).shape == (len(yb),)
+    np.testing.assert_array_equal(sgd.estimator_.predict(Xb), sgd.predict(Xb))
+    np.testing.assert_allclose(sgd.estimator_.predict_proba(Xb), sgd.predict_proba(Xb), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------- digits, stragglers
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+    scaler = StandardScaler().fit(X_tr)
+    return scaler.transform(X_tr), scaler.transform(X_te), y_tr, y_te
+
+
+@pytest.fixture(scope="module")
+def digits_no_stragglers(digits):
+    X_tr, X_te, y_tr, y_te = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return CodedGDClassifier(max_iter=300, random_state=0).fit(X_tr, y_tr)
+
+
+def test_digits_accuracy_within_one_point_of_logistic_regression(digits, digits_no_stragglers):
+    X_tr, X_te, y_tr, y_te = digits
+    reference = LogisticRegression(max_iter=1000).fit(X_tr, y_tr).score(X_te, y_te)
+    assert abs(digits_no_stragglers.score(X_te, y_te) - reference) <= 0.01
+
+
+def test_digits_with_stragglers_keeps_accuracy_and_saves_time(digits, digits_no_stragglers):
+    X_tr, X_te, y_tr, y_te = digits
+    common = dict(n_workers=16, stragglers=ShiftedExponential(shift=1.0, rate=0.5), max_iter=300, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        coded = CodedGDClassifier(**common).fit(X_tr, y_tr)
+        # the uncoded runs reach the target loss in ~80 steps
+        uncoded = CodedGDClassifier(scheme="uncoded", **{**common, "max_iter": 120}).fit(X_tr, y_tr)
+        waiting = CodedGDClassifier(scheme="uncoded", policy="first_k", **{**common, "max_iter": 120}).fit(X_tr, y_tr)
+    assert coded.n_workers_ == 16
+    assert abs(coded.score(X_te, y_te) - digits_no_stragglers.score(X_te, y_te)) <= 0.02
+    # simulated time to reach a loss the uncoded runs reach too: coded is faster than
+    # uncoded under the same (deadline) policy and than uncoded waiting for every worker
+    target = 0.2
+    t_coded = coded.history_.time_to(target)
+    assert np.isfinite(t_coded)
+    assert t_coded < 0.5 * uncoded.history_.time_to(target)
+    assert t_coded < 0.8 * waiting.history_.time_to(target)
+    # stragglers cost the coded run partial decodes, never a stalled step
+    assert all(np.isfinite(coded.history_.grad_error)) and max(coded.history_.grad_error) < 1.0
+
+
+# ---------------------------------------------------------------------- model selection
+def test_pipeline_grid_search_and_cross_val_score():
+    X, y = load_breast_cancer(return_X_y=True)
+    pipe = Pipeline([("scale", StandardScaler()), ("clf", CodedGDClassifier(max_iter=60, tol=1e-3, random_state=0))])
+    grid = GridSearchCV(pipe, {"clf__max_weight": [1, 2], "clf__block_size": [4, 8]}, cv=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        grid.fit(X, y)
+        scores = cross_val_score(make_pipeline(StandardScaler(), CodedGDClassifier(max_iter=60, random_state=0)), X, y, cv=3)
+    assert set(grid.best_params_) == {"clf__max_weight", "clf__block_size"}
+    assert grid.best_score_ > 0.95 and grid.score(X, y) > 0.95
+    assert scores.shape == (3,) and scores.min() > 0.93
+    reg_scores = cross_val_score(CodedGDRegressor(Ridge(alpha=1.0), random_state=0), *_regression(), cv=3)
+    assert reg_scores.min() > 0.9
+
+
+# ---------------------------------------------------------------------- options
+def test_policies_and_scheme_objects():
+    X, y = _classification(3)
+    scheme = LWPD(block_size=4, redundancy=2.0)
+    fits = {
+        "first_k": CodedGDClassifier(policy="first_k", stragglers=ShiftedExponential(1.0, 0.5), random_state=0),
+        "async": CodedGDClassifier(policy="async", stragglers=ShiftedExponential(1.0, 0.5), random_state=0),
+        "object": CodedGDClassifier(scheme=scheme, random_state=0),
+        "gc": CodedGDClassifier(scheme="gc-cyclic", random_state=0),
+    }
+    reference = LogisticRegression().fit(X, y).score(X, y)
+    for name, clf in fits.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(X, y)
+        assert clf.score(X, y) >= reference - 0.03, name
+    assert not hasattr(scheme, "problem")  # the user's scheme object is copied, never bound
+    assert fits["object"].history_.scheme == "lwpd"
+
+
+@pytest.mark.parametrize("scheme", ["lwpd", "uncoded", "ignore", "replication", "gc-frc", "gc-cyclic", "lcc"])
+@pytest.mark.parametrize("policy", ["deadline", "first_k"])
+def test_every_named_scheme_trains_under_stragglers(scheme, policy):
+    X, y = _regression()
+    reg = CodedGDRegressor(Ridge(alpha=1.0), scheme=scheme, policy=policy, stragglers=ShiftedExponential(1.0, 0.5),
+                           max_iter=100, tol=None, random_state=0).fit(X, y)
+    assert reg.history_.scheme == scheme and reg.n_iter_ == 100
+    assert reg.score(X, y) > 0.95
+
+
+def test_lcc_for_regression_and_custom_cluster():
+    X, y = _regression()
+    reg = CodedGDRegressor(Ridge(alpha=1.0), scheme="lcc", n_workers=8, **_noiseless()).fit(X, y)
+    w, b = _ridge_closed_form(X, y, 1.0)
+    np.testing.assert_allclose(reg.coef_, w, atol=1e-5)
+    with pytest.raises(ValueError, match="scheme='lcc' needs unweighted data"):
+        CodedGDRegressor(scheme="lcc").fit(X, y, sample_weight=np.ones(len(y)))
+    cluster = SimulatedCluster(4, seed=0)
+    reg = CodedGDRegressor(cluster=cluster, n_workers=99, random_state=0).fit(X, y)
+    assert reg.n_workers_ == 4 and reg.score(X, y) > 0.9
+
+
+def test_tol_stops_early_and_max_iter_warns():
+    X, y = _regression()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        early = CodedGDRegressor(tol=1e-3, random_state=0).fit(X, y)
+        full = CodedGDRegressor(tol=None, max_iter=30, random_state=0).fit(X, y)
+    assert early.n_iter_ < 200 and full.n_iter_ == 30
+    with pytest.warns(ConvergenceWarning, match="reached max_iter=3"):
+        CodedGDRegressor(max_iter=3, random_state=0).fit(X, y)
+
+
+def test_learning_rate_and_divergence():
+    X, y = _regression()
+    slow = CodedGDRegressor(learning_rate=1e-3, max_iter=20, tol=None, random_state=0).fit(X, y)
+    auto = CodedGDRegressor(max_iter=20, tol=None, random_state=0).fit(X, y)
+    assert slow.history_.loss[-1] > auto.history_.loss[-1]
+    with pytest.raises(FloatingPointError, match="learning_rate"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        CodedGDRegressor(learning_rate=1e6, max_iter=200, tol=None, random_state=0).fit(X, y)
+
+
+def test_warm_start_continues_from_the_previous_solution():
+    X, y = _classification(2)
+    clf = CodedGDClassifier(LogisticRegression(warm_start=True), max_iter=5, tol=None, random_state=0)
+    clf.fit(X, y)
+    first = list(clf.history_.loss)
+    clf.fit(X, y)
+    assert clf.history_.loss[0] < first[-1]  # picked up where the first fit stopped
+    cold = CodedGDClassifier(LogisticRegression(), max_iter=5, tol=None, random_state=0).fit(X, y)
+    cold.fit(X, y)
+    assert cold.history_.loss == first  # without warm start a refit repeats the first
+
+
+def test_reproducible_and_small_problems_cap_workers():
+    X, y = _classification(2, m=40, d=1)
+    a = CodedGDClassifier(n_workers=8, random_state=3, stragglers=ShiftedExponential(1.0, 0.5)).fit(X, y)
+    b = CodedGDClassifier(n_workers=8, random_state=3, stragglers=ShiftedExponential(1.0, 0.5)).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert a.n_workers_ < 8  # two parameters cannot occupy 8 workers with codewords
+    assert CodedGDClassifier(scheme="uncoded", n_workers=64).fit(X, y).n_workers_ == 40
+
+
+def test_verbose_shows_progress(capsys):
+    X, y = _regression()
+    CodedGDRegressor(verbose=1, max_iter=5, tol=None, random_state=0).fit(X, y)
+    assert "lwpd" in capsys.readouterr().err
+    CodedGDRegressor(verbose=0, max_iter=5, tol=None, random_state=0).fit(X, y)
+    assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------- errors
+def test_bad_input_gives_clear_errors():
+    X, y = _classification(2)
+    clf = CodedGDClassifier(max_iter=5)
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        clf.fit(bad, y)
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="Input X contains infinity"):
+        clf.fit(bad, y)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        clf.fit(X, y[:-1])
+    with pytest.raises(ValueError, match="Expected 2D array"):
+        clf.fit(X[:, 0], y)
+    fitted = CodedGDClassifier(max_iter=5, tol=None).fit(X, y)
+    with pytest.raises(ValueError, match=f"X has 2 features, but CodedGDClassifier is expecting {X.shape[1]}"):
+        fitted.predict(X[:, :2])
+    with pytest.raises(ValueError, match="Unknown label type"):
+        clf.fit(X, np.linspace(0, 1, len(y)))
+    with pytest.raises(ValueError, match="only one class"):
+        clf.fit(X, np.zeros(len(y)))
+    with pytest.raises(ValueError, match="sample_weight.shape"):
+        clf.fit(X, y, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="Sample weights must contain at least one non-zero number"):
+        clf.fit(X, y, sample_weight=np.zeros(len(y)))
+    with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
+        clf.fit(X, y, sample_weight=-np.ones(len(y)))
+
+
+@pytest.mark.parametrize(
+    "cls,estimator,message",
+    [
+        (CodedGDClassifier, SVC(), "estimator must be one of LogisticRegression .* and SGDClassifier.*got SVC"),
+        (CodedGDClassifier, Ridge(), "estimator must be one of .*got Ridge"),
+        (CodedGDClassifier, LogisticRegression(l1_ratio=1.0, solver="saga"), "only the L2 penalty"),
+        (CodedGDClassifier, SGDClassifier(loss="hinge"), "only loss='log_loss'"),
+        (CodedGDClassifier, SGDClassifier(loss="log_loss", penalty="l1"), "only penalty='l2' or None"),
+        (CodedGDClassifier, LogisticRegression(class_weight="balanced"), "class_weight is not supported"),
+        (CodedGDClassifier, LogisticRegression(C=-1.0), "The 'C' parameter of LogisticRegression"),
+        (CodedGDRegressor, Lasso(), "estimator must be one of LinearRegression, Ridge and SGDRegressor.*got Lasso"),
+        (CodedGDRegressor, LogisticRegression(), "estimator must be one of .*got LogisticRegression"),
+        (CodedGDRegressor, LinearRegression(positive=True), "positive=True"),
+        (CodedGDRegressor, SGDRegressor(loss="huber"), "only loss='squared_error'"),
+        (CodedGDRegressor, Ridge(alpha=np.ones(2)), "alpha must be a scalar"),
+    ],
+)
+def test_unsupported_estimators(cls, estimator, message):
+    X, y = _classification(2)
+    with pytest.raises(ValueError, match=message):
+        cls(estimator).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "params,message",
+    [
+        (dict(n_workers=0), "The 'n_workers' parameter of CodedGDClassifier must be an int in the range \\[1, inf\\)"),
+        (dict(scheme="lcc"), "The 'scheme' parameter of CodedGDClassifier must be a str among"),
+        (dict(policy="fastest"), "The 'policy' parameter"),
+        (dict(learning_rate=0.0), "The 'learning_rate' parameter"),
+        (dict(tol=-1.0), "The 'tol' parameter"),
+        (dict(block_size=0), "The 'block_size' parameter"),
+        (dict(stragglers="slow"), "The 'stragglers' parameter"),
+    ],
+)
+def test_bad_parameters(params, message):
+    X, y = _classification(2)
+    with pytest.raises(InvalidParameterError, match=message):
+        CodedGDClassifier(**params).fit(X, y)
+
+
+def test_unfitted_and_pickle():
+    import pickle
+
+    from sklearn.exceptions import NotFittedError
+
+    X, y = _classification(2)
+    with pytest.raises(NotFittedError):
+        CodedGDClassifier().predict(X)
+    clf = CodedGDClassifier(max_iter=10, tol=None, random_state=0).fit(X, y)
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+    assert copy.deepcopy(clf).history_.loss == clf.history_.loss

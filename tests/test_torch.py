@@ -1,0 +1,486 @@
+"""Tests of lwpd.torch: partitions, forward-mode derivatives, the coded optimizer, the DDP hook."""
+
+import copy
+import io
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lwpd import identity_codebook, random_codebook  # noqa: E402
+from lwpd.stragglers import Bernoulli, ShiftedExponential  # noqa: E402
+from lwpd.torch import (  # noqa: E402
+    CodedOptimizer,
+    LWPDHookState,
+    ParameterPartition,
+    assign_grads,
+    directional_derivatives,
+    flatten_grads,
+    lwpd_comm_hook,
+    partition_parameters,
+)
+
+from reference import decode_projection  # noqa: E402
+
+F = torch.nn.functional
+
+
+def mlp(dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)).to(dtype)
+
+
+def cnn(dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3), torch.nn.Tanh(), torch.nn.Conv2d(3, 2, 2, bias=False), torch.nn.Flatten(),
+        torch.nn.Linear(2 * 3 * 3, 3),
+    ).to(dtype)
+
+
+def data(model, dtype, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    shape = (6, 5) if isinstance(model[0], torch.nn.Linear) else (6, 2, 6, 6)
+    return torch.randn(shape, generator=gen, dtype=dtype), torch.randint(0, 3, (6,), generator=gen)
+
+
+def backprop_grad(model, x, y):
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    return flatten_grads(model).detach().clone()
+
+
+def flat_index_tensors(model):
+    """Flat coordinates of every parameter entry, shaped like the parameter (the oracle)."""
+    out, start = {}, 0
+    for name, p in model.named_parameters():
+        out[name] = torch.arange(start, start + p.numel()).view(p.shape)
+        start += p.numel()
+    return out
+
+
+# ------------------------------------------------------------------ packaging
+def test_import_lwpd_does_not_import_torch():
+    code = "import sys, lwpd; assert 'torch' not in sys.modules, 'lwpd imported torch'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_missing_torch_raises_an_import_error_that_says_what_to_install():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "try:\n    import lwpd.torch\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, timeout=120, capture_output=True, text=True)
+    assert 'pip install "lwpd[torch]"' in out.stdout
+
+
+# ------------------------------------------------------------------ partitions
+def blocks_of(pp):
+    perm = pp.permutation if pp.permutation is not None else np.arange(pp.dim)
+    return [set(perm[a:b].tolist()) for a, b in zip(pp.partition.offsets[:-1], pp.partition.offsets[1:])]
+
+
+def test_tensor_partition_is_one_contiguous_block_per_parameter():
+    model = cnn()
+    pp = partition_parameters(model, "tensor")
+    assert isinstance(pp, ParameterPartition) and pp.permutation is None
+    assert pp.partition.sizes.tolist() == [p.numel() for p in model.parameters()]
+    assert pp.block_names == tuple((n,) for n, _ in model.named_parameters())
+
+
+def test_layer_partition_groups_each_modules_weight_and_bias():
+    model = cnn()
+    idx = flat_index_tensors(model)
+    pp = partition_parameters(model, "layer")
+    expected = [
+        set(idx["0.weight"].flatten().tolist()) | set(idx["0.bias"].tolist()),
+        set(idx["2.weight"].flatten().tolist()),
+        set(idx["4.weight"].flatten().tolist()) | set(idx["4.bias"].tolist()),
+    ]
+    assert blocks_of(pp) == expected
+    assert pp.block_names == (("0.weight", "0.bias"), ("2.weight",), ("4.weight", "4.bias"))
+
+
+@pytest.mark.parametrize("make", [mlp, cnn])
+def test_neuron_partition_is_a_row_of_the_weight_plus_its_bias_entry(make):
+    model = make()
+    idx = flat_index_tensors(model)
+    expected = []
+    for name, module in model.named_modules():
+        if hasattr(module, "weight") and isinstance(module.weight, torch.nn.Parameter):
+            w = idx[f"{name}.weight"]
+            for i in range(w.shape[0]):
+                block = set(w[i].flatten().tolist())
+                if module.bias is not None:
+                    block.add(int(idx[f"{name}.bias"][i]))
+                expected.append(block)
+    pp = partition_parameters(model, "neuron")
+    assert blocks_of(pp) == expected
+    assert sorted(pp.permutation.tolist()) == list(range(pp.dim))
+
+
+def test_max_block_halves_large_blocks_recursively():
+    model = mlp()
+    pp = partition_parameters(model, "neuron", max_block=2)  # first layer: neurons of 6 -> 3 + 3 -> 2+1 + 2+1
+    assert pp.partition.sizes.tolist()[:4] == [2, 1, 2, 1]
+    assert max(pp.partition.sizes) <= 2
+    whole = blocks_of(partition_parameters(model, "neuron"))
+    pieces = blocks_of(pp)
+    # every piece lies inside one neuron, and the pieces of a neuron cover it
+    assert all(any(piece <= block for block in whole) for piece in pieces)
+    assert sum(len(p) for p in pieces) == pp.dim
+    assert partition_parameters(model, "tensor", max_block=7).partition.sizes.tolist()[:4] == [5, 5, 5, 5]
+
+
+def test_to_blocks_and_from_blocks_are_inverse_and_follow_the_permutation():
+    model = cnn()
+    pp = partition_parameters(model, "neuron", max_block=5)
+    flat = torch.randn(3, pp.dim, dtype=torch.float64)
+    blocked = pp.to_blocks(flat)
+    assert torch.equal(blocked, flat[:, torch.as_tensor(pp.permutation)])
+    assert torch.equal(pp.from_blocks(blocked), flat)
+
+
+def test_bad_partition_input_raises_clear_errors():
+    with pytest.raises(ValueError, match="scheme must be one of 'tensor', 'layer', 'neuron'"):
+        partition_parameters(mlp(), "channel")
+    with pytest.raises(ValueError, match="model has no parameters"):
+        partition_parameters(torch.nn.ReLU())
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        partition_parameters([torch.zeros(2)])
+    with pytest.raises(ValueError, match="max_block must be >= 1"):
+        partition_parameters(mlp(), max_block=0)
+
+
+# ------------------------------------------------------------------ flat gradients
+def test_flatten_and_assign_grads_round_trip():
+    model = mlp()
+    vec = torch.randn(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    assign_grads(model, vec)
+    assert torch.equal(flatten_grads(model), vec)
+    assert torch.equal(model[0].weight.grad, vec[:20].view(4, 5))
+    kept = model[0].weight.grad
+    expected = 2 * vec[:20].view(4, 5)  # (the first call made the grads views of vec)
+    assign_grads(model, 2 * vec)  # in place: the same tensor objects
+    assert model[0].weight.grad is kept and torch.equal(kept, expected)
+    with pytest.raises(ValueError, match="vector must be 1-D of length 39"):
+        assign_grads(model, vec[:-1])
+
+
+def test_flatten_grads_gives_zeros_for_parameters_without_gradient():
+    model = mlp()
+    assert torch.equal(flatten_grads(model), torch.zeros(39, dtype=torch.float64))
+
+
+# ------------------------------------------------------------------ jvp == backprop
+@pytest.mark.parametrize("make", [mlp, cnn])
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_jvp_directional_derivatives_equal_backprop_dot_products(make, dtype, rtol):
+    model = make(dtype)
+    x, y = data(model, dtype)
+    g = backprop_grad(model, x, y).double()
+    n = g.numel()
+    gen = torch.Generator().manual_seed(2)
+    dense = torch.randn(7, n, generator=gen, dtype=torch.float64)
+    got = directional_derivatives(model, F.cross_entropy, x, y, dense.to(dtype), chunk_size=3)
+    expected = dense @ g
+    scale = torch.linalg.vector_norm(dense, dim=1) * torch.linalg.vector_norm(g)
+    assert got.dtype == dtype and got.shape == (7,)
+    assert torch.all((got.double() - expected).abs() <= rtol * scale)
+    cb = random_codebook(12, n, weight=3, seed=3)
+    got_cb = directional_derivatives(model, F.cross_entropy, x, y, cb)
+    expected_cb = torch.as_tensor(cb.to_dense()) @ g
+    scale_cb = torch.as_tensor(np.linalg.norm(cb.to_dense(), axis=1)) * torch.linalg.vector_norm(g)
+    assert torch.all((got_cb.double() - expected_cb).abs() <= rtol * scale_cb)
+
+
+def test_jvp_matches_central_finite_differences():
+    model = cnn()
+    x, y = data(model, torch.float64)
+    params = list(model.parameters())
+    v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    got = float(directional_derivatives(model, F.cross_entropy, x, y, v))
+    theta = torch.nn.utils.parameters_to_vector(params).detach()
+    losses = []
+    for sign in (1, -1):
+        torch.nn.utils.vector_to_parameters(theta + sign * 1e-6 * v, params)
+        with torch.no_grad():
+            losses.append(float(F.cross_entropy(model(x), y)))
+    assert got == pytest.approx((losses[0] - losses[1]) / 2e-6, rel=1e-6)
+
+
+def test_chunking_and_block_order_layout_do_not_change_the_result():
+    from lwpd.torch import _default_codebook
+
+    model = mlp()
+    x, y = data(model, torch.float64)
+    g = backprop_grad(model, x, y)
+    pp = partition_parameters(model, "neuron", max_block=4)
+    cb = _default_codebook(pp.partition)  # codewords in block order
+    a = directional_derivatives(model, F.cross_entropy, x, y, cb, layout=pp)
+    b = directional_derivatives(model, F.cross_entropy, x, y, cb, chunk_size=1, layout=pp)
+    expected = torch.as_tensor(cb.encode(pp.to_blocks(g).numpy()))
+    torch.testing.assert_close(a, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14)
+
+
+def test_bad_directions_raise_clear_errors():
+    model = mlp()
+    x, y = data(model, torch.float64)
+    with pytest.raises(ValueError, match=r"directions must have shape \(39,\) or \(N, 39\)"):
+        directional_derivatives(model, F.cross_entropy, x, y, torch.zeros(2, 42))
+    with pytest.raises(ValueError, match="must have dimension 39"):
+        directional_derivatives(model, F.cross_entropy, x, y, identity_codebook(42))
+    with pytest.raises(TypeError, match="directions must be a lwpd.Codebook or a torch.Tensor"):
+        directional_derivatives(model, F.cross_entropy, x, y, np.zeros(39))
+    with pytest.raises(ValueError, match="model has no parameters"):
+        directional_derivatives(torch.nn.Identity(), F.mse_loss, x, x, torch.zeros(1))
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        directional_derivatives(model, F.cross_entropy, x, y, torch.zeros(39), chunk_size=0)
+
+
+# ------------------------------------------------------------------ coded optimizer
+def one_step(model, opt, x, y):
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+def test_without_stragglers_the_coded_step_is_the_plain_step():
+    model = mlp()
+    twin = copy.deepcopy(model)
+    x, y = data(model, torch.float64)
+    coded = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), model=model, seed=0)
+    plain = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        one_step(model, coded, x, y)
+        one_step(twin, plain, x, y)
+        assert coded.last_stats.received == coded.last_stats.n_codewords
+        assert coded.last_stats.recovered_fraction == 1.0 and coded.last_stats.relative_error < 1e-12
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("policy", ["deadline", "fastest", "all"])
+def test_under_stragglers_grad_is_the_projection_onto_the_received_codewords(policy):
+    model = cnn()
+    x, y = data(model, torch.float64)
+    opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), partition="neuron", max_block=6,
+                         redundancy=0.75, policy=policy,
+                         stragglers=Bernoulli(0.5) if policy == "all" else ShiftedExponential(1.0, 1.0), seed=1, n_workers=6,
+                         chunks=2)
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    g = flatten_grads(model).clone()
+    opt.step()
+    g_hat = flatten_grads(model)
+    received = opt._decoder.received
+    V = opt.codebook.to_dense()
+    blocked = opt.layout.to_blocks(g).numpy()
+    oracle = decode_projection(V, received, V[received] @ blocked)
+    np.testing.assert_allclose(opt.layout.to_blocks(g_hat).numpy(), oracle, rtol=1e-9, atol=1e-12)
+    assert float(g_hat @ g) == pytest.approx(float(g_hat @ g_hat), rel=1e-9)  # a descent direction
+    stats = opt.last_stats
+    assert stats.received == received.size < stats.n_codewords
+    assert stats.relative_error == pytest.approx(float(torch.linalg.vector_norm(g_hat - g) / torch.linalg.vector_norm(g)))
+
+
+def test_all_workers_failing_gives_a_zero_gradient():
+    model = mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = data(model, torch.float64)
+    opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), stragglers=Bernoulli(1.0), seed=0)
+    one_step(model, opt, x, y)
+    assert opt.last_stats.received == 0 and opt.last_stats.relative_error == 1.0
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_state_dict_round_trip_resumes_identically():
+    x, y = data(mlp(), torch.float64)
+
+    def make():
+        model = mlp()
+        opt = CodedOptimizer(torch.optim.Adam(model.parameters(), lr=0.01), stragglers=Bernoulli(0.3), seed=5)
+        return model, opt
+
+    model, opt = make()
+    for _ in range(3):
+        one_step(model, opt, x, y)
+    saved_model = copy.deepcopy(model.state_dict())
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    saved_opt = torch.load(buffer, weights_only=True)  # plain containers only
+    for _ in range(3):
+        one_step(model, opt, x, y)
+    model2, opt2 = make()
+    model2.load_state_dict(saved_model)
+    opt2.load_state_dict(saved_opt)
+    for _ in range(3):
+        one_step(model2, opt2, x, y)
+    for p, q in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(p, q)
+    assert opt.last_stats == opt2.last_stats
+
+
+def test_param_groups_are_the_wrapped_optimizers_and_schedulers_work():
+    model = mlp()
+    inner = torch.optim.SGD(model.parameters(), lr=0.5)
+    opt = CodedOptimizer(inner, seed=0)
+    assert opt.param_groups is inner.param_groups and opt.state is inner.state
+    assert isinstance(opt, torch.optim.Optimizer)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    x, y = data(model, torch.float64)
+    one_step(model, opt, x, y)
+    sched.step()
+    assert inner.param_groups[0]["lr"] == 0.25
+
+
+def test_partition_without_a_model_pairs_weights_with_their_biases():
+    model = cnn()
+    by_shape = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), seed=0).layout
+    by_module = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model=model, seed=0).layout
+    assert by_shape.partition == by_module.partition
+    assert np.array_equal(by_shape.permutation, by_module.permutation)
+
+
+def test_bad_optimizer_input_raises_clear_errors():
+    model = mlp()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer"):
+        CodedOptimizer(model)
+    with pytest.raises(ValueError, match="partition must be one of 'tensor', 'layer', 'neuron'"):
+        CodedOptimizer(sgd, partition="row")
+    with pytest.raises(ValueError, match="policy must be one of"):
+        CodedOptimizer(sgd, policy="never")
+    with pytest.raises(ValueError, match="codebook must have dimension 39"):
+        CodedOptimizer(sgd, codebook=identity_codebook(40))
+    with pytest.raises(ValueError, match="must cover the optimizer's parameters"):
+        CodedOptimizer(sgd, partition=partition_parameters(cnn()))
+    with pytest.raises(ValueError, match="model must have exactly the optimizer's parameters"):
+        CodedOptimizer(sgd, model=cnn())
+
+
+# ------------------------------------------------------------------ digits
+def digits(seed=0):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X / 16.0, y, test_size=0.25, random_state=seed, stratify=y)
+    f = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    return f(Xtr), torch.as_tensor(ytr), f(Xte), torch.as_tensor(yte)
+
+
+def digits_mlp(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+
+
+def accuracy(model, X, y):
+    with torch.no_grad():
+        return float((model(X).argmax(1) == y).float().mean())
+
+
+def train_epochs(model, opt, X, y, epochs, batch=64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(X), generator=gen)
+        for i in range(0, len(X), batch):
+            sel = order[i : i + batch]
+            opt.zero_grad()
+            F.cross_entropy(model(X[sel]), y[sel]).backward()
+            opt.step()
+
+
+def test_digits_mlp_with_20_percent_stragglers_reaches_90_percent():
+    start = time.perf_counter()
+    Xtr, ytr, Xte, yte = digits()
+    model = digits_mlp()
+    opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), model=model,
+                         stragglers=Bernoulli(0.2), seed=0)
+    train_epochs(model, opt, Xtr, ytr, epochs=15)
+    elapsed = time.perf_counter() - start
+    assert accuracy(model, Xte, yte) >= 0.90
+    assert opt.last_stats.received < opt.last_stats.n_codewords  # stragglers did cost codewords
+    assert elapsed < 60
+
+
+# ------------------------------------------------------------------ DDP hook
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, results):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        Xtr, ytr, Xte, yte = digits()
+        shard = slice(rank, None, world)
+        # 1. with every base codeword sent, the hook returns exactly the averaged gradient
+        model = digits_mlp()
+        exact = DDP(digits_mlp(), bucket_cap_mb=0.01)
+        exact.register_comm_hook(LWPDHookState(block_size=4, codewords_per_block=16, error_feedback=False), lwpd_comm_hook)
+        plain = DDP(model, bucket_cap_mb=0.01)
+        grads = []
+        for net in (exact, plain):
+            net.zero_grad()
+            F.cross_entropy(net(Xtr[shard][:64]), ytr[shard][:64]).backward()
+            grads.append(torch.cat([p.grad.reshape(-1) for p in net.parameters()]))
+        exact_err = float(torch.linalg.vector_norm(grads[0] - grads[1]) / torch.linalg.vector_norm(grads[1]))
+        # 2. training with and without the (compressing) hook
+        accs = {}
+        for hooked in (False, True):
+            net = DDP(digits_mlp())
+            state = LWPDHookState(block_size=8, codewords_per_block=4, error_feedback=True)
+            if hooked:
+                net.register_comm_hook(state, lwpd_comm_hook)
+            opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+            train_epochs(net, opt, Xtr[shard], ytr[shard], epochs=15, batch=32)
+            accs[hooked] = accuracy(net.module, Xte, yte)
+        sent = sum(s["sent"] for s in state.last_stats.values()) / sum(s["numel"] for s in state.last_stats.values())
+        results[rank] = (exact_err, accs[False], accs[True], sent)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_hook_state_and_hook_validate_their_input():
+    with pytest.raises(ValueError, match="codewords_per_block must be >= 1"):
+        LWPDHookState(codewords_per_block=0)
+    with pytest.raises(TypeError, match="state must be a LWPDHookState"):
+        lwpd_comm_hook(None, None)
+
+
+def test_hook_codebooks_are_the_same_for_equal_seeds_and_change_every_step():
+    a, b = LWPDHookState(block_size=4, codewords_per_block=2, seed=3), LWPDHookState(block_size=4, codewords_per_block=2, seed=3)
+    first, again = a.codebook(0, 10), b.codebook(0, 10)
+    assert first == again and len(first) == 6 and first.partition.sizes.tolist() == [4, 4, 2]
+    assert a.codebook(0, 10) != first  # the next step draws other codewords
+
+
+def test_ddp_hook_on_two_gloo_processes_trains_like_plain_ddp():
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_ddp_worker, args=(2, _free_port(), results), nprocs=2, join=True)
+        results = dict(results)
+    print(results)
+    assert sorted(results) == [0, 1]
+    for exact_err, plain_acc, hooked_acc, sent in results.values():
+        assert exact_err < 1e-5
+        assert plain_acc >= 0.90 and hooked_acc >= 0.90
+        assert abs(plain_acc - hooked_acc) <= 0.05
+        assert sent == pytest.approx(0.5, abs=0.01)  # half the values of plain all-reduce
+    assert results[0][1:3] == results[1][1:3]  # replicas stay in sync
