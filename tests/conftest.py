@@ -4,6 +4,9 @@ import os
 # The switch must be set before numba is first imported, hence here, above every import.
 if os.environ.get("LWPD_TEST_CUDA", "simulator") == "simulator":
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+# scikit-learn's estimator checks include an array-API check that runs only when SciPy was
+# imported with array-API support switched on; the adapters must pass it too.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import pytest  # noqa: E402
 

@@ -23,13 +23,23 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_second():
     assert commands[1] in ci.splitlines()
 
 
-def test_readme_quick_start_runs():
-    (code,) = _blocks("python")
+def test_readme_python_examples_run():
+    quick_start, sklearn_example, torch_example = _blocks("python")
     namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(quick_start, "README.md", "exec"), namespace)
     g, g_hat = namespace["g"], namespace["g_hat"]
     assert g_hat @ g >= 0
     assert 0 < namespace["decoder"].recovered_fraction() < 1
+
+    namespace = {}
+    exec(compile(sklearn_example, "README.md", "exec"), namespace)
+    assert namespace["model"].score(namespace["X"], namespace["y"]) > 0.95
+    assert namespace["clf"].history_.time[-1] > 0
+
+    namespace = {}
+    exec(compile(torch_example, "README.md", "exec"), namespace)
+    stats = namespace["opt"].last_stats
+    assert 0 < stats.received <= stats.n_codewords and 0 < stats.recovered_fraction <= 1
 
 
 def test_readme_console_example_matches_the_cli():

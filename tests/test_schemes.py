@@ -160,6 +160,7 @@ def test_history_round_trip_and_helpers(tmp_path):
         ({"deadline": -1.0}, ValueError, "deadline must be > 0"),
         ({"deadline": 1.0, "lr": 0.0}, ValueError, "lr must be > 0"),
         ({"policy": "async", "max_staleness": -1}, ValueError, "max_staleness must be >= 0"),
+        ({"deadline": 1.0, "track_error": "no"}, TypeError, "track_error must be True or False"),
     ],
 )
 def test_train_errors(kwargs, exc, match):
@@ -315,3 +316,18 @@ def test_lwpd_chunk_errors():
         LWPD(block_size=2, chunks=50).bind(problem, 6, np.random.default_rng(0))
     with pytest.raises(TypeError, match="reassign must be True or False"):
         LWPD(reassign="yes")
+
+
+def test_tracking_the_gradient_error_does_not_change_the_run():
+    problem = _problems()["logistic"]
+
+    def run(track_error):
+        cluster = SimulatedCluster(6, ShiftedExponential(1.0, 0.5), seed=2)
+        return train(problem, LWPD(block_size=4, redundancy=1.5), cluster, deadline=2.5, max_steps=12,
+                     progress=False, seed=2, track_error=track_error)
+
+    tracked, untracked = run(True), run(False)
+    assert tracked.loss == untracked.loss and tracked.time == untracked.time
+    decoded = np.asarray(tracked.received) > 0  # a step where nothing arrived has no error to record
+    assert decoded.any() and np.isfinite(np.asarray(tracked.grad_error)[decoded]).all()
+    assert np.isnan(untracked.grad_error).all()

@@ -208,7 +208,8 @@ def test_digits_with_stragglers_keeps_accuracy_and_saves_time(digits, digits_no_
     assert t_coded < 0.5 * uncoded.history_.time_to(target)
     assert t_coded < 0.8 * waiting.history_.time_to(target)
     # stragglers cost the coded run partial decodes, never a stalled step
-    assert all(np.isfinite(coded.history_.grad_error)) and max(coded.history_.grad_error) < 1.0
+    assert min(coded.history_.received) > 0 and len(coded.history_) == len(coded.history_.loss)
+    assert np.isnan(coded.history_.grad_error).all()  # a fit does not pay for the diagnostic
 
 
 # ---------------------------------------------------------------------- model selection

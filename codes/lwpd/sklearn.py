@@ -116,6 +116,8 @@ _FITTED_DOC = """
         Only when ``X`` has string feature names (a DataFrame).
     history_ : lwpd.History
         The training record: simulated (or wall) time, loss and decoding statistics per step.
+        ``grad_error`` is ``nan``: measuring it costs an exact gradient per step, so a fit
+        skips it (:func:`lwpd.train` with ``track_error=True`` records it).
 """
 
 
@@ -281,7 +283,8 @@ class _CodedGD(BaseEstimator):
         try:
             with threadpool_limits(limits=1, user_api="blas"):
                 history = train(problem, scheme, cluster, lr=lr, max_steps=self.max_iter, policy=self.policy,
-                                deadline=deadline, callback=stop, progress=self.verbose > 0, seed=train_seed, theta0=theta0)
+                                deadline=deadline, callback=stop, progress=self.verbose > 0, seed=train_seed, theta0=theta0,
+                                track_error=False)  # a diagnostic pass per step: too slow for fit
         except ValueError as exc:
             if str(exc).startswith("theta must be finite"):  # a step overflowed
                 raise FloatingPointError(diverged) from exc

@@ -99,6 +99,7 @@ def train(
     progress: bool = True,
     seed: Any = None,
     theta0: Any = None,
+    track_error: bool = True,
 ) -> History:
     """Gradient descent where each step's gradient is computed by workers of a cluster.
 
@@ -146,6 +147,10 @@ def train(
         Seeds the scheme's assignment of data and codewords to workers.
     theta0 : array_like, optional
         Starting parameters (zeros by default).
+    track_error : bool, default True
+        Compute the exact gradient at every step to record ``History.grad_error``. It is a
+        diagnostic only and costs one more pass over the data per step; ``False`` records
+        ``nan`` instead.
 
     Returns
     -------
@@ -166,6 +171,8 @@ def train(
     True
     """
     check_choice("policy", policy, ("deadline", "first_k", "async"))
+    if not isinstance(track_error, (bool, np.bool_)):
+        raise TypeError(f"track_error must be True or False, got {track_error!r}")
     max_steps = check_int("max_steps", max_steps, minimum=1)
     max_staleness = check_int("max_staleness", max_staleness, minimum=0)
     if policy == "deadline":
@@ -187,7 +194,7 @@ def train(
         k = max(1, n_tasks // 4)
 
     run = _Run(problem, theta, lr, max_steps, target_loss, time_budget, callback, cluster,
-               History(scheme=getattr(scheme, "name", type(scheme).__name__)), progress)
+               History(scheme=getattr(scheme, "name", type(scheme).__name__)), progress, bool(track_error))
     try:
         if policy == "async":
             _asynchronous(run, scheme, cluster, k, max_staleness)
@@ -203,20 +210,21 @@ def train(
 class _Run:
     """State shared by the step loops: parameters, history, stopping rules, progress."""
 
-    def __init__(self, problem, theta, lr, max_steps, target_loss, time_budget, callback, cluster, history, progress):
-        self.problem, self.theta, self.lr = problem, theta, lr
+    def __init__(self, problem, theta, lr, max_steps, target_loss, time_budget, callback, cluster, history, progress,
+                 track_error):
+        self.problem, self.theta, self.lr, self.track_error = problem, theta, lr, track_error
         self.max_steps, self.target_loss, self.time_budget = max_steps, target_loss, time_budget
         self.callback, self.cluster, self.history = callback, cluster, history
         self.bar = _progress(max_steps, history.scheme) if progress else None
 
     def step(self, estimate: np.ndarray | None, received: int, dropped: int, staleness: float) -> bool:
         """Apply one step with ``estimate`` (none if ``None``), record it; True to stop."""
-        g = self.problem.gradient(self.theta)
-        if estimate is None:
-            error = math.nan
-        else:
-            norm = float(np.linalg.norm(g))
-            error = float(np.linalg.norm(estimate - g)) / norm if norm > 0 else 0.0
+        error = math.nan
+        if estimate is not None:
+            if self.track_error:
+                g = self.problem.gradient(self.theta)
+                norm = float(np.linalg.norm(g))
+                error = float(np.linalg.norm(estimate - g)) / norm if norm > 0 else 0.0
             self.theta = self.theta - self.lr * estimate
         loss = self.problem.loss(self.theta)
         now = self.cluster.now
