@@ -27,6 +27,20 @@ CODEBOOKS = {
 }
 
 
+@pytest.fixture(params=["per-block", "shared-patterns"])
+def solve_path(request, monkeypatch):
+    """Run a test with tiled blocks solved one by one, and with blocks that received the same
+    set of base rows sharing one factorisation (forced on however few blocks there are)."""
+    from lwpd import _config
+
+    if request.param == "per-block":
+        monkeypatch.setattr(_config, "PATTERN_MAX_ROWS", 0)
+    else:
+        monkeypatch.setattr(_config, "PATTERN_MIN_BLOCKS", 1)
+        monkeypatch.setattr(_config, "PATTERN_MIN_SHARING", 0.0)
+    return request.param
+
+
 def _received_sets(cb, rng, n_sets=6):
     """Random received multisets of several sizes, a few with repeats."""
     sets = []
@@ -40,7 +54,7 @@ def _received_sets(cb, rng, n_sets=6):
 
 # ---------------------------------------------------------------------------- projection
 @pytest.mark.parametrize("name", list(CODEBOOKS))
-def test_projection_equals_pinv_for_random_values(name, kernel_build):
+def test_projection_equals_pinv_for_random_values(name, kernel_build, solve_path):
     cb = CODEBOOKS[name]()
     V = cb.to_dense()
     rng = np.random.default_rng(7)
@@ -57,7 +71,7 @@ def test_projection_equals_pinv_for_random_values(name, kernel_build):
 
 
 @pytest.mark.parametrize("name", list(CODEBOOKS))
-def test_projection_of_exact_values_is_the_orthogonal_projection(name, kernel_build):
+def test_projection_of_exact_values_is_the_orthogonal_projection(name, kernel_build, solve_path):
     cb = CODEBOOKS[name]()
     V = cb.to_dense()
     rng = np.random.default_rng(11)
@@ -246,3 +260,53 @@ def test_peeling_example_chain_and_reset():
     np.testing.assert_array_equal(dec.values(), g)
     dec.reset()
     assert not dec.known.any() and dec.n_received == 0
+
+
+@given(data=st.data())
+@settings(max_examples=40, deadline=None)
+def test_shared_pattern_solve_equals_per_block_solve(data):
+    from lwpd import _config
+
+    # many small tiled blocks (so received sets repeat), a tail block, rank-deficient sets
+    base = projective_codebook(3, max_weight=2)
+    cb = block_codebook(base, Partition.uniform(3 * 40 + 2, 3))
+    n = len(cb)
+    idx = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=2 * n)))
+    values = np.array(data.draw(st.lists(st.integers(-5, 5), min_size=idx.size, max_size=idx.size)), dtype=float)
+    saved = (_config.PATTERN_MAX_ROWS, _config.PATTERN_MIN_BLOCKS, _config.PATTERN_MIN_SHARING)
+    try:
+        _config.PATTERN_MAX_ROWS, _config.PATTERN_MIN_BLOCKS, _config.PATTERN_MIN_SHARING = 16, 1, 0.0
+        shared = ProjectionDecoder(cb)
+        shared.update(idx, values)
+        _config.PATTERN_MAX_ROWS = 0
+        per_block = ProjectionDecoder(cb)
+        per_block.update(idx, values)
+    finally:
+        _config.PATTERN_MAX_ROWS, _config.PATTERN_MIN_BLOCKS, _config.PATTERN_MIN_SHARING = saved
+    np.testing.assert_allclose(shared.estimate(), per_block.estimate(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(shared.block_ranks, per_block.block_ranks)
+    np.testing.assert_allclose(shared.estimate(), ref.decode_projection(cb.to_dense(), idx, values), rtol=1e-9, atol=1e-9)
+
+
+def test_shared_patterns_are_used_on_a_large_tiled_codebook():
+    from lwpd._kernels import cpu
+
+    cb = block_codebook(projective_codebook(4, max_weight=2), Partition.uniform(4 * 2000, 4))
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal(cb.dim)
+    received = np.flatnonzero(np.arange(len(cb)) % 16 != 5)  # a worker holding every 16th codeword failed
+    dec = ProjectionDecoder(cb)
+    slots, masks = cpu.tile_pattern_slots(np.arange(2000), dec._layout.ints, dec._layout.bounds, dec._layout.floats,
+                                          np.isin(np.arange(len(cb)), received).astype(np.int64), np.full(1 << 16, -1))
+    assert (slots >= 0).all() and masks.size <= 16  # the failure pattern repeats
+    dec.update(received, cb.encode(g)[received])
+    # oracle, block by block (the codebook is block diagonal): the projection onto the span
+    base = projective_codebook(4, max_weight=2).to_dense()
+    got = np.zeros(len(cb), dtype=bool)
+    got[received] = True
+    expected = np.empty(cb.dim)
+    for beta in range(2000):
+        rows = base[got[beta * len(base):(beta + 1) * len(base)]]
+        Q = np.linalg.svd(rows, full_matrices=False)[2][: np.linalg.matrix_rank(rows)]
+        expected[4 * beta:4 * beta + 4] = Q.T @ (Q @ g[4 * beta:4 * beta + 4])
+    np.testing.assert_allclose(dec.estimate(), expected, atol=1e-10)

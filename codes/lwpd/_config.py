@@ -46,6 +46,16 @@ PEEL_ZERO: float = 1e-300
 #: matrix has ``b**2`` entries and each solve costs ``O(b**3)``.
 MAX_DECODE_BLOCK: int = 4096
 
+#: Tiled blocks that received the same set of base rows share one factorisation
+#: (``lwpd._kernels.cpu.pattern_operators``) when the base pattern has at most this many
+#: rows (the received sets are looked up in a table of ``2**rows`` entries) ...
+PATTERN_MAX_ROWS: int = 16
+#: ... and a solve covers at least this many blocks (below it, per-block solves are as fast)
+PATTERN_MIN_BLOCKS: int = 256
+#: ... and the sets repeat: each distinct set costs one factorisation per base row, so the
+#: shared path runs when ``blocks >= PATTERN_MIN_SHARING * sets * rows``.
+PATTERN_MIN_SHARING: float = 1.0
+
 #: Two codewords are proportional (the same projective point) when their normalised
 #: correlation is within this of +-1.
 PROPORTIONAL_ATOL: float = 1e-12

@@ -181,6 +181,7 @@ class ProjectionDecoder(_Decoder):
         self._sums = np.zeros(codebook.n_codewords, dtype=_config.DECODER_DTYPE)
         self._ranks = np.zeros(n_blocks, dtype=np.int64)
         self._x = np.zeros(codebook.dim, dtype=_config.DECODER_DTYPE)
+        self._pattern_table: np.ndarray | None = None  # received set -> slot, see _solve
 
     def update(self, indices: Any, values: Any) -> None:
         """Fold in results: one ``(index, value)`` pair, or equal-length arrays of them.
@@ -219,11 +220,34 @@ class ProjectionDecoder(_Decoder):
 
     def _solve(self, blocks: np.ndarray) -> None:
         lay = self._layout
+        rows = self._codebook._tile_rows
+        if 0 < rows <= _config.PATTERN_MAX_ROWS and blocks.size >= _config.PATTERN_MIN_BLOCKS:
+            blocks = self._solve_shared_patterns(blocks, rows)
+            if blocks.size == 0:
+                return
         cpu.solve_blocks(
             blocks, lay.ints, lay.bounds, lay.floats, self._counts, self._sums, _config.RANK_RTOL,
             lay.max_block, 4 * numba.get_num_threads(), self._ranks, self._x,
             work=blocks.size * lay.max_block**2,
         )
+
+    def _solve_shared_patterns(self, blocks: np.ndarray, rows: int) -> np.ndarray:
+        """Solve the tiled blocks whose received sets repeat once per set; return the rest.
+
+        Same result as the per-block solve (the same information matrices and the same
+        pivoted-Cholesky rank decisions), applied as ``P_set @ sums`` per block.
+        """
+        lay = self._layout
+        if self._pattern_table is None:
+            self._pattern_table = np.full(1 << rows, -1, dtype=np.int64)
+        slots, masks = cpu.tile_pattern_slots(blocks, lay.ints, lay.bounds, lay.floats, self._counts, self._pattern_table)
+        # Each distinct set costs `rows` factorisations: worth it only when sets repeat.
+        if blocks.size < _config.PATTERN_MIN_SHARING * masks.size * rows:
+            return blocks
+        P, pattern_ranks = cpu.pattern_operators(masks, lay.ints, lay.bounds, lay.floats, _config.RANK_RTOL)
+        cpu.apply_patterns(blocks, slots, P, pattern_ranks, lay.ints, lay.bounds, lay.floats, self._sums, self._ranks,
+                           self._x, work=blocks.size * P.shape[1] * rows)
+        return blocks[slots < 0]
 
     def estimate(self) -> np.ndarray:
         """The decoded gradient ``pinv(V_S) r_S`` as a new float64 array of length ``n``

@@ -245,6 +245,114 @@ def solve_blocks(blocks, ints, bounds, floats, counts, sums, tol, max_block, n_c
                 x[o + i] = xb[i]
 
 
+# ---------------------------------------------------------------------------- shared patterns
+# Tiled blocks share one base pattern, so two tiled blocks whose codewords arrived the same
+# way (each at most once, the same rows) have the same information matrix A and the same
+# operator P = A^+ V^T: the block's estimate is P times its value sums. A step's arrivals
+# usually form far fewer distinct received sets than blocks, so factoring each set once and
+# applying P per block replaces a factorisation per block by a small matrix-vector product.
+@njit(**_FAST)
+def tile_pattern_slots(blocks, ints, bounds, floats, counts, table):
+    """The received-set slot of each listed block and the sets' bit masks.
+
+    A tiled block whose codewords all arrived at most once gets the slot of its set of
+    received base rows (bit ``r`` of the mask: row ``r`` arrived); other blocks get -1.
+    ``table`` (length ``2**m``, all -1) maps masks to slots during the call and is left all
+    -1 again.
+    """
+    _, tptr, _, _, tile_blocks, _, _, _, _, _, _ = unpack_layout(ints, bounds, floats)
+    m = tptr.shape[0] - 1
+    nb = blocks.shape[0]
+    slots = np.full(nb, -1, dtype=np.int64)
+    masks = np.empty(min(nb, table.shape[0]), dtype=np.int64)
+    n = 0
+    for t in range(nb):
+        beta = blocks[t]
+        if beta >= tile_blocks:
+            continue
+        mask = 0
+        j0 = beta * m
+        for r in range(m):
+            k = counts[j0 + r]
+            if k > 1:
+                mask = -1
+                break
+            if k == 1:
+                mask |= 1 << r
+        if mask < 0:
+            continue
+        slot = table[mask]
+        if slot < 0:
+            slot = n
+            table[mask] = n
+            masks[n] = mask
+            n += 1
+        slots[t] = slot
+    for i in range(n):
+        table[masks[i]] = -1
+    return slots, masks[:n]
+
+
+@njit(**_FAST)
+def pattern_operators(masks, ints, bounds, floats, tol):
+    """``P[s] = A_s^+ V^T`` (shape ``(b, m)``, zero columns for rows not received) and the
+    rank of ``A_s`` for each received set ``masks[s]`` of the tile's base rows."""
+    offsets, tptr, tidx, tdat, _, _, _, _, _, _, _ = unpack_layout(ints, bounds, floats)
+    m = tptr.shape[0] - 1
+    b = offsets[1] - offsets[0]
+    V = np.zeros((m, b))
+    for r in range(m):
+        for p in range(tptr[r], tptr[r + 1]):
+            V[r, tidx[p]] = tdat[p]
+    n = masks.shape[0]
+    P = np.zeros((n, b, m))
+    ranks = np.zeros(n, dtype=np.int64)
+    A = np.empty((b, b))
+    M = np.empty((b, b + 1))
+    y = np.empty(b)
+    piv = np.empty(b, dtype=np.int64)
+    xb = np.empty(b)
+    for s in range(n):
+        mask = masks[s]
+        for r in range(m):
+            if not (mask >> r) & 1:
+                continue
+            # min_norm_solve overwrites A: assemble it afresh for every right-hand side
+            for i in range(b):
+                for j in range(b):
+                    A[i, j] = 0.0
+            for q in range(m):
+                if (mask >> q) & 1:
+                    for i in range(b):
+                        for j in range(b):
+                            A[i, j] += V[q, i] * V[q, j]
+            ranks[s] = min_norm_solve(A, V[r].copy(), b, tol, piv, y, M, xb)
+            for i in range(b):
+                P[s, i, r] = xb[i]
+    return P, ranks
+
+
+@_twin(**_FAST)
+def apply_patterns(blocks, slots, P, pattern_ranks, ints, bounds, floats, sums, ranks, x):
+    """``x[block] = P[slot] @ sums[block's codewords]`` for every listed block with a slot."""
+    offsets, tptr, _, _, _, _, _, _, _, _, _ = unpack_layout(ints, bounds, floats)
+    m = tptr.shape[0] - 1
+    b = P.shape[1]
+    for t in prange(blocks.shape[0]):
+        s = slots[t]
+        if s < 0:
+            continue
+        beta = blocks[t]
+        o = offsets[beta]
+        j0 = beta * m
+        for i in range(b):
+            acc = 0.0
+            for r in range(m):
+                acc += P[s, i, r] * sums[j0 + r]
+            x[o + i] = acc
+        ranks[beta] = pattern_ranks[s]
+
+
 @njit(**_FAST)
 def scatter_results(indices, values, counts, sums):
     """Fold arrivals into per-codeword counts and value sums."""
