@@ -300,12 +300,14 @@ def test_all_workers_failing_gives_a_zero_gradient():
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
-def test_state_dict_round_trip_resumes_identically():
+@pytest.mark.parametrize("resume_seed", [5, 123])
+def test_state_dict_round_trip_resumes_identically(resume_seed):
+    # resuming into an optimizer built with another seed deals the codewords as saved
     x, y = data(mlp(), torch.float64)
 
-    def make():
+    def make(seed=5):
         model = mlp()
-        opt = CodedOptimizer(torch.optim.Adam(model.parameters(), lr=0.01), stragglers=Bernoulli(0.3), seed=5)
+        opt = CodedOptimizer(torch.optim.Adam(model.parameters(), lr=0.01), stragglers=Bernoulli(0.3), seed=seed)
         return model, opt
 
     model, opt = make()
@@ -318,7 +320,7 @@ def test_state_dict_round_trip_resumes_identically():
     saved_opt = torch.load(buffer, weights_only=True)  # plain containers only
     for _ in range(3):
         one_step(model, opt, x, y)
-    model2, opt2 = make()
+    model2, opt2 = make(resume_seed)
     model2.load_state_dict(saved_model)
     opt2.load_state_dict(saved_opt)
     for _ in range(3):
@@ -484,3 +486,52 @@ def test_ddp_hook_on_two_gloo_processes_trains_like_plain_ddp():
         assert abs(plain_acc - hooked_acc) <= 0.05
         assert sent == pytest.approx(0.5, abs=0.01)  # half the values of plain all-reduce
     assert results[0][1:3] == results[1][1:3]  # replicas stay in sync
+
+
+def test_a_persistently_slow_worker_does_not_erase_the_same_codewords_every_step():
+    from lwpd.stragglers import SlowWorkers
+
+    model = mlp()
+    x, y = data(model, torch.float64)
+    before = [p.detach().clone() for p in model.parameters()]
+    # with 40% of the workers 100x slow every step, the deadline cuts them off every step;
+    # the groups of codewords change hands every step, so every parameter still moves
+    opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model=model,
+                         stragglers=SlowWorkers(0.4, 100.0), seed=0)
+    fractions = []
+    for _ in range(40):
+        one_step(model, opt, x, y)
+        fractions.append(opt.last_stats.recovered_fraction)
+    assert min(fractions) < 1.0  # the slow workers cost the decode directions
+    unchanged = sum(int((p.detach() == q).sum()) for p, q in zip(model.parameters(), before))
+    assert unchanged == 0
+
+
+def test_pickle_deepcopy_and_optimizer_hooks():
+    import pickle
+
+    model = mlp()
+    x, y = data(model, torch.float64)
+    opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), stragglers=Bernoulli(0.2), seed=1)
+    one_step(model, opt, x, y)
+    for clone in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
+        assert isinstance(clone.optimizer, torch.optim.SGD) and len(clone.codebook) == len(opt.codebook)
+        assert clone.state_dict()["lwpd"]["rng"] == opt.state_dict()["lwpd"]["rng"]
+    calls = []
+    handle = opt.register_step_pre_hook(lambda o, args, kwargs: calls.append("step-pre"))
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append("step-post"))
+    opt.register_state_dict_pre_hook(lambda o: calls.append("state-pre"))
+    opt.register_state_dict_post_hook(lambda o, state: calls.append("state-post"))
+    opt.register_load_state_dict_pre_hook(lambda o, state: calls.append("load-pre"))
+    opt.register_load_state_dict_post_hook(lambda o: calls.append("load-post"))
+    one_step(model, opt, x, y)
+    opt.load_state_dict(opt.state_dict())
+    assert calls == ["step-pre", "step-post", "state-pre", "state-post", "load-pre", "load-post"]
+    handle.remove()
+    one_step(model, opt, x, y)
+    assert calls[-1] == "step-post" and calls.count("step-pre") == 1
+
+
+def test_optimizers_that_reevaluate_the_closure_are_refused():
+    with pytest.raises(TypeError, match="must not need a closure"):
+        CodedOptimizer(torch.optim.LBFGS(mlp().parameters()))

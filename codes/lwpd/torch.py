@@ -35,7 +35,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
         'lwpd.torch needs PyTorch, which is an optional extra: pip install "lwpd[torch]"'
     ) from exc
 
+import copy
+import inspect
 import math
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
@@ -59,6 +62,14 @@ __all__ = [
 
 _SCHEMES = ("tensor", "layer", "neuron")
 _POLICIES = ("deadline", "fastest", "all")
+_HOOK_REGISTRIES = (
+    "_optimizer_step_pre_hooks",
+    "_optimizer_step_post_hooks",
+    "_optimizer_state_dict_pre_hooks",
+    "_optimizer_state_dict_post_hooks",
+    "_optimizer_load_state_dict_pre_hooks",
+    "_optimizer_load_state_dict_post_hooks",
+)
 
 
 # ============================================================================ partitions
@@ -561,11 +572,14 @@ class CodedOptimizer(torch.optim.Optimizer):
     On :meth:`step` the parameters' gradient ``g`` (of the wrapped optimizer's parameters,
     in ``param_groups`` order) is encoded per block, ``r_j = <g, v_j>``; the codewords are
     dealt round-robin per block to ``n_workers`` simulated workers (as the LWPD scheme does);
-    the delay model decides whose results arrive under ``policy``; the projection decoder's
+    the delay model decides whose results arrive under ``policy`` (the groups of codewords
+    go to the workers in a fresh random order every step, so a persistently slow worker does
+    not erase the same codewords every step); the projection decoder's
     estimate ``g_hat = pinv(V_S) r_S`` -- the projection of ``g`` onto the received span,
     always a descent direction -- replaces ``.grad``; then the wrapped optimizer steps.
-    The codewords are dealt once, at construction (re-dealing every step would sort all
-    codewords each step); the delays are drawn afresh every step. Parameters whose ``.grad``
+    The codewords are dealt into groups once, at construction (re-dealing every step would
+    sort all codewords each step); which worker computes which group, and the delays, are
+    drawn afresh every step. Parameters whose ``.grad``
     is ``None`` count as zero and keep ``None``. If nothing arrives, the gradient is zero
     (a momentum optimizer still moves).
 
@@ -657,11 +671,18 @@ class CodedOptimizer(torch.optim.Optimizer):
         # Subclassing keeps isinstance checks (LR schedulers) working.
         from lwpd.cluster._common import check_delay_model
         from lwpd.decoders import ProjectionDecoder
-        from lwpd.schemes._lwpd import deal_codewords
         from lwpd.stragglers import NoDelay
 
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+        if closure is not None and closure.default is inspect.Parameter.empty:
+            # LBFGS and the like re-evaluate the closure inside step(): the gradient they use
+            # would not be the coded one
+            raise TypeError(
+                f"optimizer must not need a closure in step() ({type(optimizer).__name__} re-evaluates the "
+                "gradient itself, bypassing the coded gradient); use a first-order optimizer such as SGD or Adam"
+            )
         self.optimizer = optimizer
         self.policy = check_choice("policy", policy, _POLICIES)
         self.max_weight = check_int("max_weight", max_weight, minimum=1)
@@ -675,8 +696,11 @@ class CodedOptimizer(torch.optim.Optimizer):
         self.exact_grad_stats = bool(exact_grad_stats)
         self.stragglers = NoDelay() if stragglers is None else check_delay_model(stragglers)
         self._rng = as_rng("seed", seed)
-        self._optimizer_step_pre_hooks: dict = {}
-        self._optimizer_step_post_hooks: dict = {}
+        # The hook registries Optimizer.__init__ would create (OrderedDicts: torch keeps weak
+        # references to them), and the step wrapper that runs the step hooks.
+        for name in _HOOK_REGISTRIES:
+            setattr(self, name, OrderedDict())
+        self._patch_step_function()
 
         params = self._params()
         if isinstance(partition, ParameterPartition):
@@ -701,13 +725,25 @@ class CodedOptimizer(torch.optim.Optimizer):
         self.codebook = codebook
         device = params[0].device
         self._decoder = ProjectionDecoder(codebook, backend=_device_backend(params[0]))
-        # Deal once: redealing every step costs a sort of all codewords.
-        _, dealt = deal_codewords(codebook.block_of, self.n_workers, self.chunks, self._rng)
-        weights = codebook.weights
-        self._chunk_indices = [torch.as_tensor(c, device=device) for parts in dealt for c in parts]
-        # Work of a worker's chunks, cumulated: its chunks run one after another.
-        self._chunk_work = np.array([np.cumsum([weights[c].sum() for c in parts]) for parts in dealt], dtype=np.float64)
+        self._device = device
+        self._deal(self._rng)
         self.last_stats: StepStats | None = None
+
+    def _deal(self, rng: np.random.Generator) -> None:
+        """Deal the codewords into one group (of ``chunks`` chunks) per worker.
+
+        Dealt once: re-dealing every step would sort all codewords every step. Instead each
+        step hands the groups to the workers in a fresh random order (:meth:`_arrivals`), so
+        a worker that is slow every step does not erase the same codewords every step.
+        """
+        from lwpd.schemes._lwpd import deal_codewords
+
+        self._dealt_with = copy.deepcopy(rng.bit_generator.state)
+        _, dealt = deal_codewords(self.codebook.block_of, self.n_workers, self.chunks, rng)
+        weights = self.codebook.weights
+        self._chunk_indices = [torch.as_tensor(c, device=self._device) for parts in dealt for c in parts]
+        # Work of a group's chunks, cumulated: a worker runs its chunks one after another.
+        self._chunk_work = np.array([np.cumsum([weights[c].sum() for c in parts]) for parts in dealt], dtype=np.float64)
 
     # ----------------------------------------------------------------- torch plumbing
     def _params(self) -> list[torch.Tensor]:
@@ -749,23 +785,51 @@ class CodedOptimizer(torch.optim.Optimizer):
         raise NotImplementedError("CodedOptimizer codes a fixed set of parameters; build a new one for new parameters")
 
     def state_dict(self) -> dict[str, Any]:
-        """The wrapped optimizer's state dict plus the coding state (random generator, last stats)."""
+        """The wrapped optimizer's state dict plus the coding state: the random generator's
+        state when the codewords were dealt and now, and the last stats. (Registered
+        state-dict hooks run as for any optimizer.)"""
+        for hook in self._optimizer_state_dict_pre_hooks.values():
+            hook(self)
         # Plain containers only, so torch.load(weights_only=True) accepts the checkpoint.
         stats = None if self.last_stats is None else asdict(self.last_stats)
-        return {
+        state = {
             "optimizer": self.optimizer.state_dict(),
-            "lwpd": {"rng": self._rng.bit_generator.state, "last_stats": stats},
+            "lwpd": {"dealt_with": self._dealt_with, "rng": self._rng.bit_generator.state, "last_stats": stats},
         }
+        for hook in self._optimizer_state_dict_post_hooks.values():
+            state = hook(self, state) or state
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (a bare wrapped-optimizer state dict is accepted too)."""
+        """Restore a :meth:`state_dict` (a bare wrapped-optimizer state dict is accepted too).
+
+        The codewords are dealt again as they were in the saved run, so a run resumes
+        exactly even when this optimizer was built with another seed.
+        """
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            state_dict = hook(self, state_dict) or state_dict
         if "lwpd" not in state_dict:
             self.optimizer.load_state_dict(state_dict)
-            return
-        self.optimizer.load_state_dict(state_dict["optimizer"])
-        self._rng.bit_generator.state = state_dict["lwpd"]["rng"]
-        stats = state_dict["lwpd"]["last_stats"]
-        self.last_stats = None if stats is None else StepStats(**stats)
+        else:
+            self.optimizer.load_state_dict(state_dict["optimizer"])
+            saved = state_dict["lwpd"]
+            if saved["dealt_with"] != self._dealt_with:
+                dealing = np.random.default_rng()
+                dealing.bit_generator.state = saved["dealt_with"]
+                self._deal(dealing)
+            self._rng.bit_generator.state = saved["rng"]
+            stats = saved["last_stats"]
+            self.last_stats = None if stats is None else StepStats(**stats)
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch's Optimizer pickles only defaults/state/param_groups; everything here lives
+        # in the instance (the wrapped optimizer pickles itself)
+        return self.__dict__.copy()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return (
@@ -778,7 +842,9 @@ class CodedOptimizer(torch.optim.Optimizer):
     def _arrivals(self) -> tuple[np.ndarray, float]:
         """Indices of the chunks that arrive this step, and the virtual time waited."""
         delays = self.stragglers.sample(self.n_workers, self._rng)
-        finish = delays[:, None] * self._chunk_work  # inf * 0 cannot occur: work > 0
+        # group k is computed by worker holder[k] this step (a fresh random assignment)
+        holder = self._rng.permutation(self.n_workers)
+        finish = delays[holder][:, None] * self._chunk_work  # inf * 0 cannot occur: work > 0
         flat = finish.reshape(-1)
         if self.policy == "all":
             arrived = np.isfinite(flat)
