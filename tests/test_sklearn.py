@@ -289,6 +289,12 @@ def test_learning_rate_and_divergence():
     with pytest.raises(FloatingPointError, match="learning_rate"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         CodedGDRegressor(learning_rate=1e6, max_iter=200, tol=None, random_state=0).fit(X, y)
+    # a rising loss is not a settled one: with the default tol a diverging fit still raises
+    for est in (CodedGDRegressor(learning_rate=10.0, random_state=0),
+                CodedGDClassifier(learning_rate=1e6, random_state=0)):
+        with pytest.raises(FloatingPointError, match="diverged"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            est.fit(X, y if isinstance(est, CodedGDRegressor) else (y > np.median(y)).astype(int))
 
 
 def test_warm_start_continues_from_the_previous_solution():
@@ -301,6 +307,9 @@ def test_warm_start_continues_from_the_previous_solution():
     cold = CodedGDClassifier(LogisticRegression(), max_iter=5, tol=None, random_state=0).fit(X, y)
     cold.fit(X, y)
     assert cold.history_.loss == first  # without warm start a refit repeats the first
+    # other classes: the old coefficients do not apply, the fit starts cold
+    relabelled = clf.fit(X, np.array(["no", "yes"])[y])
+    assert relabelled.history_.loss == first
 
 
 def test_reproducible_and_small_problems_cap_workers():

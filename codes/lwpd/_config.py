@@ -122,5 +122,9 @@ ASYNC_STEP_FRACTION: float = 0.3
 #: steps, else training stops (like ``n_iter_no_change`` of scikit-learn's SGD).
 SKLEARN_N_ITER_NO_CHANGE: int = 5
 
+#: scikit-learn adapters: a fit whose loss exceeds this multiple of its starting loss (or 1)
+#: has diverged and raises FloatingPointError.
+SKLEARN_DIVERGENCE_FACTOR: float = 1e6
+
 #: scikit-learn adapters: rounds of the delay model drawn to choose the automatic deadline.
 SKLEARN_DEADLINE_ROUNDS: int = 64

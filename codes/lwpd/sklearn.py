@@ -104,7 +104,9 @@ _COMMON_DOC = """
 _FITTED_DOC = """
     estimator_ : estimator
         A clone of ``estimator`` whose ``coef_`` and ``intercept_`` are the coded-GD solution
-        (so its own ``predict`` works).
+        (so its own ``predict`` works). A multiclass ``SGDClassifier`` normalises its own
+        ``predict_proba`` one-vs-rest; this estimator's ``predict_proba`` is the softmax of
+        the fitted multinomial model.
     coef_ : ndarray
     intercept_ : {intercept}
     n_iter_ : int
@@ -215,8 +217,8 @@ class _CodedGD(BaseEstimator):
             penalty = est.penalty  # deprecated in scikit-learn 1.8 in favour of l1_ratio and C=np.inf
             if penalty == "deprecated":
                 l2 = est.l1_ratio in (0, None) or est.C == np.inf
-            else:
-                l2 = penalty in ("l2", None)
+            else:  # elasticnet with l1_ratio=0 is the L2 penalty too
+                l2 = penalty in ("l2", None) or (penalty == "elasticnet" and est.l1_ratio == 0)
             if not l2:
                 raise ValueError(f"{name}: only the L2 penalty (l1_ratio=0) or none (C=np.inf) is supported, got penalty={penalty!r}, l1_ratio={est.l1_ratio!r}")
         if isinstance(est, (SGDClassifier, SGDRegressor)):
@@ -268,13 +270,18 @@ class _CodedGD(BaseEstimator):
         tol = self.tol
         converged = [False]
 
+        start = problem.loss(np.zeros(problem.n_params) if theta0 is None else theta0)
+        blown_up = _config.SKLEARN_DIVERGENCE_FACTOR * max(1.0, abs(start))
+
         def stop(step: int, theta: np.ndarray, history: Any) -> bool:
             losses = history.loss
-            if not math.isfinite(losses[-1]):  # diverged: stop, reported below
+            if not math.isfinite(losses[-1]) or losses[-1] > blown_up:  # diverged: stop, reported below
                 return True
             if tol is None or len(losses) <= window:
                 return False
-            converged[0] = losses[-window - 1] - losses[-1] < tol * max(1.0, abs(losses[-1]))
+            # settled: the loss fell, by less than tol (a rising loss has not settled)
+            decrease = losses[-window - 1] - losses[-1]
+            converged[0] = 0.0 <= decrease < tol * max(1.0, abs(losses[-1]))
             return converged[0]
 
         diverged = f"the loss diverged (learning_rate={self.learning_rate!r} is too large)"
@@ -289,7 +296,7 @@ class _CodedGD(BaseEstimator):
             if str(exc).startswith("theta must be finite"):  # a step overflowed
                 raise FloatingPointError(diverged) from exc
             raise
-        if not np.isfinite(history.loss[-1]):
+        if not np.isfinite(history.loss[-1]) or history.loss[-1] > blown_up:
             raise FloatingPointError(diverged)
         if tol is not None and not converged[0]:
             warnings.warn(
@@ -365,8 +372,6 @@ class _CodedGD(BaseEstimator):
     def _warm_start(self, est: Any, problem: Any) -> np.ndarray | None:
         """With the wrapped estimator's ``warm_start=True``, start from the previous fit."""
         if not getattr(est, "warm_start", False) or not hasattr(self, "coef_"):
-            return None
-        if getattr(self, "classes_", None) is not None and not np.array_equal(self.classes_, getattr(problem, "classes_", None)):
             return None
         W, b = problem.unpack(np.zeros(problem.n_params))
         if np.shape(self.coef_) != np.shape(W) and np.size(self.coef_) != np.size(W):
@@ -467,6 +472,8 @@ class CodedGDClassifier(ClassifierMixin, _CodedGD):
         classes = np.unique(y)
         if classes.size < 2:
             raise ValueError(f"y has only one class ({classes[0]!r}); a classifier needs samples of at least 2 classes")
+        if hasattr(self, "coef_") and not np.array_equal(getattr(self, "classes_", classes), classes):
+            del self.coef_  # coefficients of other classes cannot warm-start this fit
         self.classes_ = classes
         return self._fit(X, y, sample_weight, Logistic if classes.size == 2 else Softmax)
 
