@@ -223,6 +223,29 @@ def _build_partition(
     )
 
 
+def _group_blocks_by_size(layout: ParameterPartition) -> ParameterPartition:
+    """The same blocks, reordered so that blocks of equal size are adjacent, the most common
+    size first (private). The default codebook then repeats one base pattern over that
+    leading run (a tiled codebook: faster to encode, and its blocks with the same received
+    set share one factorisation when decoded)."""
+    sizes = layout.partition.sizes
+    values, counts = np.unique(sizes, return_counts=True)
+    common = values[np.argmax(counts)]
+    order = np.lexsort((np.arange(sizes.size), sizes, sizes != common))  # stable within a size
+    if np.array_equal(order, np.arange(sizes.size)):
+        return layout
+    offsets = layout.partition.offsets
+    flat = np.arange(layout.dim) if layout.permutation is None else layout.permutation
+    permutation = np.concatenate([flat[offsets[i] : offsets[i + 1]] for i in order]).astype(np.int64)
+    return ParameterPartition(
+        Partition.from_sizes(sizes[order]),
+        permutation,
+        tuple(layout.block_names[i] for i in order),
+        layout.names,
+        layout.shapes,
+    )
+
+
 def _check_max_block(max_block: Any) -> int | None:
     return None if max_block is None else check_int("max_block", max_block, minimum=1)
 
@@ -601,8 +624,11 @@ class CodedOptimizer(torch.optim.Optimizer):
         Blocks of the flat vector. A scheme name partitions the optimizer's parameters
         (with ``model``, by its modules; without, a weight of two or more dimensions followed
         by a matching 1-D tensor is taken as weight and bias), splitting blocks above
-        ``max_block`` in halves. A :class:`ParameterPartition` from
-        :func:`partition_parameters` must cover the optimizer's parameters in order.
+        ``max_block`` in halves; with the default codebook, blocks of equal size are then
+        placed next to each other, the most common size first, so that one base pattern
+        repeats over most blocks (faster coding; :attr:`layout` records the order). A
+        :class:`ParameterPartition` from :func:`partition_parameters` must cover the
+        optimizer's parameters in order and is used as given.
     max_weight : int, default 2
         Largest Hamming weight of a default codeword.
     stragglers : DelayModel, optional
@@ -714,6 +740,8 @@ class CodedOptimizer(torch.optim.Optimizer):
         else:
             check_choice("partition", partition, _SCHEMES)
             self.layout = self._partition(params, partition, model, _check_max_block(max_block))
+            if codebook is None:
+                self.layout = _group_blocks_by_size(self.layout)
         if codebook is None:
             codebook = _default_codebook(self.layout.partition, self.max_weight, redundancy)
         elif not isinstance(codebook, Codebook):
