@@ -535,3 +535,23 @@ def test_pickle_deepcopy_and_optimizer_hooks():
 def test_optimizers_that_reevaluate_the_closure_are_refused():
     with pytest.raises(TypeError, match="must not need a closure"):
         CodedOptimizer(torch.optim.LBFGS(mlp().parameters()))
+
+
+def test_bad_losses_and_gradients_raise_clear_errors():
+    model = mlp()
+    x, y = data(model, torch.float64)
+    per_sample = lambda out, t: F.cross_entropy(out, t, reduction="none")  # noqa: E731
+    with pytest.raises(ValueError, match="loss_fn must return a scalar"):
+        directional_derivatives(model, per_sample, x, y, torch.eye(39, dtype=torch.float64)[:2])
+    opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model=model, seed=0)
+    F.cross_entropy(model(x), y).backward()
+    model[0].weight.grad[0, 0] = float("nan")
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"NaN or inf entries \(in 0.weight\)"):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    bf16 = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    opt = CodedOptimizer(torch.optim.SGD(bf16.parameters(), lr=0.1), seed=0, n_workers=2)
+    bf16(torch.randn(4, 3, dtype=torch.bfloat16)).sum().backward()
+    with pytest.raises(TypeError, match="got torch.bfloat16"):
+        opt.step()

@@ -502,6 +502,11 @@ def directional_derivatives(
         tangents = {n: t.view_as(params[n]) for n, t in zip(params, torch.split(v, sizes))}
         return jvp(loss_at, (params,), (tangents,))[1]
 
+    with torch.no_grad():  # one plain evaluation: the loss must be a scalar
+        probe = loss_at(params)
+    if not isinstance(probe, torch.Tensor) or probe.numel() != 1:
+        shape = tuple(probe.shape) if isinstance(probe, torch.Tensor) else type(probe).__name__
+        raise ValueError(f"loss_fn must return a scalar (e.g. reduction='mean'), got {shape}")
     batched = vmap(derivative, randomness="same")
     out = []
     for rows in chunks:
@@ -909,6 +914,11 @@ class CodedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         params = self._params()
         g_flat = _flatten(params)
+        if g_flat.dtype not in (torch.float16, torch.float32, torch.float64):
+            raise TypeError(f"CodedOptimizer codes float16, float32 and float64 gradients, got {g_flat.dtype}")
+        if not bool(torch.isfinite(g_flat).all()):
+            bad = [name for name, p in zip(self.layout.names, params) if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+            raise ValueError(f"the gradient has NaN or inf entries (in {', '.join(bad)}); nothing was stepped")
         g = self.layout.to_blocks(g_flat)
         arrived, waited = self._arrivals()
         if arrived.size:
