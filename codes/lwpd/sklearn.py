@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
+from abc import ABCMeta, abstractmethod
 import numbers
 import warnings
 from typing import Any
@@ -163,7 +164,7 @@ def _l2_strength(estimator: Any, sw_sum: float, m: int) -> float:
     return 0.0  # LinearRegression
 
 
-class _CodedGD(BaseEstimator):
+class _CodedGD(BaseEstimator, metaclass=ABCMeta):
     """Shared machinery; subclasses set the supported estimators and the problem."""
 
     _SUPPORTED: tuple[type, ...] = ()
@@ -378,8 +379,9 @@ class _CodedGD(BaseEstimator):
             return None
         return problem.pack(np.reshape(self.coef_, np.shape(W)), np.reshape(self.intercept_, np.shape(b)) if est.fit_intercept else 0.0)
 
+    @abstractmethod
     def _set_solution(self, est: Any, W: np.ndarray, b: Any, problem: Any) -> None:
-        raise NotImplementedError
+        """Store the fitted weights ``W`` and intercept(s) ``b`` on ``self`` and on ``est``."""
 
     def _copy_input_attributes(self, est: Any) -> None:
         est.n_features_in_ = self.n_features_in_
