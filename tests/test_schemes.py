@@ -316,6 +316,19 @@ def test_lwpd_chunk_errors():
         LWPD(block_size=2, chunks=50).bind(problem, 6, np.random.default_rng(0))
     with pytest.raises(TypeError, match="reassign must be True or False"):
         LWPD(reassign="yes")
+    with pytest.raises(TypeError, match="charge_forward must be True or False"):
+        LWPD(charge_forward=1)
+
+
+def test_charging_the_forward_pass_adds_n_workers_units_to_each_workers_first_chunk():
+    problem = _problems()["softmax"]
+    plain, charged = LWPD(block_size=4, chunks=2), LWPD(block_size=4, chunks=2, charge_forward=True)
+    for scheme in (plain, charged):
+        scheme.bind(problem, 5, np.random.default_rng(0))
+    theta = np.zeros(problem.n_params)
+    for a, b in zip(plain.tasks(theta), charged.tasks(theta)):
+        assert a.key == b.key
+        assert b.work - a.work == pytest.approx(5.0 if a.key[1] == 0 else 0.0)
 
 
 def test_tracking_the_gradient_error_does_not_change_the_run():

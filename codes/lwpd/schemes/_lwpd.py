@@ -73,12 +73,18 @@ class LWPD(Scheme):
         than one, a slow worker still contributes the chunks it finished by a deadline
         instead of nothing; the total work is unchanged. (On a simulated cluster a
         worker's tasks run in order; an executor runs them as concurrently as it allows.)
+    charge_forward : bool, default False
+        Also charge each worker, per step, the forward pass its directional derivatives
+        need: the scores ``x_i . theta`` of every row it reads, ``n_workers`` units (all
+        ``m`` rows times all parameters), carried by its first chunk. The default cost model
+        (rows read x codeword weight) leaves it out; charging it is the honest cost for
+        the linear models of :mod:`lwpd.problems`, whose LWPD workers read every row.
 
     Examples
     --------
     >>> from lwpd.schemes import LWPD
     >>> LWPD(block_size=4, redundancy=2.0)
-    LWPD(block_size=4, q=3, max_weight=2, redundancy=2.0, compress='logdet', decoder='projection', chunks=1, reassign=True)
+    LWPD(block_size=4, q=3, max_weight=2, redundancy=2.0, compress='logdet', decoder='projection', chunks=1, reassign=True, charge_forward=False)
     """
 
     name = "lwpd"
@@ -95,6 +101,7 @@ class LWPD(Scheme):
         wait_for: float = 0.75,
         chunks: int = 1,
         reassign: bool = True,
+        charge_forward: bool = False,
     ) -> None:
         from lwpd.schemes._data_parallel import _check_fraction
 
@@ -118,6 +125,9 @@ class LWPD(Scheme):
         if not isinstance(reassign, (bool, np.bool_)):
             raise TypeError(f"reassign must be True or False, got {reassign!r}")
         self.reassign = bool(reassign)
+        if not isinstance(charge_forward, (bool, np.bool_)):
+            raise TypeError(f"charge_forward must be True or False, got {charge_forward!r}")
+        self.charge_forward = bool(charge_forward)
 
     def _build_codebook(self) -> Any:
         from lwpd import Partition, block_codebook, projective_codebook
@@ -152,8 +162,10 @@ class LWPD(Scheme):
         n = self.problem.n_params
         self._worker_codewords, chunks = deal_codewords(self.codebook_.block_of, self.n_workers, self.chunks, self._rng)
         weights = self.codebook_.weights
+        forward = float(self.n_workers) if self.charge_forward else 0.0  # all m rows x all n parameters
         self._chunks = [
-            [(chunk, self.n_workers * float(weights[chunk].sum()) / n) for chunk in parts]
+            [(chunk, self.n_workers * float(weights[chunk].sum()) / n + (forward if c == 0 else 0.0))
+             for c, chunk in enumerate(parts)]
             for parts in chunks
         ]
 
@@ -189,5 +201,5 @@ class LWPD(Scheme):
         return (
             f"LWPD(block_size={self.block_size}, q={self.q}, max_weight={self.max_weight}, "
             f"redundancy={self.redundancy}, compress={self.compress!r}, decoder={self.decoder!r}, chunks={self.chunks}, "
-            f"reassign={self.reassign})"
+            f"reassign={self.reassign}, charge_forward={self.charge_forward})"
         )
