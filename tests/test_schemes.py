@@ -344,3 +344,15 @@ def test_tracking_the_gradient_error_does_not_change_the_run():
     decoded = np.asarray(tracked.received) > 0  # a step where nothing arrived has no error to record
     assert decoded.any() and np.isfinite(np.asarray(tracked.grad_error)[decoded]).all()
     assert np.isnan(untracked.grad_error).all()
+
+
+def test_a_deadline_step_ends_when_every_task_has_arrived():
+    problem = _problems()["least-squares"]
+    # every worker takes 1 s per unit; uncoded tasks are 1 unit: all arrive at t = 1 of each step
+    history = train(problem, Uncoded(), SimulatedCluster(3, _FixedDelays([1.0, 1.0, 1.0]), seed=0),
+                    policy="deadline", deadline=10.0, max_steps=3, progress=False, seed=0)
+    assert history.time == pytest.approx([1.0, 2.0, 3.0])
+    # a worker that never answers: the step waits out the deadline
+    history = train(problem, IgnoreStragglers(), SimulatedCluster(3, _FixedDelays([1.0, 1.0, np.inf]), seed=0),
+                    policy="deadline", deadline=10.0, max_steps=2, progress=False, seed=0)
+    assert history.time == pytest.approx([10.0, 20.0]) and history.received == [2, 2]

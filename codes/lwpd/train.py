@@ -121,7 +121,7 @@ def train(
         Stop once the cluster clock passes this.
     policy : {"deadline", "first_k", "async"}, default "deadline"
         ``"deadline"``: each step decodes what arrived within ``deadline`` time units of its
-        start. ``"first_k"``: each step waits for the first ``k`` results. ``"async"``:
+        start (or steps as soon as every task has arrived). ``"first_k"``: each step waits for the first ``k`` results. ``"async"``:
         workers never wait -- every result is folded in the moment it arrives, its task is
         re-dispatched with the newest parameters, and the master steps once ``k`` results
         (default a quarter of the tasks) have been folded since its last step and the scheme
@@ -258,6 +258,8 @@ def _synchronous(run: _Run, scheme: Any, cluster: Any, policy: str, deadline: fl
             scheme.fold(done.worker, done.result)
             received += 1
             if policy == "first_k" and k is None and scheme.ready(received):
+                break
+            if cluster.pending == 0:  # everything arrived: no reason to wait out a deadline
                 break
         dropped = cluster.pending
         cluster.cancel()
