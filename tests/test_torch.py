@@ -555,3 +555,55 @@ def test_bad_losses_and_gradients_raise_clear_errors():
     bf16(torch.randn(4, 3, dtype=torch.bfloat16)).sum().backward()
     with pytest.raises(TypeError, match="got torch.bfloat16"):
         opt.step()
+
+
+def test_arrivals_can_come_from_a_cluster():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lwpd.cluster import ExecutorCluster, SimulatedCluster
+
+    class FixedDelays:
+        def __init__(self, delays):
+            self.delays = np.asarray(delays, dtype=float)
+
+        def sample(self, n_workers, rng):
+            return self.delays.copy()
+
+        def reset(self):
+            self.delays = self.delays
+
+    x, y = data(mlp(), torch.float64)
+    # no delays: every chunk arrives, the coded step is the plain step
+    coded, plain = mlp(), mlp()
+    opt = CodedOptimizer(torch.optim.SGD(coded.parameters(), lr=0.1), seed=0, n_workers=99, chunks=2,
+                         cluster=SimulatedCluster(4, seed=0), policy="all")
+    assert opt.n_workers == 4  # the cluster's
+    ref = torch.optim.SGD(plain.parameters(), lr=0.1)
+    for _ in range(3):
+        one_step(coded, opt, x, y)
+        one_step(plain, ref, x, y)
+    for p, q in zip(coded.parameters(), plain.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
+    assert opt.last_stats.received == opt.last_stats.n_codewords
+    # a worker that never answers: its group is missing, and the step waited the deadline
+    model = mlp()
+    opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), seed=0, chunks=2, deadline=1e6,
+                         cluster=SimulatedCluster(4, FixedDelays([1.0, 1.0, 1.0, np.inf]), seed=0))
+    one_step(model, opt, x, y)
+    group_sizes = {int(sum(opt._chunk_indices[k * 2 + c].numel() for c in range(2))) for k in range(4)}
+    assert opt.last_stats.n_codewords - opt.last_stats.received in group_sizes
+    assert opt.last_stats.time == 1e6
+    # a real executor: the same interface
+    with ThreadPoolExecutor(2) as pool:
+        model = mlp()
+        opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), seed=0, policy="fastest", wait_for=0.5,
+                             cluster=ExecutorCluster(pool, 3))
+        one_step(model, opt, x, y)
+        assert 0 < opt.last_stats.received < opt.last_stats.n_codewords
+    with pytest.raises(ValueError, match="stragglers or cluster, not both"):
+        CodedOptimizer(torch.optim.SGD(mlp().parameters(), lr=0.1), stragglers=Bernoulli(0.1),
+                       cluster=SimulatedCluster(2, seed=0), policy="all")
+    with pytest.raises(ValueError, match="needs deadline="):
+        CodedOptimizer(torch.optim.SGD(mlp().parameters(), lr=0.1), cluster=SimulatedCluster(2, seed=0))
+    with pytest.raises(TypeError, match="cluster must be a lwpd.cluster cluster"):
+        CodedOptimizer(torch.optim.SGD(mlp().parameters(), lr=0.1), cluster=object(), policy="all")

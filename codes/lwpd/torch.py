@@ -662,6 +662,13 @@ class CodedOptimizer(torch.optim.Optimizer):
         Keyword only. Fixed deadline (virtual seconds) of the ``"deadline"`` policy.
     wait_for : float, default 0.8
         Keyword only. Fraction of tasks the ``"fastest"`` policy waits for.
+    cluster : SimulatedCluster or ExecutorCluster, optional
+        Keyword only. Take the arrivals from a :mod:`lwpd.cluster` cluster instead of a
+        delay model: every step submits one task per chunk (its work: the chunk's total
+        codeword weight) to the worker holding it and folds in the chunks that complete
+        under ``policy``; the cluster's own delay model decides, and ``last_stats.time`` is
+        the cluster time the step took. Its ``n_workers`` replaces ``n_workers``; give no
+        ``stragglers`` with it, and a ``deadline`` with ``policy="deadline"``.
 
     Examples
     --------
@@ -697,6 +704,7 @@ class CodedOptimizer(torch.optim.Optimizer):
         redundancy: float = _config.TORCH_REDUNDANCY,
         deadline: float | None = None,
         wait_for: float = 0.8,
+        cluster: Any = None,
     ) -> None:
         # Deliberately no Optimizer.__init__: the state lives in the wrapped optimizer.
         # Subclassing keeps isinstance checks (LR schedulers) working.
@@ -720,6 +728,17 @@ class CodedOptimizer(torch.optim.Optimizer):
         self.n_workers = check_int("n_workers", n_workers, minimum=1)
         self.chunks = check_int("chunks", chunks, minimum=1)
         self.deadline = None if deadline is None else check_real("deadline", deadline, positive=True)
+        self.cluster = cluster
+        if cluster is not None:
+            missing = [a for a in ("submit", "as_completed", "cancel", "new_round", "n_workers", "now") if not hasattr(cluster, a)]
+            if missing:
+                raise TypeError(f"cluster must be a lwpd.cluster cluster (SimulatedCluster, ExecutorCluster); "
+                                f"{type(cluster).__name__} lacks {', '.join(missing)}")
+            if stragglers is not None:
+                raise ValueError("give stragglers or cluster, not both: a cluster brings its own delay model")
+            if self.policy == "deadline" and self.deadline is None:
+                raise ValueError("policy='deadline' with a cluster needs deadline= (cluster time per step)")
+            self.n_workers = check_int("cluster.n_workers", cluster.n_workers, minimum=1)
         self.wait_for = check_real("wait_for", wait_for, positive=True)
         if self.wait_for > 1:
             raise ValueError(f"wait_for must be a fraction in (0, 1], got {self.wait_for}")
@@ -874,6 +893,8 @@ class CodedOptimizer(torch.optim.Optimizer):
     # ----------------------------------------------------------------- coding
     def _arrivals(self) -> tuple[np.ndarray, float]:
         """Indices of the chunks that arrive this step, and the virtual time waited."""
+        if self.cluster is not None:
+            return self._cluster_arrivals()
         delays = self.stragglers.sample(self.n_workers, self._rng)
         # group k is computed by worker holder[k] this step (a fresh random assignment)
         holder = self._rng.permutation(self.n_workers)
@@ -894,6 +915,26 @@ class CodedOptimizer(torch.optim.Optimizer):
         done = flat[arrived]
         waited = float(done.max()) if done.size else 0.0
         return np.flatnonzero(arrived), waited
+
+    def _cluster_arrivals(self) -> tuple[np.ndarray, float]:
+        """The chunks that complete on ``self.cluster`` this step, and the cluster time it took."""
+        cluster = self.cluster
+        cluster.new_round()
+        start = cluster.now
+        holder = self._rng.permutation(self.n_workers)
+        work = np.diff(self._chunk_work, axis=1, prepend=0.0)  # per chunk; the cluster queues a worker's tasks
+        for k in range(self.n_workers):
+            for c in range(self.chunks):
+                cluster.submit(int(holder[k]), _finished_chunk, k * self.chunks + c, work=float(work[k, c]))
+        if self.policy == "deadline":
+            stream = cluster.as_completed(deadline=start + self.deadline)
+        elif self.policy == "fastest":
+            stream = cluster.as_completed(k=math.ceil(self.wait_for * work.size))
+        else:
+            stream = cluster.as_completed()
+        arrived = np.sort(np.fromiter((done.result for done in stream), dtype=np.int64))
+        cluster.cancel()
+        return arrived, float(cluster.now - start)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -937,6 +978,13 @@ class CodedOptimizer(torch.optim.Optimizer):
         )
         self.optimizer.step()
         return loss
+
+
+def _finished_chunk(index: int) -> int:
+    """A simulated worker's task: report which chunk it finished (the master encodes the
+    chunk's values from the gradient it already holds). Module level, so process pools can
+    pickle it."""
+    return index
 
 
 # ============================================================================ DDP hook
