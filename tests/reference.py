@@ -82,3 +82,17 @@ def correlations(V: np.ndarray) -> np.ndarray:
 
 def pairs_off_diagonal(rho: np.ndarray) -> np.ndarray:
     return rho[np.triu_indices(rho.shape[0], 1)]
+
+
+class FixedDelays:
+    """A delay model (see ``lwpd.stragglers``) whose every round gives the same per-worker
+    delays, so a test knows exactly when each task finishes."""
+
+    def __init__(self, delays):
+        self.delays = np.asarray(delays, dtype=float)
+
+    def sample(self, n_workers, rng):
+        return self.delays.copy()
+
+    def reset(self):
+        """Stateless: nothing to forget."""

@@ -3,6 +3,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from reference import FixedDelays
 
 from lwpd import Partition, block_codebook, projective_codebook, train
 from lwpd.cluster import ExecutorCluster, SimulatedCluster
@@ -231,18 +232,6 @@ def test_async_policy_counts_staleness_and_drops_stale_results():
     assert again.as_dict() == history.as_dict()
 
 
-class _FixedDelays:
-    """A delay model that always returns the same per-worker delays."""
-
-    def __init__(self, delays):
-        self.delays = np.asarray(delays, dtype=float)
-
-    def sample(self, n_workers, rng):
-        return self.delays.copy()
-
-    def reset(self):
-        self.delays = self.delays
-
 
 @pytest.mark.parametrize("chunks", [1, 3])
 def test_lwpd_deals_every_codeword_once_spreading_each_block_over_the_workers(chunks):
@@ -284,7 +273,7 @@ def test_reassignment_survives_a_dead_worker_that_a_fixed_assignment_cannot():
     # Without redundancy every codeword is needed; a worker that never answers erases the
     # same directions every step unless the codewords are dealt afresh.
     problem = _problems()["least-squares"]
-    dead = _FixedDelays([1.0, 1.0, 1.0, 1.0, np.inf])
+    dead = FixedDelays([1.0, 1.0, 1.0, 1.0, np.inf])
     runs = {}
     for reassign in (True, False):
         runs[reassign] = train(problem, LWPD(block_size=3, redundancy=1.0, reassign=reassign),
@@ -300,7 +289,7 @@ def test_a_slow_worker_contributes_the_chunks_it_finished_by_the_deadline():
     problem = _problems()["softmax"]
     scheme = LWPD(block_size=4, chunks=4)
     # worker 0 is 4x slower: by the deadline it has finished 1 of its 4 chunks
-    cluster = SimulatedCluster(5, _FixedDelays([4.0, 1.0, 1.0, 1.0, 1.0]), seed=0)
+    cluster = SimulatedCluster(5, FixedDelays([4.0, 1.0, 1.0, 1.0, 1.0]), seed=0)
     scheme.bind(problem, 5, np.random.default_rng(0))
     per_chunk = max(t.work for t in scheme.tasks(np.zeros(problem.n_params)))
     history = train(problem, LWPD(block_size=4, chunks=4), cluster, policy="deadline",
@@ -349,10 +338,10 @@ def test_tracking_the_gradient_error_does_not_change_the_run():
 def test_a_deadline_step_ends_when_every_task_has_arrived():
     problem = _problems()["least-squares"]
     # every worker takes 1 s per unit; uncoded tasks are 1 unit: all arrive at t = 1 of each step
-    history = train(problem, Uncoded(), SimulatedCluster(3, _FixedDelays([1.0, 1.0, 1.0]), seed=0),
+    history = train(problem, Uncoded(), SimulatedCluster(3, FixedDelays([1.0, 1.0, 1.0]), seed=0),
                     policy="deadline", deadline=10.0, max_steps=3, progress=False, seed=0)
     assert history.time == pytest.approx([1.0, 2.0, 3.0])
     # a worker that never answers: the step waits out the deadline
-    history = train(problem, IgnoreStragglers(), SimulatedCluster(3, _FixedDelays([1.0, 1.0, np.inf]), seed=0),
+    history = train(problem, IgnoreStragglers(), SimulatedCluster(3, FixedDelays([1.0, 1.0, np.inf]), seed=0),
                     policy="deadline", deadline=10.0, max_steps=2, progress=False, seed=0)
     assert history.time == pytest.approx([10.0, 20.0]) and history.received == [2, 2]

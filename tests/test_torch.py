@@ -25,7 +25,7 @@ from lwpd.torch import (  # noqa: E402
     partition_parameters,
 )
 
-from reference import decode_projection  # noqa: E402
+from reference import FixedDelays, decode_projection  # noqa: E402
 
 F = torch.nn.functional
 
@@ -561,16 +561,6 @@ def test_arrivals_can_come_from_a_cluster():
     from concurrent.futures import ThreadPoolExecutor
 
     from lwpd.cluster import ExecutorCluster, SimulatedCluster
-
-    class FixedDelays:
-        def __init__(self, delays):
-            self.delays = np.asarray(delays, dtype=float)
-
-        def sample(self, n_workers, rng):
-            return self.delays.copy()
-
-        def reset(self):
-            self.delays = self.delays
 
     x, y = data(mlp(), torch.float64)
     # no delays: every chunk arrives, the coded step is the plain step
