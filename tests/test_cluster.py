@@ -191,8 +191,8 @@ def test_rounds_resample_and_fix_durations_at_submission():
     assert [(x.task_id, x.finished) for x in got] == [(c, 0.5), (a, 1.0), (b, 4.0)]
 
 
-def _trace(seed):
-    cluster = SimulatedCluster(6, delays=ExpDelays(), seed=seed)
+def _three_rounds(cluster):
+    """(task id, finish time) of the first 4 of 6 tasks in each of three rounds."""
     out = []
     for _ in range(3):
         cluster.new_round()
@@ -200,7 +200,12 @@ def _trace(seed):
             cluster.submit(w, int, w, work=1.0 + w % 2)
         out += [(c.task_id, c.finished) for c in cluster.as_completed(k=4)]
         cluster.cancel()
-    return out, cluster
+    return out
+
+
+def _trace(seed):
+    cluster = SimulatedCluster(6, delays=ExpDelays(), seed=seed)
+    return _three_rounds(cluster), cluster
 
 
 def test_deterministic_for_a_seed_and_reset():
@@ -211,14 +216,7 @@ def test_deterministic_for_a_seed_and_reset():
     assert first != other
     cluster.reset()
     assert cluster.now == 0.0 and cluster.pending == 0 and cluster.round == 0
-    out = []
-    for _ in range(3):
-        cluster.new_round()
-        for w in range(6):
-            cluster.submit(w, int, w, work=1.0 + w % 2)
-        out += [(c.task_id, c.finished) for c in cluster.as_completed(k=4)]
-        cluster.cancel()
-    assert out == first
+    assert _three_rounds(cluster) == first
 
 
 def test_reset_resets_delay_model_and_generator_seed():

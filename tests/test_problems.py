@@ -157,14 +157,18 @@ def test_layout_pack_unpack():
     assert prob_a.loss(t) == pytest.approx(prob.loss(t))
 
 
+def _class_probabilities(X, W, b):
+    """Softmax of the scores ``X W^T + b``, computed directly (the oracle)."""
+    Z = X @ W.T + b
+    P = np.exp(Z - Z.max(1, keepdims=True))
+    return P / P.sum(1, keepdims=True)
+
+
 def test_softmax_scores_layout():
     X, y = _data("softmax", False)
     prob = Softmax(X, y)
     theta = np.random.default_rng(7).standard_normal(prob.n_params)
-    W, b = prob.unpack(theta)
-    Z = X @ W.T + b
-    P = np.exp(Z - Z.max(1, keepdims=True))
-    P /= P.sum(1, keepdims=True)
+    P = _class_probabilities(X, *prob.unpack(theta))
     codes = np.searchsorted(prob.classes_, y)
     assert prob.loss(theta) == pytest.approx(-np.mean(np.log(P[np.arange(M), codes])), rel=1e-12)
 
@@ -187,10 +191,7 @@ def test_softmax_loss_is_sklearn_log_loss():
     X, y = _data("softmax", True)
     prob = Softmax(X, y)
     theta = np.random.default_rng(9).standard_normal(prob.n_params)
-    W, b = prob.unpack(theta)
-    Z = X @ W.T + b
-    P = np.exp(Z - Z.max(1, keepdims=True))
-    P /= P.sum(1, keepdims=True)
+    P = _class_probabilities(X, *prob.unpack(theta))
     assert prob.loss(theta) == pytest.approx(log_loss(y, P, labels=prob.classes_), rel=1e-10)
 
 

@@ -307,6 +307,7 @@ def pattern_operators(masks, ints, bounds, floats, tol):
     n = masks.shape[0]
     P = np.zeros((n, b, m))
     ranks = np.zeros(n, dtype=np.int64)
+    A0 = np.empty((b, b))
     A = np.empty((b, b))
     M = np.empty((b, b + 1))
     y = np.empty(b)
@@ -314,18 +315,18 @@ def pattern_operators(masks, ints, bounds, floats, tol):
     xb = np.empty(b)
     for s in range(n):
         mask = masks[s]
+        for i in range(b):
+            for j in range(b):
+                A0[i, j] = 0.0
+        for q in range(m):
+            if (mask >> q) & 1:
+                for i in range(b):
+                    for j in range(b):
+                        A0[i, j] += V[q, i] * V[q, j]
         for r in range(m):
             if not (mask >> r) & 1:
                 continue
-            # min_norm_solve overwrites A: assemble it afresh for every right-hand side
-            for i in range(b):
-                for j in range(b):
-                    A[i, j] = 0.0
-            for q in range(m):
-                if (mask >> q) & 1:
-                    for i in range(b):
-                        for j in range(b):
-                            A[i, j] += V[q, i] * V[q, j]
+            A[:, :] = A0  # min_norm_solve overwrites A
             ranks[s] = min_norm_solve(A, V[r].copy(), b, tol, piv, y, M, xb)
             for i in range(b):
                 P[s, i, r] = xb[i]

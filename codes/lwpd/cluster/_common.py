@@ -169,6 +169,17 @@ class RoundsMixin:
         """A copy of the current round's per-worker delays (None before the first round)."""
         return None if self._round_delays is None else self._round_delays.copy()
 
+    def _admit(self, worker: Any, fn: Any, work: Any) -> tuple[int, float, float]:
+        """Validate a submission; return ``(worker, work, delay)``, the delay from the current
+        round (started now if none has been)."""
+        worker = check_worker(worker, self._n_workers)
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        work = check_work(work)
+        if self._round_delays is None:
+            self.new_round()
+        return worker, work, float(self._round_delays[worker])
+
     def new_round(self) -> np.ndarray:
         """Start a round: draw fresh per-worker delays, used by tasks submitted from now on.
 

@@ -17,8 +17,6 @@ from lwpd.cluster._common import (
     as_task_ids,
     check_delay_model,
     check_stop,
-    check_work,
-    check_worker,
     sample_delays,
 )
 
@@ -154,13 +152,7 @@ class ExecutorCluster(RoundsMixin):
         int
             The task id.
         """
-        worker = check_worker(worker, self._n_workers)
-        if not callable(fn):
-            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-        work = check_work(work)
-        if self._round_delays is None:
-            self.new_round()
-        delay = float(self._round_delays[worker])
+        worker, work, delay = self._admit(worker, fn, work)
         tid = self._next_id
         self._next_id += 1
         submitted = self.now

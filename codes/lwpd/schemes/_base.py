@@ -85,6 +85,20 @@ class Scheme(ABC):
         return f"{type(self).__name__}()"
 
 
+class PerWorkerResults(Scheme):
+    """A scheme whose workers each return one array: the first result per key is kept
+    (the key is the worker, unless :meth:`_result_key` says otherwise)."""
+
+    def begin(self) -> None:
+        self._results: dict[int, np.ndarray] = {}
+
+    def fold(self, worker: int, result: Any) -> None:
+        self._results.setdefault(self._result_key(int(worker)), np.asarray(result, dtype=float))
+
+    def _result_key(self, worker: int) -> int:
+        return worker
+
+
 def split_rows(n_samples: int, n_parts: int, rng: np.random.Generator) -> list[np.ndarray]:
     """A seeded random split of the samples into ``n_parts`` shards of near-equal size."""
     if n_parts > n_samples:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
 
 import numpy as np
 
-import math
-
 from lwpd._validation import check_int, check_real
-from lwpd.schemes._base import Scheme, Task, shard_gradient, split_rows
+from lwpd.schemes._base import PerWorkerResults, Task, shard_gradient, split_rows
 
 
 def _check_fraction(value: float) -> float:
@@ -19,7 +17,7 @@ def _check_fraction(value: float) -> float:
     return value
 
 
-class _Sharded(Scheme):
+class _Sharded(PerWorkerResults):
     """Shared machinery: ``n_workers`` shards, results weighted by shard size."""
 
     def _bind(self, rng: np.random.Generator) -> None:
@@ -33,12 +31,6 @@ class _Sharded(Scheme):
             Task(w, shard_gradient, (self.problem, theta, rows), rows.size / self._unit)
             for w, rows in enumerate(self._shards)
         ]
-
-    def begin(self) -> None:
-        self._results: dict[int, np.ndarray] = {}
-
-    def fold(self, worker: int, result: Any) -> None:
-        self._results.setdefault(int(worker), np.asarray(result, dtype=float))
 
     def _weighted_mean(self) -> np.ndarray | None:
         if not self._results:
@@ -112,8 +104,8 @@ class Replication(_Sharded):
         self._unit = self.problem.n_samples / self.n_workers
         self.begin()
 
-    def fold(self, worker: int, result: Any) -> None:
-        self._results.setdefault(int(self._group_of[worker]), np.asarray(result, dtype=float))
+    def _result_key(self, worker: int) -> int:
+        return int(self._group_of[worker])  # the first copy of each shard counts
 
     def estimate(self) -> np.ndarray | None:
         return self._weighted_mean() if len(self._results) == self._sizes.size else None

@@ -8,7 +8,7 @@ import numpy as np
 
 from lwpd import _gradient_coding as gc
 from lwpd._validation import check_choice, check_int
-from lwpd.schemes._base import Scheme, Task, split_rows
+from lwpd.schemes._base import PerWorkerResults, Task, split_rows
 
 
 def coded_gradient(problem: Any, theta: np.ndarray, parts: list, coefficients: np.ndarray) -> np.ndarray:
@@ -17,7 +17,7 @@ def coded_gradient(problem: Any, theta: np.ndarray, parts: list, coefficients: n
     return sum(c * (rows.size / m) * problem.gradient(theta, rows=rows) for c, rows in zip(coefficients, parts))
 
 
-class GradientCoding(Scheme):
+class GradientCoding(PerWorkerResults):
     """Exact gradient from any ``n - s`` workers.
 
     The samples are split into ``n`` partitions; worker ``i`` holds the partitions in the
@@ -60,12 +60,6 @@ class GradientCoding(Scheme):
 
     def tasks(self, theta: np.ndarray) -> list[Task]:
         return [Task(i, coded_gradient, (self.problem, theta, parts, coef), work) for i, (parts, coef, work) in enumerate(self._plan)]
-
-    def begin(self) -> None:
-        self._results: dict[int, np.ndarray] = {}
-
-    def fold(self, worker: int, result: Any) -> None:
-        self._results.setdefault(int(worker), np.asarray(result, dtype=float))
 
     def estimate(self) -> np.ndarray | None:
         if not self._results:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from lwpd import _lcc as lcc
 from lwpd._validation import check_int
-from lwpd.schemes._base import Scheme, Task
+from lwpd.schemes._base import PerWorkerResults, Task
 
 
-class LCC(Scheme):
+class LCC(PerWorkerResults):
     """Lagrange coded computing over the reals, for :class:`lwpd.problems.LeastSquares`.
 
     The samples are split into ``K`` blocks; worker ``i`` holds the Lagrange polynomial
@@ -67,12 +65,6 @@ class LCC(Scheme):
     def tasks(self, theta: np.ndarray) -> list[Task]:
         self._theta = np.array(theta, dtype=float)
         return [Task(i, lcc.worker_result, (self._coded[i], self._theta), self._work) for i in range(self.n_workers)]
-
-    def begin(self) -> None:
-        self._results: dict[int, np.ndarray] = {}
-
-    def fold(self, worker: int, result: Any) -> None:
-        self._results.setdefault(int(worker), np.asarray(result, dtype=float))
 
     def estimate(self) -> np.ndarray | None:
         if len(self._results) < self.threshold:
