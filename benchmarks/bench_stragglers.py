@@ -1,128 +1,244 @@
-"""Simulated time to a target loss for every scheme, under three straggler models.
+"""Simulated time to a target loss for every scheme, on honest costs (:mod:`lwpd.cost`).
 
 Every scheme trains the same problem on the same simulated 16-worker cluster with the same
-seed. Work is counted as in :mod:`lwpd.stragglers` (one unit = one uncoded shard gradient)
-and the schemes are compared in two tiers of equal total work per step:
-
-* one unit per worker: uncoded, ignore-stragglers and ``lwpd-1x`` (LWPD compressed to one
-  codeword per coordinate -- the compression keeps the weight-1 codewords, so each step
-  deals the coordinates' partial derivatives afresh over the workers);
-* two units per worker: replication r=2, gradient coding s=1 (fractional repetition and
-  cyclic MDS) and ``lwpd-2x`` (projective base over blocks of 8, weight <= 2, compressed to
-  1.5 codewords per coordinate, total weight 2 per coordinate).
-
-Every scheme waits "until ready" (``policy="first_k"``): all shards (uncoded), one copy of
-each shard (replication), n - s workers (gradient coding), 75% of the workers
-(ignore-stragglers) and 75% of the tasks (LWPD, whose workers return their codewords in
-``chunks=4`` pieces, each folded in as it arrives). The LWPD settings are the same for every
-workload and straggler model. ``lwpd-1x+fwd`` and ``lwpd-2x+fwd`` repeat them with the forward
-pass charged (``LWPD(charge_forward=True)``): the scores ``x_i . theta`` that a linear model's
-directional derivatives need over every row an LWPD worker reads, ``n_workers`` units per
-worker per step, which the default cost model leaves out. They are reported, not counted as
-"best LWPD".
+seed, and every task is charged by the one cost model of :mod:`lwpd.cost`: a task takes
+``delay * compute + latency + floats / bandwidth``, its compute counting everything the
+worker does (the forward pass over every row it reads, the derivative work) in units of one
+uncoded shard gradient, its communication the floats its result sends. Two network
+settings: ``compute`` (communication free) and ``comm`` (``bandwidth = n_params``, so
+sending a full gradient costs as much as one unit of compute; latency 0). One-off setup
+(moment encoding) is charged in the time.
 
 Straggler models: (a) shifted exponential (shift 1, rate 0.5), (b) 10% persistent 10x-slow
-workers, (c) Pareto(alpha=1.5) heavy tail.
+workers, (c) Pareto(alpha=1.5), (d) Bernoulli failures, 10% of the workers each round.
 
 Workloads:
 
-* ``digits``: scikit-learn's digits, softmax regression (650 parameters), target 2% of the
-  initial loss gap -- training to a usable model on an ill-conditioned problem;
-* ``lstsq``: a synthetic well-conditioned least-squares problem (20,000 x 400), target
-  1e-6 of the initial gap -- solving to precision.
+* ``digits`` -- scikit-learn's digits, softmax regression (650 parameters), target 2% of
+  the initial loss gap;
+* ``lstsq`` -- synthetic least squares, 20,000 x 400, target 1e-6 of the gap;
+* ``text`` -- a synthetic sparse bag-of-words logistic regression, 20,000 documents x
+  10,000 terms (10,001 parameters), target 5% of the gap: a problem where communication
+  matters.
 
-Run ``python benchmarks/bench_stragglers.py`` (about 3 minutes on 2 cores) or with
-``--quick`` for a smoke run. Prints one table per workload and straggler model, with
-speed-ups against uncoded and LWPD's time relative to each baseline, all from one run.
+Schemes. Baselines: uncoded (wait for all), ignore-stragglers (75% of the workers),
+replication (r=2), gradient coding s=1 (fractional repetition, cyclic MDS), partial-straggler
+gradient coding (s=1, each partition sent as it finishes), and for least squares LCC (K=6,
+any 11 of 16) and ``moments-uncoded`` (the moment-encoded gradient split by coordinates
+over the workers, waiting for all: what a reviewer would pit against moment encoding).
+LWPD variants: ``lwpd`` (the library default: each worker its shard, one codeword per
+coordinate, four chunks, 75% of the chunks), ``lwpd-half`` (each shard answers half the
+codebook: half the floats), ``lwpd-2x`` (weight-2 projective base, two codewords per
+coordinate), ``lwpd-full`` (every worker reads every row: the layout of the paper's
+experiments, priced honestly), and for least squares ``lwpd-moments`` (moment encoding,
+1.5 codewords per coordinate). Every scheme waits "until ready" (``policy="first_k"``).
+
+Run ``python benchmarks/bench_stragglers.py`` (about 10 minutes on 2 cores; ``--quick`` for a
+smoke run). It prints one Markdown table per workload (simulated time to target, and the
+speed-up over uncoded) and a verdict per column: the best LWPD variant against the best
+baseline, all from one run; ``--json PATH`` also writes every number.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.optimize import minimize
 
-from lwpd import schemes, stragglers, train
-from lwpd._experiment import load_problem
-from lwpd.cluster import SimulatedCluster
-from lwpd.problems import LeastSquares
-
 N_WORKERS = 16
-DELAY_MODELS = {
-    "(a) shifted-exp": stragglers.ShiftedExponential(shift=1.0, rate=0.5),
-    "(b) 10% 10x slow": stragglers.SlowWorkers(fraction=0.1, slowdown=10.0),
-    "(c) Pareto 1.5": stragglers.Pareto(alpha=1.5, scale=1.0),
-}
+MODELS = ("(a) shifted-exp", "(b) 10% 10x slow", "(c) Pareto 1.5", "(d) 10% fail")
+NETWORKS = ("compute", "comm")
 
 
-def make_schemes() -> dict[str, schemes.Scheme]:
-    """Fresh scheme objects: three at one unit of work per worker, four at two."""
+def delay_model(name: str):
+    from lwpd import stragglers
+
     return {
+        "(a) shifted-exp": stragglers.ShiftedExponential(shift=1.0, rate=0.5),
+        "(b) 10% 10x slow": stragglers.SlowWorkers(fraction=0.1, slowdown=10.0),
+        "(c) Pareto 1.5": stragglers.Pareto(alpha=1.5, scale=1.0),
+        "(d) 10% fail": stragglers.Bernoulli(p_fail=0.1),
+    }[name]
+
+
+def make_schemes(workload: str) -> dict:
+    """Fresh scheme objects: name -> scheme (the LWPD variants' names start with ``lwpd``)."""
+    from lwpd import schemes
+
+    out = {
         "uncoded": schemes.Uncoded(),
         "ignore": schemes.IgnoreStragglers(wait_for=0.75),
-        "lwpd-1x": schemes.LWPD(block_size=8, redundancy=1.0, chunks=4, wait_for=0.75),
         "replication": schemes.Replication(2),
         "gc-frc": schemes.GradientCoding(1, kind="frc"),
         "gc-cyclic": schemes.GradientCoding(1, kind="cyclic"),
-        "lwpd-2x": schemes.LWPD(block_size=8, redundancy=1.5, chunks=4, wait_for=0.75),
-        # the same two, also charged the forward pass x_i . theta over every row they read
-        "lwpd-1x+fwd": schemes.LWPD(block_size=8, redundancy=1.0, chunks=4, wait_for=0.75, charge_forward=True),
-        "lwpd-2x+fwd": schemes.LWPD(block_size=8, redundancy=1.5, chunks=4, wait_for=0.75, charge_forward=True),
+        "gc-partial": schemes.PartialGradientCoding(1),
     }
+    if workload == "lstsq":
+        out["lcc"] = schemes.LCC(6)
+        out["moments-uncoded"] = schemes.LWPD(layout="moments", redundancy=1.0, chunks=1, wait_for=1.0, reassign=False)
+    out.update({
+        "lwpd": schemes.LWPD(),
+        "lwpd-half": schemes.LWPD(share=0.5),
+        "lwpd-2x": schemes.LWPD(redundancy=2.0),
+        "lwpd-full": schemes.LWPD(layout="full"),
+    })
+    if workload == "lstsq":
+        out["lwpd-moments"] = schemes.LWPD(layout="moments", redundancy=1.5)
+    return out
 
 
-def workloads(quick: bool) -> dict[str, tuple[object, float, int]]:
+def _text_problem(quick: bool):
+    """A bag-of-words logistic regression: Zipf-distributed terms, labels from a sparse
+    linear rule with noise, rows scaled to unit norm."""
+    from lwpd.problems import Logistic
+
+    rng = np.random.default_rng(1)
+    m, vocab, per_doc = (4000, 2000, 30) if quick else (20000, 10000, 40)
+    ranks = np.arange(1, vocab + 1)
+    p = 1.0 / ranks**1.1
+    terms = rng.choice(vocab, size=(m, per_doc), p=p / p.sum())
+    X = sp.csr_array((np.ones(m * per_doc), (np.repeat(np.arange(m), per_doc), terms.reshape(-1))), shape=(m, vocab))
+    X.sum_duplicates()
+    X = sp.csr_array(sp.diags_array(1.0 / np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).reshape(-1))) @ X)
+    w = np.zeros(vocab)
+    hot = rng.choice(vocab, size=vocab // 20, replace=False)
+    w[hot] = rng.standard_normal(hot.size) * 4.0
+    y = (X @ w + 0.3 * rng.standard_normal(m) > 0).astype(int)
+    return Logistic(X, y, alpha=1e-4)
+
+
+def workloads(quick: bool) -> dict:
     """name -> (problem, target loss, max steps)."""
-    problem, _, _ = load_problem("digits", "softmax", seed=0)
+    from lwpd._experiment import load_problem
+    from lwpd.problems import LeastSquares
+
+    digits, _, _ = load_problem("digits", "softmax", seed=0)
     rng = np.random.default_rng(0)
     m, d = (4000, 120) if quick else (20000, 400)
     X = rng.standard_normal((m, d))
     lstsq = LeastSquares(X, X @ rng.standard_normal(d) + 0.1 * rng.standard_normal(m), alpha=1e-3)
     out = {}
-    for name, prob, rel, steps in (("digits", problem, 2e-2, 600), ("lstsq", lstsq, 1e-6, 300)):
+    for name, prob, rel, steps in (("digits", digits, 2e-2, 3000), ("lstsq", lstsq, 1e-6, 1500),
+                                   ("text", _text_problem(quick), 5e-2, 1500)):
         zero = np.zeros(prob.n_params)
         best = minimize(prob.loss, zero, jac=prob.gradient, method="L-BFGS-B",
                         options={"maxiter": 5000, "gtol": 1e-13, "ftol": 1e-16})
         f_star, f_zero = float(best.fun), prob.loss(zero)
-        out[name] = (prob, f_star + rel * (f_zero - f_star), 60 if quick else steps)
+        out[name] = (prob, f_star + rel * (f_zero - f_star), 80 if quick else steps)
     return out
 
 
-def run_one(problem, scheme, delays, target: float, max_steps: int) -> dict[str, float]:
-    start = time.perf_counter()
-    history = train(problem, scheme, SimulatedCluster(N_WORKERS, delays, seed=0), policy="first_k",
-                    max_steps=max_steps, target_loss=target, progress=False, seed=0)
-    work = sum(task.work for task in scheme.tasks(np.zeros(problem.n_params))) / N_WORKERS
-    errors = [e for e in history.grad_error if math.isfinite(e)]
-    return {"time": history.time_to(target), "steps": len(history), "work": work,
-            "error": float(np.mean(errors)) if errors else math.nan, "wall": time.perf_counter() - start}
+_WORKLOADS: dict = {}
+
+
+def _init_worker(quick: bool, chosen: list) -> None:
+    """Build the workloads in each benchmark process (the same seeds: the same problems)."""
+    _WORKLOADS.update({k: v for k, v in workloads(quick).items() if k in chosen})
+
+
+def run_column(args: tuple) -> tuple:
+    """Every scheme on one (workload, straggler model, network) column."""
+    from threadpoolctl import threadpool_limits
+
+    from lwpd import train
+    from lwpd.cluster import SimulatedCluster
+    from lwpd.cost import CostModel
+
+    workload, model, network = args
+    problem, target, max_steps = _WORKLOADS[workload]
+    cost = CostModel(bandwidth=float(problem.n_params)) if network == "comm" else CostModel()
+    rows = {}
+    with threadpool_limits(1):
+        for name, scheme in make_schemes(workload).items():
+            start = time.perf_counter()
+            cluster = SimulatedCluster(N_WORKERS, delay_model(model), seed=0, cost=cost)
+            history = train(problem, scheme, cluster, policy="first_k", max_steps=max_steps, target_loss=target,
+                            progress=False, seed=0, track_error=False)
+            steps = max(1, len(history))
+            rows[name] = {
+                "time": history.time_to(target),
+                "steps": len(history),
+                "setup_time": history.setup_time,
+                "compute_per_worker_step": sum(history.compute) / steps / N_WORKERS,
+                "floats_per_worker_step": sum(history.floats) / steps / N_WORKERS,
+                "decode_ms_per_step": 1e3 * sum(history.decode_time) / steps,
+                "wall": time.perf_counter() - start,
+            }
+    return args, rows
+
+
+def _fmt_time(t: float) -> str:
+    return "never" if not math.isfinite(t) else (f"{t:.0f}" if t >= 100 else f"{t:.1f}")
+
+
+def report(results: dict, workload: str, problem) -> str:
+    """One Markdown table for a workload: rows schemes, columns model x network."""
+    columns = [(m, n) for n in NETWORKS for m in MODELS]
+    names = list(results[(workload, MODELS[0], NETWORKS[0])])
+    head = "| scheme | compute / worker / step | floats / worker / step | " + " | ".join(
+        f"{m.split()[0]} {n}" for m, n in columns) + " |"
+    lines = [head, "|---|---:|---:|" + "---:|" * len(columns)]
+    for name in names:
+        ref = results[(workload, MODELS[0], NETWORKS[0])][name]
+        cells = []
+        for col in columns:
+            rows = results[(workload, *col)]
+            t, base = rows[name]["time"], rows["uncoded"]["time"]
+            speed = f" ({base / t:.2f}x)" if math.isfinite(t) and math.isfinite(base) else ""
+            cells.append(_fmt_time(t) + speed)
+        label = f"**{name}**" if name.startswith("lwpd") else name
+        lines.append(f"| {label} | {ref['compute_per_worker_step']:.2f} | {ref['floats_per_worker_step']:.0f} | " + " | ".join(cells) + " |")
+    verdict = []
+    for col in columns:
+        rows = results[(workload, *col)]
+        ours = min((r["time"], n) for n, r in rows.items() if n.startswith("lwpd"))
+        theirs = min((r["time"], n) for n, r in rows.items() if not n.startswith("lwpd"))
+        if not math.isfinite(ours[0]):
+            verdict.append("LWPD never")
+        elif not math.isfinite(theirs[0]) or ours[0] < theirs[0]:
+            verdict.append(f"**won** {ours[1]} {theirs[0] / ours[0]:.2f}x vs {theirs[1]}")
+        else:
+            verdict.append(f"lost: {theirs[1]} {ours[0] / theirs[0]:.2f}x vs {ours[1]}")
+    lines.append("| best LWPD vs best baseline | | | " + " | ".join(verdict) + " |")
+    return f"{workload}: {type(problem).__name__}, n_params = {problem.n_params}\n\n" + "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small problems, few steps (smoke run)")
+    parser.add_argument("--json", default=None, help="also write every number to this JSON file")
+    parser.add_argument("--workloads", default="digits,lstsq,text", help="comma-separated subset")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     args = parser.parse_args()
-    for workload, (problem, target, max_steps) in workloads(args.quick).items():
-        for model_name, delays in DELAY_MODELS.items():
-            rows = {name: run_one(problem, scheme, delays, target, max_steps) for name, scheme in make_schemes().items()}
-            base = rows["uncoded"]["time"]
-            ours = min(rows["lwpd-1x"]["time"], rows["lwpd-2x"]["time"])
-            print(f"\n{workload}, {model_name}: simulated time to target (max {max_steps} steps)")
-            print(f"{'scheme':<12} {'work/worker':>11} {'steps':>6} {'time':>10} {'vs uncoded':>11} {'best lwpd/this':>15} {'grad err':>9} {'wall s':>7}")
-            for name, r in rows.items():
-                t = f"{r['time']:10.1f}" if math.isfinite(r["time"]) else f"{'never':>10}"
-                speed = base / r["time"] if math.isfinite(base) and math.isfinite(r["time"]) else math.nan
-                rel = ours / r["time"] if math.isfinite(r["time"]) else math.nan
-                print(f"{name:<12} {r['work']:11.2f} {r['steps']:6d} {t} {speed:10.2f}x {rel:15.2f} {r['error']:9.3f} {r['wall']:7.1f}")
-            baselines = {name: r["time"] for name, r in rows.items() if not name.startswith("lwpd")}
-            charged = min(rows["lwpd-1x+fwd"]["time"], rows["lwpd-2x+fwd"]["time"])
-            fastest = min(baselines, key=baselines.get)
-            print(f"best LWPD vs uncoded: {base / ours:.2f}x; fastest baseline {fastest}: "
-                  f"LWPD {'faster' if ours < baselines[fastest] else 'slower'} by {max(ours, baselines[fastest]) / min(ours, baselines[fastest]):.2f}x; "
-                  f"with the forward pass charged, best LWPD vs uncoded: {base / charged:.2f}x")
+    start = time.perf_counter()
+    chosen = [w for w in args.workloads.split(",") if w]
+    _init_worker(args.quick, chosen)
+    jobs = [(w, m, n) for w in chosen for n in NETWORKS for m in MODELS]
+    results = {}
+    import multiprocessing
+
+    # spawned processes (forking after OpenMP has started is unsafe), each building the problems
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(args.quick, chosen)) as pool:
+        for key, rows in pool.map(run_column, jobs):
+            results[key] = rows
+            slowest = max(rows, key=lambda n: rows[n]["wall"])
+            print(f"  done {key}: slowest {slowest} {rows[slowest]['wall']:.1f} s", flush=True)
+    for workload in chosen:
+        print()
+        print(report(results, workload, _WORKLOADS[workload][0]))
+    print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({" | ".join(k): v for k, v in results.items()}, fh, indent=1, allow_nan=True)
+
 
 if __name__ == "__main__":
     main()

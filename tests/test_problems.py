@@ -119,9 +119,13 @@ def test_directional_derivatives_identity_and_empty():
     assert prob.directional_derivatives(theta, cb, np.array([], dtype=int)).shape == (0,)
 
 
-def test_directional_derivatives_read_only_touched_columns(monkeypatch):
-    """The column slice handed to the contraction holds only the codewords' features."""
-    prob = _make("ls", True)
+@pytest.mark.parametrize("sparse", [False, True])
+def test_directional_derivatives_read_only_touched_columns(sparse):
+    """Dense X: the column slice handed to the contraction holds only the codewords'
+    features. CSR X: a few touched columns are gathered, most are not (one product over all
+    columns is faster there); the values agree either way."""
+    prob = _make("ls", sparse)
+    reference = _make("ls", sparse)
     seen = []
     X = prob.X
 
@@ -132,10 +136,16 @@ def test_directional_derivatives_read_only_touched_columns(monkeypatch):
                 seen.append(out.shape[1])
             return out
 
-    prob._X = Spy(X)
+    prob._X = Spy(X) if sparse else X.view(Spy)
     cb = identity_codebook(prob.n_params)
-    prob.directional_derivatives(np.zeros(prob.n_params), cb, [2, 4])
-    assert seen == [2]
+    theta = np.random.default_rng(15).standard_normal(prob.n_params)
+    few, most = [2], list(range(prob.n_features))
+    for chosen in (few, most):
+        seen.clear()
+        np.testing.assert_allclose(prob.directional_derivatives(theta, cb, chosen), reference.gradient(theta)[chosen],
+                                   rtol=1e-12, atol=1e-14)
+        gathers = not sparse or len(chosen) <= 0.25 * prob.n_features
+        assert seen == ([len(chosen)] if gathers else [])
 
 
 def test_layout_pack_unpack():
@@ -480,9 +490,32 @@ def test_score_cache_is_invisible():
         np.testing.assert_allclose(d, fresh.gradient(theta), rtol=1e-12, atol=1e-14)
         theta[0] += 1.0  # the cache is keyed by value, not identity
         np.testing.assert_allclose(prob.gradient(theta), fresh.gradient(theta), rtol=1e-14)
-    _, Z, R = prob._score_cache
-    assert not Z.flags.writeable and not R.flags.writeable
-    assert pickle.loads(pickle.dumps(prob))._score_cache is None
+    rows, _, _, Z, R = prob._score_cache[None]  # all rows
+    assert rows is None and not Z.flags.writeable and not R.flags.writeable
+    assert pickle.loads(pickle.dumps(prob))._score_cache == {}
+
+
+def test_read_only_shards_are_cached_and_writable_row_arrays_are_not():
+    """A read-only index array (a scheme's shard) keeps its rows and scores per theta; a
+    writable one could change in place, so it is never cached."""
+    X, y = _data("softmax", False)
+    prob, fresh = Softmax(X, y, alpha=0.1), Softmax(X, y, alpha=0.1)
+    shard = np.arange(0, X.shape[0], 3)
+    shard.flags.writeable = False
+    mutable = np.arange(1, X.shape[0], 3)
+    cb = identity_codebook(prob.n_params)
+    theta = np.random.default_rng(14).standard_normal(prob.n_params)
+    for rows in (shard, mutable):
+        np.testing.assert_allclose(prob.gradient(theta, rows=rows), fresh.gradient(theta, rows=rows), rtol=1e-14)
+        d = prob.directional_derivatives(theta, cb, np.arange(prob.n_params), rows=rows)
+        np.testing.assert_allclose(d, fresh.gradient(theta, rows=rows), rtol=1e-12, atol=1e-14)
+    entry = prob._score_cache[id(shard)]
+    assert entry[0] is shard and np.array_equal(entry[2].reshape(-1), theta)
+    assert not any(e[0] is mutable for e in prob._score_cache.values())
+    mutable[:] = np.arange(2, X.shape[0], 3)[: mutable.size]  # changed in place: never stale
+    np.testing.assert_allclose(prob.gradient(theta, rows=mutable), fresh.gradient(theta, rows=mutable), rtol=1e-14)
+    theta2 = theta + 1.0
+    np.testing.assert_allclose(prob.gradient(theta2, rows=shard), fresh.gradient(theta2, rows=shard), rtol=1e-14)
 
 
 def test_fortran_order_is_kept_and_agrees():

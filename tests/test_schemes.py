@@ -29,11 +29,22 @@ SCHEMES = {
     "gc-frc": lambda: GradientCoding(1, kind="frc"),
     "gc-cyclic": lambda: GradientCoding(2, kind="cyclic"),
     "lwpd": lambda: LWPD(block_size=4),
-    "lwpd-compressed": lambda: LWPD(block_size=4, redundancy=2.0),
-    "lwpd-peeling": lambda: LWPD(block_size=4, decoder="peeling"),
+    "lwpd-sharded-2x": lambda: LWPD(block_size=4, redundancy=2.0),
+    "lwpd-full": lambda: LWPD(layout="full", block_size=4, redundancy=None),
+    "lwpd-compressed": lambda: LWPD(layout="full", block_size=4, redundancy=2.0),
+    "lwpd-peeling": lambda: LWPD(layout="full", block_size=4, redundancy=None, decoder="peeling"),
     "lwpd-chunked": lambda: LWPD(block_size=4, chunks=2),
 }
-LEAST_SQUARES_ONLY = {"lcc": lambda: LCC(2)}
+LEAST_SQUARES_ONLY = {
+    "lcc": lambda: LCC(2),
+    "lwpd-moments": lambda: LWPD(layout="moments", block_size=4, redundancy=2.0),
+    "lwpd-moments-peeling": lambda: LWPD(layout="moments", block_size=4, redundancy=None, decoder="peeling"),
+}
+
+
+def _setup(scheme):
+    for task in scheme.setup_tasks():
+        scheme.fold_setup(task.worker, task.fn(*task.args))
 
 
 def _run_tasks(scheme, theta, workers=None):
@@ -50,6 +61,16 @@ def test_every_scheme_decodes_the_exact_gradient_without_stragglers(problem_name
     problem = _problems()[problem_name]
     scheme = SCHEMES[scheme_name]()
     scheme.bind(problem, 6, np.random.default_rng(1))
+    theta = np.random.default_rng(2).standard_normal(problem.n_params) * 0.3
+    np.testing.assert_allclose(_run_tasks(scheme, theta), problem.gradient(theta), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("scheme_name", list(LEAST_SQUARES_ONLY))
+def test_least_squares_schemes_decode_the_exact_gradient_without_stragglers(scheme_name):
+    problem = _problems()["least-squares"]
+    scheme = LEAST_SQUARES_ONLY[scheme_name]()
+    scheme.bind(problem, 6, np.random.default_rng(1))
+    _setup(scheme)
     theta = np.random.default_rng(2).standard_normal(problem.n_params) * 0.3
     np.testing.assert_allclose(_run_tasks(scheme, theta), problem.gradient(theta), rtol=1e-9, atol=1e-12)
 
@@ -80,7 +101,7 @@ def test_uncoded_and_replication_need_every_shard():
 
 def test_lwpd_estimate_is_always_a_descent_direction():
     problem = _problems()["softmax"]
-    scheme = LWPD(block_size=4, redundancy=1.5)
+    scheme = LWPD(layout="full", block_size=4, redundancy=1.5)
     scheme.bind(problem, 8, np.random.default_rng(5))
     rng = np.random.default_rng(6)
     for _ in range(30):
@@ -112,6 +133,13 @@ def test_training_reaches_the_target_under_each_policy(policy, extra, scheme_nam
     assert history.time == sorted(history.time)
 
 
+def _simulated(history):
+    """A history without its wall-clock decode times: what a seed determines."""
+    out = history.as_dict()
+    assert len(out.pop("decode_time")) == len(history)
+    return out
+
+
 def test_training_is_deterministic_for_a_seed():
     problem = _problems()["logistic"]
 
@@ -120,16 +148,17 @@ def test_training_is_deterministic_for_a_seed():
         return train(problem, LWPD(block_size=4, redundancy=1.0), cluster, deadline=2.5, max_steps=15, progress=False, seed=seed)
 
     a, b, c = run(1), run(1), run(2)
-    assert a.as_dict() == b.as_dict()
-    assert a.as_dict() != c.as_dict()
+    assert _simulated(a) == _simulated(b)
+    assert _simulated(a) != _simulated(c)
 
 
 def test_executor_cluster_decodes_like_the_simulated_cluster():
     problem = _problems()["softmax"]
-    kwargs = dict(policy="first_k", k=6, max_steps=3, progress=False, seed=3)
+    kwargs = dict(policy="deadline", deadline=60.0, max_steps=3, progress=False, seed=3)
     simulated = train(problem, LWPD(block_size=4), SimulatedCluster(6, seed=0), **kwargs)
     with ThreadPoolExecutor(4) as pool:
         threaded = train(problem, LWPD(block_size=4), ExecutorCluster(pool, 6), **kwargs)
+    assert set(threaded.received) == set(simulated.received) == {6 * 4}
     # all results arrive in both, in different orders: the decoded steps are the same
     np.testing.assert_allclose(threaded.loss, simulated.loss, rtol=1e-10)
     np.testing.assert_allclose(threaded.theta, simulated.theta, rtol=1e-10, atol=1e-12)
@@ -176,7 +205,7 @@ def test_scheme_errors():
     with pytest.raises(ValueError, match="s must be < n_workers"):
         GradientCoding(6).bind(problem, 6, np.random.default_rng(0))
     with pytest.raises(ValueError, match="compress needs redundancy"):
-        LWPD(compress="logdet")
+        LWPD(redundancy=None, compress="logdet")
     with pytest.raises(ValueError, match="codebook must have dimension 6"):
         LWPD(codebook=block_codebook(projective_codebook(4), Partition.uniform(8, 4))).bind(problem, 2, np.random.default_rng(0))
 
@@ -202,7 +231,7 @@ def test_lcc_errors():
         LCC(3).bind(_problems()["least-squares"], 4, np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("scheme_name,expected", [("uncoded", 6), ("gc-cyclic", 4), ("replication", None), ("lwpd", 5), ("ignore", 5)])
+@pytest.mark.parametrize("scheme_name,expected", [("uncoded", 6), ("gc-cyclic", 4), ("replication", None), ("lwpd", 18), ("ignore", 5)])
 def test_waiting_until_ready_stops_at_the_natural_count(scheme_name, expected):
     problem = _problems()["least-squares"]
     cluster = SimulatedCluster(6, ShiftedExponential(1.0, 1.0), seed=3)
@@ -229,14 +258,14 @@ def test_async_policy_counts_staleness_and_drops_stale_results():
     assert history.loss[-1] < history.loss[0]
     again = train(problem, LWPD(block_size=4, redundancy=1.0), SimulatedCluster(6, SlowWorkers(fraction=0.34, slowdown=20.0), seed=1),
                   policy="async", k=2, max_staleness=1, max_steps=40, lr=0.3 / problem.lipschitz(), progress=False, seed=0)
-    assert again.as_dict() == history.as_dict()
+    assert _simulated(again) == _simulated(history)
 
 
 
 @pytest.mark.parametrize("chunks", [1, 3])
 def test_lwpd_deals_every_codeword_once_spreading_each_block_over_the_workers(chunks):
     problem = _problems()["softmax"]
-    scheme = LWPD(block_size=4, chunks=chunks)
+    scheme = LWPD(layout="full", block_size=4, redundancy=None, chunks=chunks)
     scheme.bind(problem, 5, np.random.default_rng(0))
     block_of = scheme.codebook_.block_of
     assignments = []
@@ -252,16 +281,14 @@ def test_lwpd_deals_every_codeword_once_spreading_each_block_over_the_workers(ch
         for block in np.unique(block_of):
             counts = np.bincount(owner[block_of == block], minlength=5)
             assert counts.max() - counts.min() <= 1  # round-robin: balanced within every block
-        # work is the codewords' total weight, in shard-gradient units
-        total = sum(t.work for t in tasks)
-        assert total == pytest.approx(5 * scheme.codebook_.weights.sum() / problem.n_params)
+        assert sum(t.floats for t in tasks) == len(scheme.codebook_)  # one float per codeword
         assignments.append(owner)
     assert any((a != assignments[0]).any() for a in assignments[1:])  # dealt afresh each step
 
 
 def test_lwpd_without_reassignment_keeps_its_assignment():
     problem = _problems()["softmax"]
-    scheme = LWPD(block_size=4, chunks=2, reassign=False)
+    scheme = LWPD(layout="full", block_size=4, redundancy=None, chunks=2, reassign=False)
     scheme.bind(problem, 5, np.random.default_rng(0))
     first = [t.args[3] for t in scheme.tasks(np.zeros(problem.n_params))]
     scheme.begin()
@@ -276,7 +303,7 @@ def test_reassignment_survives_a_dead_worker_that_a_fixed_assignment_cannot():
     dead = FixedDelays([1.0, 1.0, 1.0, 1.0, np.inf])
     runs = {}
     for reassign in (True, False):
-        runs[reassign] = train(problem, LWPD(block_size=3, redundancy=1.0, reassign=reassign),
+        runs[reassign] = train(problem, LWPD(layout="full", block_size=3, redundancy=1.0, reassign=reassign),
                                SimulatedCluster(5, dead, seed=0), policy="deadline", deadline=10.0,
                                max_steps=300, progress=False, seed=0)
     g_opt_loss = min(runs[True].loss)
@@ -287,13 +314,17 @@ def test_reassignment_survives_a_dead_worker_that_a_fixed_assignment_cannot():
 
 def test_a_slow_worker_contributes_the_chunks_it_finished_by_the_deadline():
     problem = _problems()["softmax"]
-    scheme = LWPD(block_size=4, chunks=4)
+    make = lambda: LWPD(block_size=4, chunks=4, reassign=False)  # noqa: E731
+    scheme = make()
     # worker 0 is 4x slower: by the deadline it has finished 1 of its 4 chunks
     cluster = SimulatedCluster(5, FixedDelays([4.0, 1.0, 1.0, 1.0, 1.0]), seed=0)
     scheme.bind(problem, 5, np.random.default_rng(0))
-    per_chunk = max(t.work for t in scheme.tasks(np.zeros(problem.n_params)))
-    history = train(problem, LWPD(block_size=4, chunks=4), cluster, policy="deadline",
-                    deadline=4.0 * per_chunk * 1.6, max_steps=3, progress=False, seed=0)
+    tasks = scheme.tasks(np.zeros(problem.n_params))
+    first, second = (t.work for t in tasks if t.worker == 0 and t.key[1] < 2)
+    slowest_fast_worker = max(sum(t.work for t in tasks if t.worker == w) for w in range(1, 5))
+    deadline = 4.0 * (first + 0.5 * second)
+    assert slowest_fast_worker < deadline  # the other workers finish all their chunks
+    history = train(problem, make(), cluster, policy="deadline", deadline=deadline, max_steps=3, progress=False, seed=0)
     assert set(history.received) == {4 * 4 + 1}
 
 
@@ -305,19 +336,16 @@ def test_lwpd_chunk_errors():
         LWPD(block_size=2, chunks=50).bind(problem, 6, np.random.default_rng(0))
     with pytest.raises(TypeError, match="reassign must be True or False"):
         LWPD(reassign="yes")
-    with pytest.raises(TypeError, match="charge_forward must be True or False"):
-        LWPD(charge_forward=1)
-
-
-def test_charging_the_forward_pass_adds_n_workers_units_to_each_workers_first_chunk():
-    problem = _problems()["softmax"]
-    plain, charged = LWPD(block_size=4, chunks=2), LWPD(block_size=4, chunks=2, charge_forward=True)
-    for scheme in (plain, charged):
-        scheme.bind(problem, 5, np.random.default_rng(0))
-    theta = np.zeros(problem.n_params)
-    for a, b in zip(plain.tasks(theta), charged.tasks(theta)):
-        assert a.key == b.key
-        assert b.work - a.work == pytest.approx(5.0 if a.key[1] == 0 else 0.0)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        LWPD(layout="rows")
+    with pytest.raises(ValueError, match=r"share must lie in \(0, 1\]"):
+        LWPD(share=1.5)
+    with pytest.raises(ValueError, match="share applies to layout='sharded' only"):
+        LWPD(layout="full", share=0.5)
+    with pytest.raises(ValueError, match="decoder='peeling' needs layout='full' or 'moments'"):
+        LWPD(decoder="peeling")
+    with pytest.raises(TypeError, match="layout='moments' applies to LeastSquares problems only"):
+        LWPD(layout="moments").bind(_problems()["logistic"], 3, np.random.default_rng(0))
 
 
 def test_tracking_the_gradient_error_does_not_change_the_run():

@@ -317,7 +317,9 @@ def test_reproducible_and_small_problems_cap_workers():
     a = CodedGDClassifier(n_workers=8, random_state=3, stragglers=ShiftedExponential(1.0, 0.5)).fit(X, y)
     b = CodedGDClassifier(n_workers=8, random_state=3, stragglers=ShiftedExponential(1.0, 0.5)).fit(X, y)
     np.testing.assert_array_equal(a.coef_, b.coef_)
-    assert a.n_workers_ < 8  # two parameters cannot occupy 8 workers with codewords
+    assert a.n_workers_ == 8  # the default LWPD gives each worker a shard: 40 samples are enough
+    full = CodedGDClassifier(scheme=LWPD(layout="full", block_size=2, redundancy=None), n_workers=8).fit(X, y)
+    assert full.n_workers_ < 8  # two parameters cannot occupy 8 workers with codewords
     assert CodedGDClassifier(scheme="uncoded", n_workers=64).fit(X, y).n_workers_ == 40
 
 

@@ -128,3 +128,7 @@ SKLEARN_DIVERGENCE_FACTOR: float = 1e6
 
 #: scikit-learn adapters: rounds of the delay model drawn to choose the automatic deadline.
 SKLEARN_DEADLINE_ROUNDS: int = 64
+
+#: Training: rounds a scheme's one-off setup tasks (e.g. moment encoding) are dispatched
+#: again, to workers that failed, before ``lwpd.train`` gives up.
+SETUP_MAX_ROUNDS: int = 100

@@ -15,7 +15,7 @@ from lwpd import _config
 
 DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "synthetic")
 MODELS = ("auto", "least_squares", "logistic", "softmax")
-SCHEMES = ("uncoded", "ignore", "replication", "gc-frc", "gc-cyclic", "lcc", "lwpd")
+SCHEMES = ("uncoded", "ignore", "replication", "gc-frc", "gc-cyclic", "gc-partial", "lcc", "lwpd")
 DEFAULT_SCHEMES = ("uncoded", "ignore", "replication", "gc-cyclic", "lwpd")
 _NATURAL_MODEL = {"digits": "softmax", "breast_cancer": "logistic", "wine": "softmax", "diabetes": "least_squares", "synthetic": "least_squares"}
 _STRAGGLERS = {
@@ -82,8 +82,9 @@ def load_problem(dataset: str, model: str, seed: int):
 
 
 def make_scheme(name: str, n_workers: int, n_params: int, *, block_size: int = 8, max_weight: int = 2) -> Any:
-    """A scheme by name; the redundant ones at two units of work per worker, as in
-    ``benchmarks/bench_stragglers.py`` (uncoded and ignore-stragglers do one).
+    """A scheme by name. Uncoded, ignore-stragglers and LWPD (the library default: each
+    worker its shard, streaming its partial derivatives in chunks) do about one unit of
+    compute per worker and step; replication and gradient coding do two, LCC ``N / K``.
     ``block_size`` and ``max_weight`` shape the LWPD codebook."""
     from lwpd import schemes
 
@@ -97,15 +98,11 @@ def make_scheme(name: str, n_workers: int, n_params: int, *, block_size: int = 8
         return schemes.GradientCoding(1 if n_workers % 2 == 0 else 0, kind="frc")
     if name == "gc-cyclic":
         return schemes.GradientCoding(1, kind="cyclic")
+    if name == "gc-partial":
+        return schemes.PartialGradientCoding(1)
     if name == "lcc":
         return schemes.LCC(max(1, (n_workers - max(1, n_workers // 4) + 1) // 2))
-    # up to 4 chunks per worker, fewer when a small model leaves a worker fewer codewords;
-    # a block keeps at least as many codewords as it has coordinates (the unit vectors are
-    # in every projective base), and 1.5 times as many when its base has that many
-    per_coordinate = 1.5 if max_weight >= 2 and min(block_size, n_params) >= 2 else 1.0
-    codewords = int(per_coordinate * n_params)  # a lower bound on the compressed codebook's size
-    return schemes.LWPD(block_size=block_size, max_weight=max_weight, redundancy=1.5,
-                        chunks=max(1, min(4, codewords // n_workers)), wait_for=0.75)
+    return schemes.LWPD(block_size=block_size, max_weight=max_weight, wait_for=0.75)
 
 
 def _score(test: Any, theta: np.ndarray) -> tuple[str, float]:

@@ -217,6 +217,15 @@ class _CSR:
     def take_rows(self, rows: np.ndarray) -> "_CSR":
         return _CSR.from_scipy(self.to_scipy()[rows])
 
+    def selected_entries(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The nonzeros of the rows ``rows`` (repeats allowed), vectorised:
+        ``(position in rows, coordinate, value)`` per nonzero."""
+        starts, ends = self.indptr[rows], self.indptr[rows + 1]
+        counts = ends - starts
+        slot = np.repeat(np.arange(rows.size), counts)
+        pos = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+        return slot, self.indices[pos], self.data[pos]
+
 
 class Codebook:
     """An immutable set of ``N`` codewords (derivative directions) in ``R^n``.

@@ -59,6 +59,13 @@ __all__ = ["LeastSquares", "Logistic", "Softmax"]
 #: spectral norm is found by Lanczos iteration (``scipy.sparse.linalg.eigsh``).
 _EXACT_GRAM_LIMIT = 2048
 
+#: Directional derivatives on sparse ``X`` touching more than this fraction of the features
+#: compute the product with all columns instead of gathering the touched ones (speed only).
+_ALL_COLUMNS_FRACTION = 0.25
+
+#: Row sets whose rows and scores are cached (all rows, and one per read-only shard).
+_SCORE_CACHE_ENTRIES = 129
+
 #: Relative safety margin applied to an iterative (Lanczos) estimate of ``||[X 1]||_2^2``,
 #: which converges to the top eigenvalue from below.
 _LANCZOS_MARGIN = 1e-6
@@ -145,7 +152,8 @@ class _LinearProblem(ABC):
         self._u = _as_unit_weights(sample_weight, self._m)
         self._k = 1
         self._lipschitz: float | None = None
-        self._score_cache: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None  # (T, Z, R)
+        # (rows, X rows, T, Z, R) per row set: all rows (key None) and read-only shards
+        self._score_cache: dict[Any, tuple] = {}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -263,8 +271,35 @@ class _LinearProblem(ABC):
             raise ValueError("rows must select at least one sample (the loss is a mean over rows)")
         return idx
 
+    def _cache_key(self, rows: np.ndarray | None) -> Any:
+        """Where the scores of ``rows`` are cached: ``None`` for all rows, the id of a
+        read-only index array (a scheme's shard, reused every step), else no caching."""
+        if rows is None:
+            return None
+        return id(rows) if not rows.flags.writeable else False
+
+    def _cached(self, rows: np.ndarray | None) -> tuple | None:
+        key = self._cache_key(rows)
+        entry = self._score_cache.get(key) if key is not False else None
+        return entry if entry is not None and entry[0] is rows else None
+
+    def _store(self, rows: np.ndarray | None, Xr: Any, T: Any = None, Z: Any = None, R: Any = None) -> None:
+        key = self._cache_key(rows)
+        if key is False:
+            return
+        if key not in self._score_cache and len(self._score_cache) >= _SCORE_CACHE_ENTRIES:
+            self._score_cache.pop(next(iter(self._score_cache)))  # the oldest row set
+        self._score_cache[key] = (rows, Xr, T, Z, R)  # one assignment: safe for threaded workers
+
     def _X_rows(self, rows: np.ndarray | None) -> np.ndarray | sp.csr_array:
-        return self._X if rows is None else self._X[rows]
+        if rows is None:
+            return self._X
+        cached = self._cached(rows)
+        if cached is not None:
+            return cached[1]
+        Xr = self._X[rows]
+        self._store(rows, Xr)
+        return Xr
 
     def _weigh(self, values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         """Per-sample ``values`` (first axis over the selected rows) times the unit weights."""
@@ -276,35 +311,37 @@ class _LinearProblem(ABC):
     def _scores(self, T: np.ndarray, Xr: np.ndarray | sp.csr_array, rows: np.ndarray | None = None) -> np.ndarray:
         """``Z = X_rows W^T + b``, shape ``(len(rows), K)`` (read-only when ``rows`` is None).
 
-        The scores over all rows are cached for the last parameters seen: in one process
-        (a simulated cluster) every coded task of a step, the diagnostic gradient and the
-        next step's tasks share them, so a step reads ``X`` once instead of once per task.
+        The scores over all rows, and over each read-only row set (a scheme's shards), are
+        cached for the last parameters seen: in one process (a simulated cluster) every
+        coded task of a step on those rows, the diagnostic gradient and the next step's
+        tasks share them, so a step reads ``X`` once instead of once per task -- as a real
+        worker computes its forward pass once and :mod:`lwpd.cost` charges it.
         """
-        cached = self._score_cache if rows is None else None
-        if cached is not None and np.array_equal(cached[0], T):
-            return cached[1]
+        cached = self._cached(rows)
+        if cached is not None and cached[2] is not None and np.array_equal(cached[2], T):
+            return cached[3]
         # a contiguous copy of the small weight matrix: BLAS is ~10x slower on the strided view
         Z = np.asarray(Xr @ np.ascontiguousarray(T[:, :-1].T)) + T[:, -1]
-        if rows is None:
+        if rows is None or cached is not None:
             Z.flags.writeable = False  # shared by later callers
-            self._score_cache = (T.copy(), Z, None)  # one assignment: safe for threaded workers
+            self._store(rows, Xr, T.copy(), Z)
         return Z
 
     def _weighted_residuals(self, T: np.ndarray, Xr: np.ndarray | sp.csr_array, rows: np.ndarray | None) -> np.ndarray:
         """``u_i dl/dZ_i`` over the selected rows; over all rows cached with the scores."""
         Z = self._scores(T, Xr, rows)
-        cached = self._score_cache if rows is None else None
-        if cached is not None and cached[1] is Z and cached[2] is not None:
-            return cached[2]
+        cached = self._cached(rows)
+        if cached is not None and cached[3] is Z and cached[4] is not None:
+            return cached[4]
         R = self._weigh(self._residuals(Z, rows), rows)
-        if cached is not None and cached[1] is Z:
+        if cached is not None and cached[3] is Z:
             R.flags.writeable = False
-            self._score_cache = (cached[0], Z, R)
+            self._store(rows, Xr, cached[2], Z, R)
         return R
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_score_cache"] = None  # a cache, not state: do not ship it to process workers
+        state["_score_cache"] = {}  # a cache, not state: do not ship it to process workers
         return state
 
     # ------------------------------------------------------------------ model-specific
@@ -370,8 +407,10 @@ class _LinearProblem(ABC):
 
         The residuals ``r_i = l'(x_i . theta, y_i)`` are computed once (one pass over the
         selected rows of ``X``); then only the columns of ``X`` touched by the chosen
-        codewords are read. The full gradient is never formed, so the work after the
-        residual pass grows with the codewords' total weight, not with ``n_params``.
+        codewords are read (for sparse ``X`` with more than a quarter of its features
+        touched, one product over all columns is faster and is used instead). The full
+        gradient is never formed, so the work after the residual pass grows with the
+        codewords' total weight, not with ``n_params``; :mod:`lwpd.cost` charges it so.
 
         Parameters
         ----------
@@ -398,12 +437,8 @@ class _LinearProblem(ABC):
             return np.zeros(0)
 
         # Entries of the selected codewords: (codeword slot, coordinate, value).
-        csr = cb._csr()
-        starts, ends = csr.indptr[sel], csr.indptr[sel + 1]
-        counts = ends - starts
-        slot = np.repeat(np.arange(sel.size), counts)
-        pos = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
-        coords, vals = csr.indices[pos], csr.data[pos].astype(np.float64)
+        slot, coords, vals = cb._csr().selected_entries(sel)
+        vals = vals.astype(np.float64)
 
         # Residuals: one pass over the selected rows.
         Xr = self._X_rows(idx)
@@ -418,8 +453,12 @@ class _LinearProblem(ABC):
         g[is_b] = R[:, out_k[is_b]].sum(axis=0) / n
         if (~is_b).any():
             feats, f_inv = np.unique(feat[~is_b], return_inverse=True)
-            Xc = Xr[:, feats]  # only the touched columns
-            M = np.asarray(Xc.T @ R)  # (len(feats), K)
+            if sp.issparse(Xr) and feats.size > _ALL_COLUMNS_FRACTION * self._d:
+                # most columns of a CSR matrix touched: one product over all of them is
+                # faster than gathering the columns (same result and the same charged cost)
+                M = np.asarray(Xr.T @ R)[feats]
+            else:
+                M = np.asarray(Xr[:, feats].T @ R)  # only the touched columns, (len(feats), K)
             kw = out_k[~is_b]
             g[~is_b] = M[f_inv, kw] / n + self._alpha * T[kw, feat[~is_b]]
         return np.bincount(slot, weights=vals * g[inverse.reshape(-1)], minlength=sel.size)
@@ -548,6 +587,53 @@ class LeastSquares(_LinearProblem):
 
     def _target(self, rows: np.ndarray | None) -> np.ndarray:
         return self._y if rows is None else self._y[rows]
+
+    def moments(self, rows: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """The sums ``M = X~^T U X~`` and ``c = X~^T U y`` over the selected rows.
+
+        ``X~`` is ``X`` with a column of ones appended for the intercept (when it is
+        fitted) and ``U`` the unit sample weights. Over all rows the gradient is
+        ``(M theta - c) / m + alpha [w, 0]``, so with the moments formed once a directional
+        derivative costs one row of ``M`` per touched coordinate and never reads ``X``
+        again (moment encoding; see ``LWPD(layout="moments")``). Shard moments add up.
+
+        Parameters
+        ----------
+        rows : array_like of int, optional
+            Samples to sum over; ``None`` means all.
+
+        Returns
+        -------
+        M : numpy.ndarray, shape (n_params, n_params)
+        c : numpy.ndarray, shape (n_params,)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from lwpd.problems import LeastSquares
+        >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> prob = LeastSquares(X, [1.0, 2.0, 3.0])
+        >>> M, c = prob.moments()
+        >>> theta = np.array([0.5, -1.0, 2.0])
+        >>> bool(np.allclose((M @ theta - c) / 3, prob.gradient(theta)))
+        True
+        """
+        idx = self._rows(rows)
+        Xr = self._X_rows(idx)
+        u = np.ones(Xr.shape[0]) if self._u is None else (self._u if idx is None else self._u[idx])
+        y = self._target(idx)
+        n = self.n_params
+        M = np.empty((n, n))
+        c = np.empty(n)
+        XtUX = Xr.T @ (sp.diags_array(u) @ Xr) if sp.issparse(Xr) else Xr.T @ (Xr * u[:, None])
+        d = self._d
+        M[:d, :d] = XtUX.toarray() if sp.issparse(XtUX) else XtUX
+        c[:d] = np.asarray(Xr.T @ (u * y)).reshape(-1)
+        if self._fit_intercept:
+            s = np.asarray(Xr.T @ u).reshape(-1)
+            M[:d, d], M[d, :d], M[d, d] = s, s, u.sum()
+            c[d] = u @ y
+        return M, c
 
     def _losses(self, Z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         r = Z[:, 0] - self._target(rows)

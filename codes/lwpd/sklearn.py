@@ -76,8 +76,8 @@ _COMMON_DOC = """
         decode partial results (``"lwpd"``, ``"ignore"``) the time by which, in
         expectation, their ``wait_for`` fraction (0.75) of the step's work is done; for the
         exact schemes the most work of a worker times the largest finite sampled delay.
-        Without stragglers it is the most work of a worker, so every result arrives in
-        time. ``"first_k"`` waits until the scheme is ready; ``"async"`` never waits.
+        Without stragglers it is twice the most work of a worker, so every result arrives in
+        time (a step ends as soon as all have). ``"first_k"`` waits until the scheme is ready; ``"async"`` never waits.
     max_iter : int, default 200
         Largest number of gradient steps (>= 1).
     tol : float or None, default 1e-4
@@ -323,17 +323,16 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         scheme = build(n_workers)
         if fixed:
             return scheme, n_workers
-        if isinstance(scheme, LWPD):
+        capacity = problem.n_samples  # each worker needs a shard
+        if isinstance(scheme, LWPD) and scheme.layout != "sharded":
             probe = copy.deepcopy(scheme)
             probe.chunks = 1
             probe.bind(problem, 1, np.random.default_rng(0))
-            capacity = len(probe.codebook_)  # each worker needs a codeword
-        else:
-            capacity = problem.n_samples  # each worker needs a shard
+            capacity = min(capacity, len(probe.codebook_))  # each worker needs a codeword too
         if capacity < n_workers:
             n_workers = capacity
             scheme = build(n_workers)
-            if isinstance(scheme, LWPD):  # fewer codewords per worker may allow fewer chunks
+            if isinstance(scheme, LWPD) and scheme.chunks is not None:  # fewer codewords per worker: fewer chunks
                 scheme.chunks = max(1, min(scheme.chunks, capacity // n_workers))
         return scheme, n_workers
 
@@ -345,7 +344,10 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         for task in probe.tasks(np.zeros(problem.n_params)):
             work[task.worker] += task.work
         if self.stragglers is None:
-            return float(work.max())
+            # Every result must arrive. A step ends as soon as all have, so slack costs
+            # nothing; it covers LWPD's per-step work, which varies with the fresh dealing
+            # (chunks that share coordinates share their gradient entries).
+            return 2.0 * float(work.max())
         model = copy.deepcopy(self.stragglers)
         model.reset()
         gen = np.random.default_rng(seed)

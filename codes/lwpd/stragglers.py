@@ -18,20 +18,19 @@ with the same small interface:
 
 Cost model
 ----------
-The cluster turns a delay into a completion time by scaling it with the work of the task:
+The cluster turns a delay into a completion time by scaling it with the compute of the
+task and adding the communication of its result (:mod:`lwpd.cost` states and derives every
+scheme's charge):
 
 .. code-block:: text
 
-    completion_time = delay[worker] * work
-    work            = samples processed * codeword weight
+    completion_time = delay[worker] * work + latency + floats / bandwidth
 
-where *samples processed* is the number of data rows the task reads (the worker's shard)
-and *codeword weight* is the number of non-zero coordinates of the codeword whose
-directional derivative the task computes (1 for an uncoded coordinate block entry; a task
-that computes several codewords sums their weights). So a worker with delay ``2.0`` takes
-``2.0 * 100 * 3 = 600`` seconds for a task over 100 samples with a weight-3 codeword, and a
-worker with delay ``inf`` never finishes it. One delay is drawn per worker per round (one
-``sample`` call); all tasks a worker runs in that round share its delay.
+where *work* is in units of one uncoded shard gradient (forward and backward pass over
+``m / N`` rows), so a worker with delay ``2.0`` takes ``2.0 * 1.5 = 3`` seconds of compute
+for a task of 1.5 units, and a worker with delay ``inf`` never finishes it. One delay is
+drawn per worker per round (one ``sample`` call); all tasks a worker runs in that round
+share its delay.
 
 Models
 ------

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from lwpd import _config
 from lwpd._validation import as_rng, check_choice, check_int, check_real
 
 __all__ = ["History", "train"]
 
-_FIELDS = ("time", "loss", "grad_error", "received", "dropped", "staleness")
+_FIELDS = ("time", "loss", "grad_error", "received", "dropped", "staleness", "compute", "floats", "decode_time")
+_COUNTS = ("received", "dropped")
+_SETUP = ("setup_time", "setup_compute", "setup_floats")
 
 
 @dataclass
@@ -25,9 +29,15 @@ class History:
     simulated or wall seconds), ``loss`` (full objective after the step), ``grad_error``
     (``||g_hat - g|| / ||g||`` of the decoded gradient against the exact one, computed for
     diagnostics only; ``nan`` when nothing could be decoded), ``received`` (results folded
-    in), ``dropped`` (tasks still outstanding when the step ended, then cancelled) and
-    ``staleness`` (mean parameter-version lag of the folded results; 0 for synchronous
-    steps). ``scheme`` names the scheme; ``theta`` holds the final parameters.
+    in), ``dropped`` (tasks still outstanding when the step ended, then cancelled, or with
+    ``policy="async"`` results dropped as too stale), ``staleness`` (mean parameter-version
+    lag of the folded results; 0 for synchronous steps), ``compute`` (units of compute of
+    the tasks dispatched in the step, all workers together, by :mod:`lwpd.cost`),
+    ``floats`` (floats sent by the results received in the step) and ``decode_time``
+    (wall-clock seconds the master spent folding results in and decoding the estimate).
+    ``setup_time``, ``setup_compute`` and ``setup_floats`` record a scheme's one-off setup
+    (e.g. moment encoding; zero for most schemes); its time is included in ``time``.
+    ``scheme`` names the scheme; ``theta`` holds the final parameters.
     """
 
     scheme: str = ""
@@ -37,13 +47,37 @@ class History:
     received: list = field(default_factory=list)
     dropped: list = field(default_factory=list)
     staleness: list = field(default_factory=list)
+    compute: list = field(default_factory=list)
+    floats: list = field(default_factory=list)
+    decode_time: list = field(default_factory=list)
+    setup_time: float = 0.0
+    setup_compute: float = 0.0
+    setup_floats: float = 0.0
     #: Parameters at the end of the run (not saved by :meth:`save`).
     theta: Any = field(default=None, repr=False, compare=False)
 
     def record(self, **values: float) -> None:
         """Append one step (every field of :data:`_FIELDS`)."""
         for name in _FIELDS:
-            getattr(self, name).append(float(values[name]) if name in ("time", "loss", "grad_error", "staleness") else int(values[name]))
+            getattr(self, name).append(int(values[name]) if name in _COUNTS else float(values[name]))
+
+    def totals(self) -> dict[str, float]:
+        """The run's totals: steps, compute units and floats (setup included), decode seconds.
+
+        Examples
+        --------
+        >>> h = History(scheme="demo")
+        >>> h.record(time=1.0, loss=0.5, grad_error=0.0, received=4, dropped=0, staleness=0.0,
+        ...          compute=4.0, floats=40, decode_time=0.001)
+        >>> h.totals()["compute"]
+        4.0
+        """
+        return {
+            "steps": len(self),
+            "compute": self.setup_compute + float(sum(self.compute)),
+            "floats": self.setup_floats + float(sum(self.floats)),
+            "decode_time": float(sum(self.decode_time)),
+        }
 
     def __len__(self) -> int:
         return len(self.time)
@@ -57,7 +91,8 @@ class History:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain lists, ready for JSON."""
-        return {"scheme": self.scheme, **{name: list(getattr(self, name)) for name in _FIELDS}}
+        return {"scheme": self.scheme, **{name: list(getattr(self, name)) for name in _FIELDS},
+                **{name: getattr(self, name) for name in _SETUP}}
 
     def save(self, path: str | Path) -> None:
         """Write the history as JSON."""
@@ -67,7 +102,8 @@ class History:
     def load(cls, path: str | Path) -> "History":
         """Read a history written by :meth:`save`."""
         data = json.loads(Path(path).read_text())
-        return cls(scheme=data.get("scheme", ""), **{name: data[name] for name in _FIELDS})
+        return cls(scheme=data.get("scheme", ""), **{name: data[name] for name in _FIELDS},
+                   **{name: data[name] for name in _SETUP})
 
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:
         """Loss against time (log scale) on ``ax`` (a new figure if ``None``); returns ``ax``."""
@@ -196,6 +232,7 @@ def train(
     run = _Run(problem, theta, lr, max_steps, target_loss, time_budget, callback, cluster,
                History(scheme=getattr(scheme, "name", type(scheme).__name__)), progress, bool(track_error))
     try:
+        _setup(run, scheme, cluster)
         if policy == "async":
             _asynchronous(run, scheme, cluster, k, max_staleness)
         else:
@@ -217,7 +254,8 @@ class _Run:
         self.callback, self.cluster, self.history = callback, cluster, history
         self.bar = _progress(max_steps, history.scheme) if progress else None
 
-    def step(self, estimate: np.ndarray | None, received: int, dropped: int, staleness: float) -> bool:
+    def step(self, estimate: np.ndarray | None, received: int, dropped: int, staleness: float,
+             cost: "_StepCost") -> bool:
         """Apply one step with ``estimate`` (none if ``None``), record it; True to stop."""
         error = math.nan
         if estimate is not None:
@@ -228,7 +266,9 @@ class _Run:
             self.theta = self.theta - self.lr * estimate
         loss = self.problem.loss(self.theta)
         now = self.cluster.now
-        self.history.record(time=now, loss=loss, grad_error=error, received=received, dropped=dropped, staleness=staleness)
+        self.history.record(time=now, loss=loss, grad_error=error, received=received, dropped=dropped, staleness=staleness,
+                            compute=cost.compute, floats=cost.floats, decode_time=cost.decode_time)
+        cost.clear()
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4g}", t=f"{now:.3g}")
@@ -244,18 +284,81 @@ class _Run:
             self.bar.close()
 
 
+class _StepCost:
+    """What one step has cost so far: compute dispatched, floats received, master seconds."""
+
+    def __init__(self) -> None:
+        self._floats_of: dict[int, float] = {}  # outstanding task id -> floats its result sends
+        self.clear()
+
+    def clear(self) -> None:
+        """Start counting a new step (tasks still outstanding keep their sizes: async)."""
+        self.compute = 0.0
+        self.floats = 0.0
+        self.decode_time = 0.0
+
+    def forget_outstanding(self) -> None:
+        """The outstanding tasks were cancelled: their results will never be received."""
+        self._floats_of.clear()
+
+    def submit(self, cluster: Any, task: Any) -> int:
+        """Submit ``task`` to ``cluster``, counting its compute; returns the task id."""
+        tid = cluster.submit(task.worker, task.fn, *task.args, work=task.work, floats=task.floats)
+        self.compute += task.work
+        self._floats_of[tid] = task.floats
+        return tid
+
+    def received(self, task_id: int) -> None:
+        self.floats += self._floats_of.pop(task_id, 0.0)
+
+    def timed(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, its wall time added to the master's decode time."""
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.decode_time += time.perf_counter() - start
+
+
+def _setup(run: _Run, scheme: Any, cluster: Any) -> None:
+    """Run the scheme's one-off setup tasks until each has arrived once (a task whose worker
+    never returns is dispatched again in a fresh round) and record their cost."""
+    tasks = dict(enumerate(scheme.setup_tasks()))
+    if not tasks:
+        return
+    cost = _StepCost()
+    for _ in range(_config.SETUP_MAX_ROUNDS):
+        cluster.new_round()
+        ids = {cost.submit(cluster, task): i for i, task in tasks.items()}
+        for done in cluster.as_completed():
+            cost.received(done.task_id)
+            cost.timed(scheme.fold_setup, done.worker, done.result)
+            del tasks[ids[done.task_id]]
+        cluster.cancel()
+        cost.forget_outstanding()
+        if not tasks:
+            break
+    else:
+        raise RuntimeError(f"{len(tasks)} setup task(s) of {run.history.scheme} never returned in "
+                           f"{_config.SETUP_MAX_ROUNDS} rounds (every worker that held them failed each time)")
+    history = run.history
+    history.setup_time, history.setup_compute, history.setup_floats = cluster.now, cost.compute, cost.floats
+
+
 def _synchronous(run: _Run, scheme: Any, cluster: Any, policy: str, deadline: float | None, k: int | None) -> None:
     """Each step: submit every task, listen by the policy's rule, cancel the rest, step."""
+    cost = _StepCost()
     while True:
         cluster.new_round()
         started = cluster.now
         scheme.begin()
         for task in scheme.tasks(run.theta):
-            cluster.submit(task.worker, task.fn, *task.args, work=task.work)
+            cost.submit(cluster, task)
         stream = cluster.as_completed(deadline=started + deadline) if policy == "deadline" else cluster.as_completed(k=k)
         received = 0
         for done in stream:
-            scheme.fold(done.worker, done.result)
+            cost.received(done.task_id)
+            cost.timed(scheme.fold, done.worker, done.result)
             received += 1
             if policy == "first_k" and k is None and scheme.ready(received):
                 break
@@ -263,7 +366,8 @@ def _synchronous(run: _Run, scheme: Any, cluster: Any, policy: str, deadline: fl
                 break
         dropped = cluster.pending
         cluster.cancel()
-        if run.step(scheme.estimate(), received, dropped, 0.0):
+        cost.forget_outstanding()
+        if run.step(cost.timed(scheme.estimate), received, dropped, 0.0, cost):
             return
 
 
@@ -275,6 +379,7 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
     dropped (and counted)."""
     version = 0
     issued: dict[int, tuple[int, Any]] = {}  # task id -> (parameter version, task key)
+    cost = _StepCost()
 
     def current_tasks() -> dict[Any, Any]:
         return {i if task.key is None else task.key: task for i, task in enumerate(scheme.tasks(run.theta))}
@@ -282,8 +387,7 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
     def dispatch(keys: Iterable[Any]) -> None:
         tasks = current_tasks()
         for key in keys:
-            task = tasks[key]
-            issued[cluster.submit(task.worker, task.fn, *task.args, work=task.work)] = (version, key)
+            issued[cost.submit(cluster, tasks[key])] = (version, key)
 
     cluster.new_round()
     scheme.begin()
@@ -293,21 +397,22 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
     while True:
         done = next(iter(cluster.as_completed(k=1)), None)
         if done is None:  # nothing outstanding can ever finish (every worker failed)
-            run.step(None, received, dropped, math.nan)
+            run.step(None, received, dropped, math.nan, cost)
             return
         computed_on, key = issued.pop(done.task_id)
+        cost.received(done.task_id)
         lag = version - computed_on
         if lag > max_staleness:
             dropped += 1
         else:
-            scheme.fold(done.worker, done.result)
+            cost.timed(scheme.fold, done.worker, done.result)
             received += 1
             lag_sum += lag
         dispatch([key])  # the same task again, on the newest parameters
         if received >= k:
-            estimate = scheme.estimate()
+            estimate = cost.timed(scheme.estimate)
             if estimate is not None:
-                if run.step(estimate, received, dropped, lag_sum / received):
+                if run.step(estimate, received, dropped, lag_sum / received, cost):
                     return
                 version += 1
                 cluster.new_round()

@@ -103,6 +103,17 @@ def check_work(work: Any) -> float:
     return check_real("work", work, nonnegative=True)
 
 
+def check_cost(cost: Any) -> Any:
+    """``cost`` if it is a :class:`lwpd.cost.CostModel`; ``None`` means compute only."""
+    from lwpd.cost import CostModel
+
+    if cost is None:
+        return CostModel()
+    if not isinstance(cost, CostModel):
+        raise TypeError(f"cost must be a lwpd.cost.CostModel or None, got {type(cost).__name__}")
+    return cost
+
+
 def check_worker(worker: Any, n_workers: int) -> int:
     if isinstance(worker, (bool, np.bool_)) or not isinstance(worker, numbers.Integral):
         raise TypeError(f"worker must be an integer, got {type(worker).__name__} {worker!r}")
@@ -144,7 +155,8 @@ class RoundsMixin:
     """Rounds of per-worker delays and the task count, shared by both clusters.
 
     A subclass sets ``_delays``, ``_n_workers``, ``_rng``, ``_tasks`` (outstanding tasks),
-    ``_round`` and ``_round_delays``, and ``_DEFAULT_DELAY`` (the delay without a model).
+    ``_round``, ``_round_delays`` and ``_cost``, and ``_DEFAULT_DELAY`` (the delay without a
+    model).
     """
 
     _DEFAULT_DELAY = 1.0
@@ -169,16 +181,23 @@ class RoundsMixin:
         """A copy of the current round's per-worker delays (None before the first round)."""
         return None if self._round_delays is None else self._round_delays.copy()
 
-    def _admit(self, worker: Any, fn: Any, work: Any) -> tuple[int, float, float]:
-        """Validate a submission; return ``(worker, work, delay)``, the delay from the current
-        round (started now if none has been)."""
+    @property
+    def cost(self) -> Any:
+        """The :class:`lwpd.cost.CostModel` that prices each result's communication."""
+        return self._cost
+
+    def _admit(self, worker: Any, fn: Any, work: Any, floats: Any) -> tuple[int, float]:
+        """Validate a submission; return ``(worker, modelled duration)``: the worker's delay
+        in the current round (started now if none has been) times ``work``, plus the
+        communication of ``floats`` (:meth:`lwpd.cost.CostModel.task_time`)."""
         worker = check_worker(worker, self._n_workers)
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         work = check_work(work)
+        floats = check_real("floats", floats, nonnegative=True)
         if self._round_delays is None:
             self.new_round()
-        return worker, work, float(self._round_delays[worker])
+        return worker, self._cost.task_time(float(self._round_delays[worker]), work, floats)
 
     def new_round(self) -> np.ndarray:
         """Start a round: draw fresh per-worker delays, used by tasks submitted from now on.

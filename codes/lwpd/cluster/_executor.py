@@ -15,6 +15,7 @@ from lwpd.cluster._common import (
     Completion,
     RngSource,
     as_task_ids,
+    check_cost,
     check_delay_model,
     check_stop,
     sample_delays,
@@ -53,8 +54,9 @@ class ExecutorCluster(RoundsMixin):
       from :func:`time.perf_counter`.
     - **Injected delays.** Per-worker delays are drawn once per round exactly as in
       :class:`~lwpd.cluster.SimulatedCluster` (:meth:`new_round`, called automatically on
-      the first submit). A task sleeps ``delay[worker] * work * time_scale`` seconds on the
-      executor before running ``fn``. ``delays=None`` injects no sleep. A worker with
+      the first submit). A task sleeps ``(delay[worker] * work + communication) *
+      time_scale`` seconds on the executor before running ``fn``, the communication
+      ``latency + floats / bandwidth`` of the cluster's :class:`~lwpd.cost.CostModel`. ``delays=None`` injects no sleep. A worker with
       infinite delay never returns: its tasks are not submitted at all and count as
       pending until cancelled.
     - **Logical workers.** Executors do not expose which process runs a task, so a worker
@@ -77,6 +79,9 @@ class ExecutorCluster(RoundsMixin):
         Seconds of real sleep per second of modelled delay (finite, >= 0). Default 1.0.
     seed : None, int or numpy.random.Generator, optional
         Seed for the delay draws; :meth:`reset` returns to the same stream.
+    cost : lwpd.cost.CostModel, optional
+        Prices each result's communication, injected as sleep like the delays; ``None``
+        (default): none.
 
     Examples
     --------
@@ -92,7 +97,7 @@ class ExecutorCluster(RoundsMixin):
     _DEFAULT_DELAY = 0.0  # no delay model: no injected sleep
 
     def __init__(self, executor: Any, n_workers: int, delays: Any = None, time_scale: float = 1.0,
-                 seed: Any = None):
+                 seed: Any = None, cost: Any = None):
         if not callable(getattr(executor, "submit", None)):
             raise TypeError(
                 "executor must be a concurrent.futures.Executor (an object with a callable submit), "
@@ -101,6 +106,7 @@ class ExecutorCluster(RoundsMixin):
         self._executor = executor
         self._n_workers = check_int("n_workers", n_workers, minimum=1)
         self._delays = check_delay_model(delays)
+        self._cost = check_cost(cost)
         self._time_scale = check_real("time_scale", time_scale, nonnegative=True)
         self._rng_source = RngSource(seed)
         self._clear()
@@ -132,7 +138,8 @@ class ExecutorCluster(RoundsMixin):
         return time.perf_counter() - self._t0
 
     # -- operations ---------------------------------------------------------------------
-    def submit(self, worker: int, fn: Callable[..., Any], *args: Any, work: float = 1.0, **kwargs: Any) -> int:
+    def submit(self, worker: int, fn: Callable[..., Any], *args: Any, work: float = 1.0, floats: float = 0.0,
+               **kwargs: Any) -> int:
         """Submit ``fn(*args, **kwargs)`` to the executor on behalf of logical ``worker``.
 
         Parameters
@@ -144,21 +151,23 @@ class ExecutorCluster(RoundsMixin):
         *args, **kwargs
             Passed to ``fn``.
         work : float, optional
-            Units of work (finite, >= 0); the injected sleep is
-            ``delay[worker] * work * time_scale``.
+            Units of compute (finite, >= 0); the injected sleep is
+            ``(delay[worker] * work + communication) * time_scale``.
+        floats : float, optional
+            Floats the result sends back (>= 0), priced by the cluster's ``cost``.
 
         Returns
         -------
         int
             The task id.
         """
-        worker, work, delay = self._admit(worker, fn, work)
+        worker, duration = self._admit(worker, fn, work, floats)
         tid = self._next_id
         self._next_id += 1
         submitted = self.now
         future = None
-        if not np.isinf(delay):
-            sleep_s = delay * work * self._time_scale
+        if not np.isinf(duration):
+            sleep_s = duration * self._time_scale
             future = self._executor.submit(_run_task, fn, sleep_s, worker, args, kwargs)
             self._by_future[future] = tid
             future.add_done_callback(self._record_finish)

@@ -14,6 +14,7 @@ from lwpd.cluster._common import (
     Completion,
     RngSource,
     as_task_ids,
+    check_cost,
     check_delay_model,
     check_stop,
     sample_delays,
@@ -45,8 +46,10 @@ class SimulatedCluster(RoundsMixin):
       ``delays.sample(n_workers, rng)`` once per round. A round starts with
       :meth:`new_round`; the first :meth:`submit` after construction or :meth:`reset`
       starts one automatically. A task's duration is fixed when it is submitted:
-      ``delay[worker] * work`` for the round current at that moment (``np.inf`` if the
-      worker's delay is infinite, whatever the work).
+      ``delay[worker] * work`` for the round current at that moment, plus the
+      communication of the result, ``latency + floats / bandwidth`` of the cluster's
+      :class:`~lwpd.cost.CostModel` (``np.inf`` if the worker's delay is infinite,
+      whatever the work). The worker is busy for the whole duration.
     - **Sequential workers.** Each worker runs its tasks one after another in submission
       order: a task submitted at time ``now`` to a worker busy until ``B`` starts at
       ``max(now, B)`` and finishes ``duration`` later.
@@ -65,6 +68,9 @@ class SimulatedCluster(RoundsMixin):
     seed : None, int or numpy.random.Generator, optional
         Seed for the delay draws. ``None`` draws fresh entropy once; :meth:`reset` always
         returns to the same stream.
+    cost : lwpd.cost.CostModel, optional
+        Prices each result's communication (``latency + floats / bandwidth``); ``None``
+        (default): compute only.
 
     Examples
     --------
@@ -89,9 +95,10 @@ class SimulatedCluster(RoundsMixin):
     1
     """
 
-    def __init__(self, n_workers: int, delays: Any = None, seed: Any = None):
+    def __init__(self, n_workers: int, delays: Any = None, seed: Any = None, cost: Any = None):
         self._n_workers = check_int("n_workers", n_workers, minimum=1)
         self._delays = check_delay_model(delays)
+        self._cost = check_cost(cost)
         self._rng_source = RngSource(seed)
         self._clear()
 
@@ -113,7 +120,8 @@ class SimulatedCluster(RoundsMixin):
         return self._now
 
     # -- operations ---------------------------------------------------------------------
-    def submit(self, worker: int, fn: Callable[..., Any], *args: Any, work: float = 1.0, **kwargs: Any) -> int:
+    def submit(self, worker: int, fn: Callable[..., Any], *args: Any, work: float = 1.0, floats: float = 0.0,
+               **kwargs: Any) -> int:
         """Run ``fn(*args, **kwargs)`` now and schedule its completion on ``worker``.
 
         The result (or the exception ``fn`` raised) is kept and delivered by
@@ -128,15 +136,17 @@ class SimulatedCluster(RoundsMixin):
         *args, **kwargs
             Passed to ``fn``.
         work : float, optional
-            Units of work (finite, >= 0); the duration is ``delay[worker] * work``.
+            Units of compute (finite, >= 0); the duration is ``delay[worker] * work`` plus
+            the communication of the result.
+        floats : float, optional
+            Floats the result sends back (>= 0), priced by the cluster's ``cost``.
 
         Returns
         -------
         int
             The task id.
         """
-        worker, work, delay = self._admit(worker, fn, work)
-        duration = np.inf if np.isinf(delay) else delay * work
+        worker, duration = self._admit(worker, fn, work, floats)
         result, error = None, None
         try:
             result = fn(*args, **kwargs)

@@ -10,5 +10,6 @@ from lwpd.schemes._data_parallel import IgnoreStragglers, Replication, Uncoded
 from lwpd.schemes._gradient_coding import GradientCoding
 from lwpd.schemes._lcc import LCC
 from lwpd.schemes._lwpd import LWPD
+from lwpd.schemes._partial_gc import PartialGradientCoding
 
-__all__ = ["GradientCoding", "IgnoreStragglers", "LCC", "LWPD", "Replication", "Scheme", "Task", "Uncoded"]
+__all__ = ["GradientCoding", "IgnoreStragglers", "LCC", "LWPD", "PartialGradientCoding", "Replication", "Scheme", "Task", "Uncoded"]

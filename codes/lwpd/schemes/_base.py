@@ -11,30 +11,26 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Task:
-    """One worker's job for one step: ``fn(*args)`` on ``worker``, costing ``work`` units.
+    """One worker's job for one step: ``fn(*args)`` on ``worker``.
 
-    A unit of work is one uncoded shard gradient: ``m / n_workers`` samples times all
-    ``n_params`` coordinates. A task's work is (samples it reads) x (gradient coordinates it
-    produces, a codeword counting its Hamming weight), in those units, so the delay model's
-    per-unit delay turns it into time. ``key`` identifies the task across steps when a
-    scheme reorders its tasks from step to step (``None``: its position in the list).
+    ``work`` is its compute in units of one uncoded shard gradient and ``floats`` the size
+    of the result it sends back, both counted by the rules of :mod:`lwpd.cost`; a cluster
+    turns them into time (``delay * work + latency + floats / bandwidth``). ``key``
+    identifies the task across steps when a scheme reorders its tasks from step to step
+    (``None``: its position in the list).
     """
 
     worker: int
     fn: Callable[..., Any]
     args: tuple
     work: float
+    floats: float = 0.0
     key: Any = None
 
 
 def shard_gradient(problem: Any, theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """A worker's gradient on its shard of samples (the mean over ``rows``)."""
     return problem.gradient(theta, rows=rows)
-
-
-def codeword_derivatives(problem: Any, theta: np.ndarray, codebook: Any, indices: np.ndarray) -> np.ndarray:
-    """A worker's directional derivatives ``<grad f(theta), v_j>`` for its codewords."""
-    return problem.directional_derivatives(theta, codebook, indices)
 
 
 class Scheme(ABC):
@@ -73,6 +69,24 @@ class Scheme(ABC):
     def estimate(self) -> np.ndarray | None:
         """The gradient estimate from the results so far, or ``None`` if none is possible."""
 
+    def _units(self, ops: float) -> float:
+        """``ops`` multiply-adds in units of compute for the bound problem (:func:`lwpd.cost.units`)."""
+        from lwpd.cost import units
+
+        return units(ops, self.problem.n_samples, self.n_workers, self.problem.n_params)
+
+    def setup_tasks(self) -> list[Task]:
+        """One-off tasks run before the first step (e.g. forming moments); none by default.
+
+        Their results are handed to :meth:`fold_setup`; their time and cost count towards
+        the run like any step's.
+        """
+        return []
+
+    def fold_setup(self, worker: int, result: Any) -> None:
+        """Fold one setup result in (only called for schemes with :meth:`setup_tasks`)."""
+        raise TypeError(f"{type(self).__name__} has no setup tasks")
+
     def ready(self, received: int) -> bool:
         """Whether a step waiting "until ready" may stop after ``received`` results.
 
@@ -100,7 +114,10 @@ class PerWorkerResults(Scheme):
 
 
 def split_rows(n_samples: int, n_parts: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """A seeded random split of the samples into ``n_parts`` shards of near-equal size."""
+    """A seeded random split of the samples into ``n_parts`` read-only shards of near-equal size."""
     if n_parts > n_samples:
         raise ValueError(f"n_workers ({n_parts}) must not exceed the number of samples ({n_samples})")
-    return [np.sort(part) for part in np.array_split(rng.permutation(n_samples), n_parts)]
+    shards = [np.sort(part) for part in np.array_split(rng.permutation(n_samples), n_parts)]
+    for shard in shards:  # read-only: the problem may then cache the shard's rows and scores
+        shard.flags.writeable = False
+    return shards

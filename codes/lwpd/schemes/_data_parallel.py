@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from lwpd._validation import check_int, check_real
+from lwpd.cost import gradient_ops
 from lwpd.schemes._base import PerWorkerResults, Task, shard_gradient, split_rows
 
 
@@ -23,12 +24,12 @@ class _Sharded(PerWorkerResults):
     def _bind(self, rng: np.random.Generator) -> None:
         self._shards = split_rows(self.problem.n_samples, self.n_workers, rng)
         self._sizes = np.array([s.size for s in self._shards], dtype=float)
-        self._unit = self.problem.n_samples / self.n_workers
         self.begin()
 
     def tasks(self, theta: np.ndarray) -> list[Task]:
+        n = self.problem.n_params
         return [
-            Task(w, shard_gradient, (self.problem, theta, rows), rows.size / self._unit)
+            Task(w, shard_gradient, (self.problem, theta, rows), self._units(gradient_ops(rows.size, n)), floats=n)
             for w, rows in enumerate(self._shards)
         ]
 
@@ -101,7 +102,6 @@ class Replication(_Sharded):
         self._group_of = np.arange(self.n_workers) // self.r
         self._shards = [groups[g] for g in self._group_of]
         self._sizes = np.array([g.size for g in groups], dtype=float)
-        self._unit = self.problem.n_samples / self.n_workers
         self.begin()
 
     def _result_key(self, worker: int) -> int:

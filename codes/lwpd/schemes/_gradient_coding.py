@@ -8,6 +8,7 @@ import numpy as np
 
 from lwpd import _gradient_coding as gc
 from lwpd._validation import check_choice, check_int
+from lwpd.cost import coded_combination_ops
 from lwpd.schemes._base import PerWorkerResults, Task, split_rows
 
 
@@ -51,15 +52,18 @@ class GradientCoding(PerWorkerResults):
             raise ValueError(f"s must be < n_workers ({n}), got {self.s}")
         self._B = gc.frc_matrix(n, self.s) if self.kind == "frc" else gc.cyclic_matrix(n, self.s, rng)
         partitions = split_rows(self.problem.n_samples, n, rng)
-        unit = self.problem.n_samples / n
+        n_params = self.problem.n_params
         self._plan = []
         for i, support in enumerate(gc.partition_assignment(self._B)):
             parts = [partitions[j] for j in support]
-            self._plan.append((parts, self._B[i, support], sum(p.size for p in parts) / unit))
+            work = self._units(coded_combination_ops([p.size for p in parts], n_params))
+            self._plan.append((parts, self._B[i, support], work))
         self.begin()
 
     def tasks(self, theta: np.ndarray) -> list[Task]:
-        return [Task(i, coded_gradient, (self.problem, theta, parts, coef), work) for i, (parts, coef, work) in enumerate(self._plan)]
+        n = self.problem.n_params
+        return [Task(i, coded_gradient, (self.problem, theta, parts, coef), work, floats=n)
+                for i, (parts, coef, work) in enumerate(self._plan)]
 
     def estimate(self) -> np.ndarray | None:
         if not self._results:

@@ -6,6 +6,7 @@ import numpy as np
 
 from lwpd import _lcc as lcc
 from lwpd._validation import check_int
+from lwpd.cost import gradient_ops
 from lwpd.schemes._base import PerWorkerResults, Task
 
 
@@ -59,12 +60,13 @@ class LCC(PerWorkerResults):
         blocks = lcc.split_blocks(X, self.problem.y[order], self.K)
         self._betas, self._alphas = lcc.lcc_points(self.K, self.n_workers)
         self._coded = lcc.encode(blocks, self._betas, self._alphas)
-        self._work = blocks.shape[1] / (self.problem.n_samples / self.n_workers)
+        self._work = self._units(gradient_ops(blocks.shape[1], self.problem.n_params))
         self.begin()
 
     def tasks(self, theta: np.ndarray) -> list[Task]:
         self._theta = np.array(theta, dtype=float)
-        return [Task(i, lcc.worker_result, (self._coded[i], self._theta), self._work) for i in range(self.n_workers)]
+        n = self.problem.n_params
+        return [Task(i, lcc.worker_result, (self._coded[i], self._theta), self._work, floats=n) for i in range(self.n_workers)]
 
     def estimate(self) -> np.ndarray | None:
         if len(self._results) < self.threshold:

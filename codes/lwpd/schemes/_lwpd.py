@@ -8,13 +8,47 @@ from typing import Any
 import numpy as np
 
 from lwpd._validation import check_choice, check_int, check_real
-from lwpd.schemes._base import Scheme, Task, codeword_derivatives
+from lwpd.cost import codeword_support, derivative_ops, moment_derivative_ops, moment_setup_ops
+from lwpd.schemes._base import Scheme, Task, split_rows
+
+LAYOUTS = ("sharded", "full", "moments")
 
 
-def _codeword_chunk(problem: Any, theta: np.ndarray, codebook: Any, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One chunk of a worker's codewords: ``(indices, <grad f(theta), v_j>)``, so the master
-    knows which codewords a result answers whichever chunk arrives first."""
-    return indices, codeword_derivatives(problem, theta, codebook, indices)
+def _codeword_chunk(problem: Any, theta: np.ndarray, codebook: Any, indices: np.ndarray, rows: Any = None,
+                    scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk of a worker's codewords: ``(indices, scale <grad f_rows(theta), v_j>)``, so the
+    master knows which codewords a result answers whichever chunk arrives first."""
+    return indices, scale * problem.directional_derivatives(theta, codebook, indices, rows=rows)
+
+
+def _moment_chunk(moments: Any, theta: np.ndarray, codebook: Any, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk from precomputed moments ``(A, b)`` (gradient ``A theta - b``): one row of ``A``
+    per touched coordinate, never the data."""
+    if moments is None:
+        raise RuntimeError("the moments are not formed yet: run the scheme's setup_tasks first (lwpd.train does)")
+    A, b = moments
+    slot, coords, vals = codebook._csr().selected_entries(indices)
+    touched, inverse = np.unique(coords, return_inverse=True)
+    g = A[touched] @ theta - b[touched]
+    return indices, np.bincount(slot, weights=vals * g[inverse.reshape(-1)], minlength=indices.size)
+
+
+def _shard_moments(problem: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A worker's setup task: the moments of its shard (:meth:`LeastSquares.moments`)."""
+    return problem.moments(rows)
+
+
+def _shared_codewords(n_codewords: int, n_workers: int, share: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """Which codewords each shard answers: every codeword goes to ``c = max(1, round(share *
+    n_workers))`` consecutive shards from a random start, the starts spread evenly, so every
+    shard answers about ``share`` of the codebook."""
+    copies = max(1, round(share * n_workers))
+    if copies >= n_workers:
+        return [np.arange(n_codewords) for _ in range(n_workers)]
+    start = np.empty(n_codewords, dtype=np.int64)
+    start[rng.permutation(n_codewords)] = (np.arange(n_codewords) + rng.integers(n_workers)) % n_workers
+    owners = (start[:, None] + np.arange(copies)) % n_workers  # (n_codewords, copies)
+    return [np.flatnonzero((owners == w).any(axis=1)) for w in range(n_workers)]
 
 
 def deal_codewords(
@@ -42,49 +76,83 @@ def deal_codewords(
 class LWPD(Scheme):
     """Lightweight projective derivative codes: tasks are codewords, grouped per worker.
 
-    Each worker returns ``<grad f(theta), v_j>`` for its codewords (computed without forming
-    the gradient); every result is folded into the decoder the moment it arrives, and the
-    estimate is available from the first result on (a projection of the gradient, so always
-    a descent direction).
+    Each worker returns directional derivatives ``<grad, v_j>`` for its codewords (computed
+    without forming the gradient) in ``chunks`` results a step; every result is folded into
+    a :class:`~lwpd.ProjectionDecoder` (or peeling decoder) the moment it arrives, so an
+    estimate exists from the first result on and a slow worker's finished chunks count.
+    Where the workers' data comes from is the ``layout``:
+
+    ``"sharded"`` (default)
+        Worker ``w`` holds its shard ``S_w`` of the samples (about ``m / N`` rows), computes
+        its forward pass once a step and returns ``c_w <grad f_{S_w}, v_j>`` (``c_w = N |S_w|
+        / m``) for the codewords it answers -- by default the whole codebook, dealt into
+        chunks in a fresh random order every step. The decoder stacks every received
+        (shard, codeword) value as one row, so it returns the least-squares fit ``pinv(V_R)
+        r_R`` over the received multiset ``R``; for an orthonormal codebook (the default) that
+        is, per coordinate, the mean over the shards that answered it. **Recovery rule:** when
+        every shard has answered the same spanning set of each block's codewords (every task
+        arrived), the estimate is exactly the gradient ``sum_w (|S_w| / m) grad f_{S_w}``;
+        otherwise it is that weighted fit, an unbiased estimate when stragglers are random
+        (ignore-stragglers at the granularity of codewords instead of workers). Compute: half
+        a unit of forward pass plus the touched coordinates' share of the other half, about
+        one unit a step with every codeword answered (:mod:`lwpd.cost`); a worker sends one
+        float per codeword, ``share * len(codebook)`` a step.
+    ``"full"``
+        Every worker reads all ``m`` rows; the codebook is dealt over the workers (each
+        codeword to one worker, each block's codewords to distinct workers). The decoder
+        returns the projection of the exact gradient onto the received codewords. Honest
+        cost: a worker's forward pass over all rows alone is ``N / 2`` units a step.
+    ``"moments"`` (:class:`~lwpd.problems.LeastSquares` only)
+        Moment encoding: before the first step each worker forms the moments of its shard
+        (``X~_w^T X~_w``, ``X~_w^T y_w``), once, charged as setup (:meth:`setup_tasks`); the
+        master sums them into ``A``, ``b`` with gradient ``A theta - b``. Each step the
+        codebook is dealt over the workers as in ``"full"`` and a codeword costs one row of
+        ``A`` per touched coordinate (``O(weight x n_params)``, never the rows). The decoder
+        returns the projection of the exact gradient onto the received codewords; with the
+        peeling decoder this is the iterative decoding of LDPC moment encoding (Maity,
+        Rawat, Mazumdar, ISIT 2019).
 
     Parameters
     ----------
     codebook : Codebook, optional
-        The codebook (dimension ``n_params``). By default
-        ``block_codebook(projective_codebook(block_size, q, max_weight), Partition.uniform(n_params, block_size))``.
+        The codebook (dimension ``n_params``). By default the projective base ``PG(b-1, q)``
+        of weight ``<= max_weight`` over blocks of ``b = block_size`` coordinates,
+        compressed to ``redundancy * b`` codewords per block, tiled over the parameters.
+    layout : {"sharded", "full", "moments"}, default "sharded"
+        Where the workers' data comes from (above).
     block_size : int, default 8
         Coordinates per block of the default codebook.
     q : int, default 3
         Field size of the projective base.
     max_weight : int, default 2
         Largest Hamming weight of a base codeword.
-    redundancy : float, optional
-        Keep ``round(redundancy * block_size)`` codewords per block, chosen by ``compress``
-        (default criterion ``"logdet"``); ``None`` keeps the whole projective base
-        (``block_size**2`` codewords for q = 3, weight <= 2).
+    redundancy : float or None, default 1.0
+        Keep ``round(redundancy * block_size)`` codewords per block, chosen by ``compress``;
+        1.0 keeps one per coordinate (the unit vectors: an equal-work configuration with
+        ``layout="sharded"``). ``None`` keeps the whole projective base (``block_size**2``
+        codewords for q = 3, weight <= 2).
     compress : {"coherence", "frame_potential", "mutual_information", "logdet"}, optional
-        Compression criterion used with ``redundancy``.
+        Compression criterion used with ``redundancy`` (default ``"logdet"``).
     decoder : {"projection", "peeling"}, default "projection"
     wait_for : float, default 0.75
         Fraction of the tasks (chunks) a step waits for when it waits "until ready".
-    chunks : int, default 1
-        Tasks per worker: each worker's codewords are split into ``chunks`` tasks that the
-        worker runs one after another, each folded in the moment it finishes. With more
-        than one, a slow worker still contributes the chunks it finished by a deadline
-        instead of nothing; the total work is unchanged. (On a simulated cluster a
-        worker's tasks run in order; an executor runs them as concurrently as it allows.)
-    charge_forward : bool, default False
-        Also charge each worker, per step, the forward pass its directional derivatives
-        need: the scores ``x_i . theta`` of every row it reads, ``n_workers`` units (all
-        ``m`` rows times all parameters), carried by its first chunk. The default cost model
-        (rows read x codeword weight) leaves it out; charging it is the honest cost for
-        the linear models of :mod:`lwpd.problems`, whose LWPD workers read every row.
+    chunks : int, optional
+        Results per worker and step: a worker's codewords are split into ``chunks`` tasks
+        run one after another, each folded in the moment it finishes (the forward pass is
+        charged to the first). Default: 4, or fewer when a worker has fewer codewords.
+    reassign : bool, default True
+        Deal the codewords (and chunk orders) afresh every step, so a persistently slow
+        worker does not erase the same directions every step.
+    share : float, default 1.0
+        With ``layout="sharded"``: the fraction of the codebook each shard answers per step
+        (each codeword by ``round(share * N)`` shards). Below 1 the gradient is compressed:
+        fewer floats and less derivative work, a noisier estimate.
 
     Examples
     --------
     >>> from lwpd.schemes import LWPD
-    >>> LWPD(block_size=4, redundancy=2.0)
-    LWPD(block_size=4, q=3, max_weight=2, redundancy=2.0, compress='logdet', decoder='projection', chunks=1, reassign=True, charge_forward=False)
+    >>> LWPD()
+    LWPD(layout='sharded', block_size=8, q=3, max_weight=2, redundancy=1.0, compress='logdet', decoder='projection', wait_for=0.75, chunks=None, reassign=True, share=1.0)
     """
 
     name = "lwpd"
@@ -92,16 +160,17 @@ class LWPD(Scheme):
     def __init__(
         self,
         codebook: Any = None,
+        layout: str = "sharded",
         block_size: int = 8,
         q: int = 3,
         max_weight: int = 2,
-        redundancy: float | None = None,
+        redundancy: float | None = 1.0,
         compress: str | None = None,
         decoder: str = "projection",
         wait_for: float = 0.75,
-        chunks: int = 1,
+        chunks: int | None = None,
         reassign: bool = True,
-        charge_forward: bool = False,
+        share: float = 1.0,
     ) -> None:
         from lwpd.schemes._data_parallel import _check_fraction
 
@@ -110,6 +179,7 @@ class LWPD(Scheme):
         if codebook is not None and not isinstance(codebook, Codebook):
             raise TypeError(f"codebook must be a lwpd.Codebook or None, got {type(codebook).__name__}")
         self.codebook = codebook
+        self.layout = check_choice("layout", layout, LAYOUTS)
         self.block_size = check_int("block_size", block_size, minimum=1)
         self.q = check_int("q", q, minimum=2)
         self.max_weight = check_int("max_weight", max_weight, minimum=1)
@@ -121,13 +191,19 @@ class LWPD(Scheme):
         self.compress = compress or ("logdet" if redundancy is not None else None)
         self.decoder = check_choice("decoder", decoder, ("projection", "peeling"))
         self.wait_for = _check_fraction(wait_for)
-        self.chunks = check_int("chunks", chunks, minimum=1)
+        self.chunks = None if chunks is None else check_int("chunks", chunks, minimum=1)
         if not isinstance(reassign, (bool, np.bool_)):
             raise TypeError(f"reassign must be True or False, got {reassign!r}")
         self.reassign = bool(reassign)
-        if not isinstance(charge_forward, (bool, np.bool_)):
-            raise TypeError(f"charge_forward must be True or False, got {charge_forward!r}")
-        self.charge_forward = bool(charge_forward)
+        share = check_real("share", share)
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"share must lie in (0, 1], got {share}")
+        if share != 1.0 and self.layout != "sharded":
+            raise ValueError(f"share applies to layout='sharded' only (each codeword is answered once with layout={self.layout!r})")
+        self.share = share
+        if self.decoder == "peeling" and self.layout == "sharded":
+            raise ValueError("decoder='peeling' needs layout='full' or 'moments': with layout='sharded' the shards' "
+                             "values of one codeword differ, and only the projection decoder pools them")
 
     def _build_codebook(self) -> Any:
         from lwpd import Partition, block_codebook, projective_codebook
@@ -143,38 +219,99 @@ class LWPD(Scheme):
 
     def _bind(self, rng: np.random.Generator) -> None:
         from lwpd.decoders import PeelingDecoder, ProjectionDecoder
+        from lwpd.problems import LeastSquares
 
         n = self.problem.n_params
+        if self.layout == "moments" and not isinstance(self.problem, LeastSquares):
+            raise TypeError(f"layout='moments' applies to LeastSquares problems only, got {type(self.problem).__name__}")
         if self.codebook is not None and self.codebook.dim != n:
             raise ValueError(f"codebook must have dimension {n} (the problem's n_params), got {self.codebook.dim}")
         self.codebook_ = self.codebook if self.codebook is not None else self._build_codebook()
-        if len(self.codebook_) < self.n_workers:
+        if self.layout != "sharded" and len(self.codebook_) < self.n_workers:
             raise ValueError(f"the codebook has {len(self.codebook_)} codewords, fewer than n_workers ({self.n_workers})")
         self._rng = rng
+        self._shards = split_rows(self.problem.n_samples, self.n_workers, rng)
+        sizes = np.array([rows.size for rows in self._shards], dtype=float)
+        self._scale = sizes * self.n_workers / self.problem.n_samples  # sum_w (|S_w|/m) g_w = mean_w c_w g_w
+        self._moments = None
+        self._moment_parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._chunks_ = self.chunks
+        if self._chunks_ is None:
+            self._chunks_ = max(1, min(4, min(part.size for part in self._worker_shares())))
         self._deal()
         smallest = min(len(part) for part in self._worker_codewords)
-        if smallest < self.chunks:
-            raise ValueError(f"chunks ({self.chunks}) exceeds the codewords of a worker ({smallest})")
+        if smallest < self._chunks_:
+            raise ValueError(f"chunks ({self._chunks_}) exceeds the codewords of a worker ({smallest})")
         self._decoder = (ProjectionDecoder if self.decoder == "projection" else PeelingDecoder)(self.codebook_)
 
+    def _worker_shares(self) -> list[np.ndarray]:
+        """The codewords each worker answers this step (before splitting into chunks)."""
+        if self.layout == "sharded":
+            return _shared_codewords(len(self.codebook_), self.n_workers, self.share, self._rng)
+        return deal_codewords(self.codebook_.block_of, self.n_workers, 1, self._rng)[0]
+
     def _deal(self) -> None:
-        """Assign the codewords to workers and split each worker's share into chunks."""
+        """Assign the codewords to workers, split each worker's share into chunks, and
+        charge every chunk by :mod:`lwpd.cost`."""
+        if self.layout == "sharded":
+            shares = self._worker_shares()
+            parts = [[np.sort(c) for c in np.array_split(self._rng.permutation(share), self._chunks_)] for share in shares]
+        else:
+            shares, parts = deal_codewords(self.codebook_.block_of, self.n_workers, self._chunks_, self._rng)
+        self._worker_codewords = shares
+        n, m = self.problem.n_params, self.problem.n_samples
+        self._chunks = []
+        for worker, chunks in enumerate(parts):
+            charged = []
+            for c, chunk in enumerate(chunks):
+                touched, weight = codeword_support(self.codebook_, chunk)
+                if self.layout == "moments":
+                    ops = moment_derivative_ops(n, touched, weight)
+                else:
+                    rows = self._shards[worker].size if self.layout == "sharded" else m
+                    ops = derivative_ops(rows, n, touched, weight, forward=c == 0)
+                charged.append((chunk, self._units(ops)))
+            self._chunks.append(charged)
+
+    def setup_tasks(self) -> list[Task]:
+        """With ``layout="moments"``: each worker forms its shard's moments, once. Charged
+        :func:`lwpd.cost.moment_setup_ops`, and the moments travel twice (to the master, and
+        the sums back to every worker): ``2 (n (n + 1) / 2 + n)`` floats."""
+        if self.layout != "moments":
+            return []
         n = self.problem.n_params
-        self._worker_codewords, chunks = deal_codewords(self.codebook_.block_of, self.n_workers, self.chunks, self._rng)
-        weights = self.codebook_.weights
-        forward = float(self.n_workers) if self.charge_forward else 0.0  # all m rows x all n parameters
-        self._chunks = [
-            [(chunk, self.n_workers * float(weights[chunk].sum()) / n + (forward if c == 0 else 0.0))
-             for c, chunk in enumerate(parts)]
-            for parts in chunks
-        ]
+        floats = 2 * (n * (n + 1) / 2 + n)
+        return [Task(w, _shard_moments, (self.problem, rows), self._units(moment_setup_ops(rows.size, n)), floats=floats,
+                     key=("setup", w)) for w, rows in enumerate(self._shards)]
+
+    def fold_setup(self, worker: int, result: Any) -> None:
+        if self.layout != "moments":
+            return super().fold_setup(worker, result)
+        self._moment_parts.setdefault(int(worker), result)
+        if len(self._moment_parts) == self.n_workers:
+            M = sum(part[0] for part in self._moment_parts.values())
+            c = sum(part[1] for part in self._moment_parts.values())
+            m, p = self.problem.n_samples, self.problem
+            A = M / m
+            penalised = np.ones(p.n_params, dtype=bool)
+            if p.fit_intercept:
+                penalised[p.n_features] = False
+            A[np.diag_indices(p.n_params)] += p.alpha * penalised
+            self._moments = (A, c / m)
 
     def tasks(self, theta: np.ndarray) -> list[Task]:
-        return [
-            Task(worker, _codeword_chunk, (self.problem, theta, self.codebook_, indices), work, key=(worker, c))
-            for worker, chunks in enumerate(self._chunks)
-            for c, (indices, work) in enumerate(chunks)
-        ]
+        out = []
+        for worker, chunks in enumerate(self._chunks):
+            for c, (indices, work) in enumerate(chunks):
+                if self.layout == "moments":
+                    fn, args = _moment_chunk, (self._moments, theta, self.codebook_, indices)
+                elif self.layout == "sharded":
+                    args = (self.problem, theta, self.codebook_, indices, self._shards[worker], float(self._scale[worker]))
+                    fn = _codeword_chunk
+                else:
+                    fn, args = _codeword_chunk, (self.problem, theta, self.codebook_, indices)
+                out.append(Task(worker, fn, args, work, floats=float(indices.size), key=(worker, c)))
+        return out
 
     def begin(self) -> None:
         if self.reassign:
@@ -189,7 +326,7 @@ class LWPD(Scheme):
         return self._decoder.estimate() if self._decoder.n_received else None
 
     def ready(self, received: int) -> bool:
-        return received >= math.ceil(self.wait_for * self.n_workers * self.chunks)
+        return received >= math.ceil(self.wait_for * sum(len(chunks) for chunks in self._chunks))
 
     def recovered_fraction(self) -> float:
         """Fraction of the gradient's dimensions the results of this step span (or peel)."""
@@ -197,9 +334,9 @@ class LWPD(Scheme):
 
     def __repr__(self) -> str:
         if self.codebook is not None:
-            return f"LWPD(codebook={self.codebook!r}, decoder={self.decoder!r})"
+            return f"LWPD(codebook={self.codebook!r}, layout={self.layout!r}, decoder={self.decoder!r})"
         return (
-            f"LWPD(block_size={self.block_size}, q={self.q}, max_weight={self.max_weight}, "
-            f"redundancy={self.redundancy}, compress={self.compress!r}, decoder={self.decoder!r}, chunks={self.chunks}, "
-            f"reassign={self.reassign}, charge_forward={self.charge_forward})"
+            f"LWPD(layout={self.layout!r}, block_size={self.block_size}, q={self.q}, max_weight={self.max_weight}, "
+            f"redundancy={self.redundancy}, compress={self.compress!r}, decoder={self.decoder!r}, "
+            f"wait_for={self.wait_for}, chunks={self.chunks}, reassign={self.reassign}, share={self.share})"
         )
