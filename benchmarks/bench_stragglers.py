@@ -21,14 +21,18 @@ Workloads:
   10,000 terms (10,001 parameters), target 5% of the gap: a problem where communication
   matters.
 
-Schemes. Baselines: uncoded (wait for all), ignore-stragglers (75% of the workers),
+Schemes. Baselines: uncoded (wait for all), ignore-stragglers (75% of the workers, and
+50%), ignore-stragglers streaming (each worker sends the gradients of the four quarters of
+its shard as it finishes them, 75% or 50% of the pieces: the streaming LWPD does, without
+the codes),
 replication (r=2), gradient coding s=1 (fractional repetition, cyclic MDS), partial-straggler
 gradient coding (s=1, each partition sent as it finishes), and for least squares LCC (K=6,
 any 11 of 16) and ``moments-uncoded`` (the moment-encoded gradient split by coordinates
 over the workers, waiting for all: what a reviewer would pit against moment encoding).
 LWPD variants: ``lwpd`` (the library default: each worker its shard, one codeword per
 coordinate, four chunks, 75% of the chunks), ``lwpd-half`` (each shard answers half the
-codebook: half the floats), ``lwpd-2x`` (weight-2 projective base, two codewords per
+codebook: half the floats), each also waiting for 50% of the chunks (``-50%``, the same
+choice of fraction the ignore-stragglers baseline gets), ``lwpd-2x`` (weight-2 projective base, two codewords per
 coordinate), ``lwpd-full`` (every worker reads every row: the layout of the paper's
 experiments, priced honestly), and for least squares ``lwpd-moments`` (moment encoding,
 1.5 codewords per coordinate). Every scheme waits "until ready" (``policy="first_k"``).
@@ -75,6 +79,9 @@ def make_schemes(workload: str) -> dict:
     out = {
         "uncoded": schemes.Uncoded(),
         "ignore": schemes.IgnoreStragglers(wait_for=0.75),
+        "ignore-50%": schemes.IgnoreStragglers(wait_for=0.5),
+        "ignore-stream": schemes.IgnoreStragglers(chunks=4),
+        "ignore-stream-50%": schemes.IgnoreStragglers(wait_for=0.5, chunks=4),
         "replication": schemes.Replication(2),
         "gc-frc": schemes.GradientCoding(1, kind="frc"),
         "gc-cyclic": schemes.GradientCoding(1, kind="cyclic"),
@@ -85,7 +92,9 @@ def make_schemes(workload: str) -> dict:
         out["moments-uncoded"] = schemes.LWPD(layout="moments", redundancy=1.0, chunks=1, wait_for=1.0, reassign=False)
     out.update({
         "lwpd": schemes.LWPD(),
+        "lwpd-50%": schemes.LWPD(wait_for=0.5),
         "lwpd-half": schemes.LWPD(share=0.5),
+        "lwpd-half-50%": schemes.LWPD(share=0.5, wait_for=0.5),
         "lwpd-2x": schemes.LWPD(redundancy=2.0),
         "lwpd-full": schemes.LWPD(layout="full"),
     })

@@ -74,12 +74,31 @@ def test_run_writes_its_table_json_and_plot(tmp_path, capsys):
     argv = ["run", "--dataset", "wine", "--workers", "4", "--max-steps", "15", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    for name in ("uncoded", "ignore", "replication", "gc-cyclic", "lwpd"):
+    names = ["uncoded", "ignore", "replication", "gc-cyclic", "gc-partial", "lwpd"]
+    for name in names:
         assert re.search(rf"^{name}\s", printed, flags=re.M)
+    assert re.search(r"^scheme\s+compute\s+floats\s+decode ms\s+time to target", printed, flags=re.M)
     data = json.loads((out / "results.json").read_text())
-    assert [r["scheme"] for r in data["results"]] == ["uncoded", "ignore", "replication", "gc-cyclic", "lwpd"]
+    assert [r["scheme"] for r in data["results"]] == names
+    uncoded = data["results"][0]
+    assert uncoded["compute_per_worker_step"] == 1.0 and uncoded["floats_per_worker_step"] == 14 * 3  # wine: 13 features + 1, 3 classes
     assert all(len(r["history"]["loss"]) >= 1 for r in data["results"])
     assert (out / "loss_vs_time.png").stat().st_size > 1000
+
+
+def test_run_prices_communication(tmp_path, capsys):
+    argv = ["run", "--dataset", "wine", "--schemes", "uncoded", "--workers", "4", "--max-steps", "3", "--stragglers",
+            "none", "--latency", "0.5", "--bandwidth", "42", "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert "latency 0.5, bandwidth 42 floats per time unit" in capsys.readouterr().out
+    import json
+
+    from lwpd._experiment import load_problem
+
+    history = json.loads((tmp_path / "results.json").read_text())["results"][0]["history"]
+    m = load_problem("wine", "auto", 0)[0].n_samples  # 133 rows: shards of 34 and 33
+    step = 34 / (m / 4) + 0.5 + 42 / 42  # the largest shard's compute, latency, the gradient's 42 floats
+    assert history["time"] == pytest.approx([step, 2 * step, 3 * step])
 
 
 def test_run_least_squares_with_lcc_on_threads(tmp_path, capsys):
@@ -99,6 +118,7 @@ def test_run_is_deterministic_for_a_seed(tmp_path, capsys):
     for run in results:  # the master's decode times are wall-clock measurements
         for scheme in run:
             assert all(t >= 0 for t in scheme["history"].pop("decode_time"))
+            assert scheme.pop("decode_ms_per_step") >= 0
     assert results[0] == results[1]
 
 
@@ -106,6 +126,8 @@ def test_run_is_deterministic_for_a_seed(tmp_path, capsys):
     "argv,message",
     [
         (["run", "--stragglers", "weird"], "--stragglers must start with one of"),
+        (["run", "--bandwidth", "0"], "--bandwidth must be > 0"),
+        (["run", "--latency", "-1"], "--latency must be >= 0"),
         (["run", "--stragglers", "pareto:beta=2"], "keys alpha, scale"),
         (["run", "--schemes", "uncoded,magic"], "--schemes takes names from"),
         (["run", "--dataset", "digits", "--model", "logistic"], "needs two classes"),

@@ -341,3 +341,31 @@ def test_a_block_codebook_over_the_parameters_keeps_its_partition_for_the_cost()
     cb = block_codebook(projective_codebook(3, max_weight=2), Partition.uniform(6, 3))
     touched, weight = codeword_support(cb, np.arange(len(cb)))
     assert touched == 6 and weight == cb.weights.sum()
+
+
+def test_streaming_ignore_stragglers_charges_and_decodes_each_piece():
+    problem = _sharded_problem()
+    scheme = _bound(IgnoreStragglers(chunks=3), problem, n_workers=6)
+    theta = np.random.default_rng(8).standard_normal(problem.n_params)
+    tasks = scheme.tasks(theta)
+    assert len(tasks) == 18 and len({t.key for t in tasks}) == 18
+    unit = 2 * (83 / 6) * problem.n_params
+    for task in tasks:
+        rows = task.args[2]
+        assert task.work == pytest.approx(2 * rows.size * problem.n_params / unit)
+        assert task.floats == problem.n_params
+    scheme.begin()
+    for task in tasks:
+        scheme.fold(task.worker, task.fn(*task.args))
+    np.testing.assert_allclose(scheme.estimate(), problem.gradient(theta), rtol=1e-12, atol=1e-14)
+    # a subset of pieces: the size-weighted mean of their gradients, whatever the order
+    subset = tasks[::4]
+    rows = np.concatenate([t.args[2] for t in subset])
+    for order in (subset, subset[::-1]):
+        scheme.begin()
+        for task in order:
+            scheme.fold(task.worker, task.fn(*task.args))
+        np.testing.assert_allclose(scheme.estimate(), problem.gradient(theta, rows=rows), rtol=1e-12, atol=1e-14)
+    assert not scheme.ready(13) and scheme.ready(14)  # 75% of 18 pieces
+    with pytest.raises(ValueError, match=r"chunks \(20\) exceeds the rows of a worker's shard"):
+        _bound(IgnoreStragglers(chunks=20), problem, n_workers=6)

@@ -16,7 +16,7 @@ from lwpd import _config
 DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "synthetic")
 MODELS = ("auto", "least_squares", "logistic", "softmax")
 SCHEMES = ("uncoded", "ignore", "replication", "gc-frc", "gc-cyclic", "gc-partial", "lcc", "lwpd")
-DEFAULT_SCHEMES = ("uncoded", "ignore", "replication", "gc-cyclic", "lwpd")
+DEFAULT_SCHEMES = ("uncoded", "ignore", "replication", "gc-cyclic", "gc-partial", "lwpd")
 _NATURAL_MODEL = {"digits": "softmax", "breast_cancer": "logistic", "wine": "softmax", "diabetes": "least_squares", "synthetic": "least_squares"}
 _STRAGGLERS = {
     "none": ("NoDelay", {}),
@@ -125,7 +125,9 @@ class Outcome:
     metric_name: str
     metric: float
     grad_error: float
-    work: float  # units of work per worker per step (one unit = an uncoded shard gradient)
+    compute: float  # units of compute per worker per step (one unit = an uncoded shard gradient)
+    floats: float  # floats received per worker per step
+    decode_ms: float  # master's fold + decode wall time per step, milliseconds
 
 
 def run(
@@ -138,6 +140,8 @@ def run(
     backend: str = "simulated",
     seed: int = 0,
     max_steps: int = 300,
+    latency: float = 0.0,
+    bandwidth: float = math.inf,
     out: str | Path | None = "lwpd-results",
     progress: bool = True,
 ) -> list[Outcome]:
@@ -146,8 +150,10 @@ def run(
 
     from lwpd import train
     from lwpd.cluster import ExecutorCluster, SimulatedCluster
+    from lwpd.cost import CostModel
 
     delays = parse_stragglers(stragglers)
+    cost = CostModel(latency=latency, bandwidth=bandwidth)
     problem, test, model = load_problem(dataset, model, seed)
     if "lcc" in schemes and model != "least_squares":
         raise ValueError("--schemes lcc applies to least squares only (--dataset diabetes or synthetic)")
@@ -159,10 +165,10 @@ def run(
     for name in schemes:
         scheme = make_scheme(name, workers, problem.n_params)
         if backend == "simulated":
-            cluster, pool = SimulatedCluster(workers, delays, seed=seed), None
+            cluster, pool = SimulatedCluster(workers, delays, seed=seed, cost=cost), None
         else:
             pool = (ThreadPoolExecutor if backend == "threads" else ProcessPoolExecutor)(max_workers=min(workers, 8))
-            cluster = ExecutorCluster(pool, workers, delays, time_scale=1e-3, seed=seed)
+            cluster = ExecutorCluster(pool, workers, delays, time_scale=1e-3, seed=seed, cost=cost)
         try:
             # stale gradients (async) want a shorter step than the 1/L of synchronous steps
             lr = _config.ASYNC_STEP_FRACTION / problem.lipschitz() if policy == "async" else None
@@ -173,25 +179,34 @@ def run(
                 pool.shutdown(cancel_futures=True)
         metric_name, metric = _score(test, history.theta)
         errors = [e for e in history.grad_error if math.isfinite(e)]
-        work = sum(task.work for task in scheme.tasks(history.theta)) / workers
+        steps = max(1, len(history))
         outcomes.append(Outcome(scheme.name, history, history.time_to(target), history.loss[-1], metric_name, metric,
-                                float(np.mean(errors)) if errors else math.nan, work))
+                                float(np.mean(errors)) if errors else math.nan,
+                                sum(history.compute) / steps / workers, sum(history.floats) / steps / workers,
+                                1e3 * sum(history.decode_time) / steps))
     if out is not None:
         _write(Path(out), outcomes, dict(dataset=dataset, model=model, workers=workers, stragglers=stragglers,
-                                         policy=policy, backend=backend, seed=seed, target_loss=target, optimal_loss=f_star))
+                                         policy=policy, backend=backend, seed=seed, latency=latency,
+                                         bandwidth=bandwidth, target_loss=target, optimal_loss=f_star))
     return outcomes
 
 
 def table(outcomes: list[Outcome]) -> str:
-    """The comparison as aligned text: time to target and speed-up against uncoded."""
+    """The comparison as aligned text: per worker and step the compute (units of
+    :mod:`lwpd.cost`) and floats sent, the master's decode time, then time to target and
+    speed-up against uncoded."""
     base = next((o.time_to_target for o in outcomes if o.scheme == "uncoded"), math.nan)
     metric = outcomes[0].metric_name if outcomes else ""
-    lines = [f"{'scheme':<12} {'work/worker':>11} {'time to target':>15} {'speed-up':>9} {'final loss':>11} {'test ' + metric:>14} {'grad error':>11}"]
+    lines = [f"{'scheme':<12} {'compute':>8} {'floats':>8} {'decode ms':>10} {'time to target':>15} {'speed-up':>9} "
+             f"{'final loss':>11} {'test ' + metric:>14} {'grad error':>11}"]
     for o in outcomes:
         speed = base / o.time_to_target if math.isfinite(o.time_to_target) and math.isfinite(base) else math.nan
         reached = f"{o.time_to_target:15.1f}" if math.isfinite(o.time_to_target) else f"{'not reached':>15}"
         speed_text = f"{speed:8.2f}x" if math.isfinite(speed) else f"{'-':>9}"
-        lines.append(f"{o.scheme:<12} {o.work:11.2f} {reached} {speed_text} {o.final_loss:11.4f} {o.metric:14.3f} {o.grad_error:11.3g}")
+        lines.append(f"{o.scheme:<12} {o.compute:8.2f} {o.floats:8.0f} {o.decode_ms:10.3f} {reached} {speed_text} "
+                     f"{o.final_loss:11.4f} {o.metric:14.3f} {o.grad_error:11.3g}")
+    lines.append("compute: units per worker and step (1 = one uncoded shard gradient, forward pass included); "
+                 "floats: sent per worker and step; decode ms: master's fold + decode time per step")
     return "\n".join(lines)
 
 
@@ -205,7 +220,8 @@ def _write(out: Path, outcomes: list[Outcome], config: dict[str, Any]) -> None:
     data = {
         "config": config,
         "results": [
-            {"scheme": o.scheme, "work_per_worker": o.work, "time_to_target": o.time_to_target, "final_loss": o.final_loss,
+            {"scheme": o.scheme, "compute_per_worker_step": o.compute, "floats_per_worker_step": o.floats,
+             "decode_ms_per_step": o.decode_ms, "time_to_target": o.time_to_target, "final_loss": o.final_loss,
              o.metric_name: o.metric, "mean_grad_error": o.grad_error, "history": o.history.as_dict()}
             for o in outcomes
         ],

@@ -97,16 +97,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise ValueError(f"--workers must be >= 2, got {args.workers}")
         if args.max_steps < 1:
             raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
+        if not args.latency >= 0:
+            raise ValueError(f"--latency must be >= 0 (time per result message), got {args.latency}")
+        if not args.bandwidth > 0:
+            raise ValueError(f"--bandwidth must be > 0 (floats per time unit; inf for free), got {args.bandwidth}")
         outcomes = _experiment.run(
             dataset=args.dataset, model=args.model, schemes=schemes, workers=args.workers,
             stragglers=args.stragglers, policy=args.policy, backend=args.backend, seed=args.seed,
-            max_steps=args.max_steps, out=args.out, progress=not args.quiet,
+            max_steps=args.max_steps, latency=args.latency, bandwidth=args.bandwidth, out=args.out, progress=not args.quiet,
         )
     except (ValueError, TypeError) as exc:
         print(f"lwpd run: error: {_as_flags(str(exc))}", file=sys.stderr)
         return 2
+    network = "compute only" if args.latency == 0 and args.bandwidth == float("inf") else \
+        f"latency {args.latency:g}, bandwidth {args.bandwidth:g} floats per time unit"
     print(f"{args.dataset}, {args.workers} workers, stragglers {args.stragglers}, "
-          f"policy {args.policy}, backend {args.backend}, seed {args.seed}")
+          f"policy {args.policy}, backend {args.backend}, seed {args.seed}, costs (lwpd.cost): {network}")
     print(_experiment.table(outcomes))
     print(f"\nwrote {args.out}/results.json and {args.out}/loss_vs_time.png")
     return 0
@@ -152,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=("simulated", "threads", "processes"), default="simulated")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--max-steps", type=int, default=300)
+    run.add_argument("--latency", type=float, default=0.0, help="time per result message (lwpd.cost; default 0)")
+    run.add_argument("--bandwidth", type=float, default=float("inf"),
+                     help="floats per time unit, e.g. the number of parameters to make a gradient cost one unit "
+                     "of compute (default inf: communication free)")
     run.add_argument("--out", default="lwpd-results")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -57,28 +58,77 @@ class Uncoded(_Sharded):
         return self._weighted_mean() if len(self._results) == self.n_workers else None
 
 
+def _piece_gradient(problem: Any, theta: np.ndarray, rows: np.ndarray, piece: int) -> tuple[int, np.ndarray]:
+    """One piece of a worker's shard: ``(piece, gradient over its rows)``."""
+    return piece, problem.gradient(theta, rows=rows)
+
+
 class IgnoreStragglers(_Sharded):
     """Use the shards that arrived, weighted by their sizes (the rest are ignored).
 
     An unbiased estimate of the gradient when stragglers are random, with the variance of a
-    smaller mini-batch.
+    smaller mini-batch. With ``chunks > 1`` each worker splits its shard into that many
+    pieces, processed one after another, and sends each piece's gradient the moment it is
+    done (``n_params`` floats per piece): a slow worker's finished pieces count, at the price
+    of ``chunks`` times the floats sent.
 
     Parameters
     ----------
     wait_for : float, default 0.75
-        Fraction of the workers a step waits for when it waits "until ready".
+        Fraction of the results (workers, or pieces with ``chunks > 1``) a step waits for
+        when it waits "until ready".
+    chunks : int, default 1
+        Pieces per worker's shard (each needs at least one row).
+
+    Examples
+    --------
+    >>> from lwpd.schemes import IgnoreStragglers
+    >>> IgnoreStragglers(wait_for=0.5, chunks=4)
+    IgnoreStragglers(wait_for=0.5, chunks=4)
     """
 
     name = "ignore"
 
-    def __init__(self, wait_for: float = 0.75) -> None:
+    def __init__(self, wait_for: float = 0.75, chunks: int = 1) -> None:
         self.wait_for = _check_fraction(wait_for)
+        self.chunks = check_int("chunks", chunks, minimum=1)
+
+    def _bind(self, rng: np.random.Generator) -> None:
+        super()._bind(rng)
+        if self._sizes.min() < self.chunks:
+            raise ValueError(f"chunks ({self.chunks}) exceeds the rows of a worker's shard ({int(self._sizes.min())})")
+        self._pieces = [np.array_split(rows, self.chunks) for rows in self._shards]  # views: read-only like the shards
+        self._piece_sizes = {(w, c): float(p.size) for w, parts in enumerate(self._pieces) for c, p in enumerate(parts)}
+
+    def tasks(self, theta: np.ndarray) -> list[Task]:
+        if self.chunks == 1:
+            return super().tasks(theta)
+        n = self.problem.n_params
+        return [
+            Task(w, _piece_gradient, (self.problem, theta, rows, c), self._units(gradient_ops(rows.size, n)), floats=n,
+                 key=(w, c))
+            for w, parts in enumerate(self._pieces)
+            for c, rows in enumerate(parts)
+        ]
+
+    def fold(self, worker: int, result: Any) -> None:
+        if self.chunks == 1:
+            return super().fold(worker, result)
+        piece, value = result
+        self._results.setdefault((int(worker), int(piece)), np.asarray(value, dtype=float))
 
     def ready(self, received: int) -> bool:
-        return received >= math.ceil(self.wait_for * self.n_workers)
+        return received >= math.ceil(self.wait_for * self.n_workers * self.chunks)
 
     def estimate(self) -> np.ndarray | None:
-        return self._weighted_mean()
+        if self.chunks == 1 or not self._results:
+            return self._weighted_mean()
+        keys = sorted(self._results)  # a fixed order: the estimate does not depend on arrival order
+        weights = np.array([self._piece_sizes[k] for k in keys])
+        return np.tensordot(weights / weights.sum(), np.stack([self._results[k] for k in keys]), axes=1)
+
+    def __repr__(self) -> str:
+        return f"IgnoreStragglers(wait_for={self.wait_for}, chunks={self.chunks})"
 
 
 class Replication(_Sharded):
