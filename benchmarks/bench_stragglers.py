@@ -37,7 +37,8 @@ coordinate), ``lwpd-full`` (every worker reads every row: the layout of the pape
 experiments, priced honestly), and for least squares ``lwpd-moments`` (moment encoding,
 1.5 codewords per coordinate). Every scheme waits "until ready" (``policy="first_k"``).
 
-Run ``python benchmarks/bench_stragglers.py`` (about 10 minutes on 2 cores; ``--quick`` for a
+Compute and floats per worker and step, and the master's measured decode time per step, are
+shown for column (a) without communication. Run ``python benchmarks/bench_stragglers.py`` (about 4 minutes on 2 cores; ``--quick`` for a
 smoke run). It prints one Markdown table per workload (simulated time to target, and the
 speed-up over uncoded) and a verdict per column: the best LWPD variant against the best
 baseline, all from one run; ``--json PATH`` also writes every number.
@@ -59,6 +60,7 @@ from scipy.optimize import minimize
 N_WORKERS = 16
 MODELS = ("(a) shifted-exp", "(b) 10% 10x slow", "(c) Pareto 1.5", "(d) 10% fail")
 NETWORKS = ("compute", "comm")
+TIE = 0.01  # times within 1% of each other are reported as a tie
 
 
 def delay_model(name: str):
@@ -191,9 +193,9 @@ def report(results: dict, workload: str, problem) -> str:
     """One Markdown table for a workload: rows schemes, columns model x network."""
     columns = [(m, n) for n in NETWORKS for m in MODELS]
     names = list(results[(workload, MODELS[0], NETWORKS[0])])
-    head = "| scheme | compute / worker / step | floats / worker / step | " + " | ".join(
+    head = "| scheme | compute / worker / step | floats / worker / step | decode ms / step | " + " | ".join(
         f"{m.split()[0]} {n}" for m, n in columns) + " |"
-    lines = [head, "|---|---:|---:|" + "---:|" * len(columns)]
+    lines = [head, "|---|---:|---:|---:|" + "---:|" * len(columns)]
     for name in names:
         ref = results[(workload, MODELS[0], NETWORKS[0])][name]
         cells = []
@@ -203,7 +205,8 @@ def report(results: dict, workload: str, problem) -> str:
             speed = f" ({base / t:.2f}x)" if math.isfinite(t) and math.isfinite(base) else ""
             cells.append(_fmt_time(t) + speed)
         label = f"**{name}**" if name.startswith("lwpd") else name
-        lines.append(f"| {label} | {ref['compute_per_worker_step']:.2f} | {ref['floats_per_worker_step']:.0f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {ref['compute_per_worker_step']:.2f} | {ref['floats_per_worker_step']:.0f} | "
+                     f"{ref['decode_ms_per_step']:.2f} | " + " | ".join(cells) + " |")
     verdict = []
     for col in columns:
         rows = results[(workload, *col)]
@@ -211,11 +214,13 @@ def report(results: dict, workload: str, problem) -> str:
         theirs = min((r["time"], n) for n, r in rows.items() if not n.startswith("lwpd"))
         if not math.isfinite(ours[0]):
             verdict.append("LWPD never")
+        elif math.isfinite(theirs[0]) and abs(ours[0] / theirs[0] - 1.0) < TIE:
+            verdict.append(f"tie: {ours[1]} and {theirs[1]}")
         elif not math.isfinite(theirs[0]) or ours[0] < theirs[0]:
             verdict.append(f"**won** {ours[1]} {theirs[0] / ours[0]:.2f}x vs {theirs[1]}")
         else:
             verdict.append(f"lost: {theirs[1]} {ours[0] / theirs[0]:.2f}x vs {ours[1]}")
-    lines.append("| best LWPD vs best baseline | | | " + " | ".join(verdict) + " |")
+    lines.append("| best LWPD vs best baseline | | | | " + " | ".join(verdict) + " |")
     return f"{workload}: {type(problem).__name__}, n_params = {problem.n_params}\n\n" + "\n".join(lines)
 
 

@@ -369,3 +369,73 @@ def test_streaming_ignore_stragglers_charges_and_decodes_each_piece():
     assert not scheme.ready(13) and scheme.ready(14)  # 75% of 18 pieces
     with pytest.raises(ValueError, match=r"chunks \(20\) exceeds the rows of a worker's shard"):
         _bound(IgnoreStragglers(chunks=20), problem, n_workers=6)
+
+
+def test_a_chunk_re_run_on_its_own_is_charged_its_own_forward_pass():
+    scheme = _bound(LWPD(codebook=_three_disjoint_pairs(), chunks=3))
+    for task in scheme.tasks(np.zeros(P)):
+        forward = 100 * P / UNIT  # the shard's 100 rows x 21 parameters
+        assert task.rerun_work - task.work == pytest.approx(0.0 if task.key[1] == 0 else forward)
+    moments = _bound(LWPD(layout="moments", block_size=7))
+    assert all(t.rerun_work == t.work for t in moments.tasks(np.zeros(P)))
+    # the asynchronous policy re-dispatches single chunks: each is charged its rerun_work
+    problem = _least_squares()
+    history = train(problem, LWPD(codebook=_three_disjoint_pairs(), chunks=3), SimulatedCluster(N, seed=0),
+                    policy="async", k=N, max_steps=3, lr=0.01, progress=False, seed=0)
+    first_chunk, other_chunk = (100 * P + 100 * 2 + 2) / UNIT, (100 * 2 + 2) / UNIT
+    dispatched_first_step = N * (first_chunk + 2 * other_chunk)
+    assert history.compute[0] >= dispatched_first_step
+    extra = history.compute[0] - dispatched_first_step  # re-dispatches, each with a forward pass
+    assert extra == pytest.approx(round(extra / first_chunk) * first_chunk)
+
+
+def test_history_files_from_before_the_cost_fields_still_load(tmp_path):
+    import json
+
+    from lwpd import History
+
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"scheme": "old", "time": [1.0, 2.0], "loss": [1.0, 0.5], "grad_error": [0.1, 0.1],
+                                "received": [4, 4], "dropped": [0, 0], "staleness": [0.0, 0.0]}))
+    history = History.load(path)
+    assert history.loss == [1.0, 0.5] and np.isnan(history.compute).all() and history.setup_time == 0.0
+
+
+def test_share_needs_fresh_dealing_and_enough_codewords():
+    with pytest.raises(ValueError, match="share < 1 needs reassign=True"):
+        LWPD(share=0.5, reassign=False)
+    cb = Codebook.from_dense(np.eye(P)[:3])
+    with pytest.raises(ValueError, match="some worker would answer nothing; raise share"):
+        _bound(LWPD(codebook=cb, share=0.1))
+    with pytest.raises(ValueError, match="with layout='full' each worker needs a codeword"):
+        _bound(LWPD(codebook=cb, layout="full"))
+
+
+def test_a_read_only_view_of_a_writable_array_is_not_cached():
+    problem, fresh = _least_squares(), _least_squares()
+    base = np.arange(0, M, 2)
+    view = base[:]
+    view.flags.writeable = False
+    theta = np.ones(P)
+    np.testing.assert_allclose(problem.gradient(theta, rows=view), fresh.gradient(theta, rows=view), rtol=1e-14)
+    base[:] = np.arange(1, M, 2)  # the view changes with it
+    np.testing.assert_allclose(problem.gradient(theta, rows=view), fresh.gradient(theta, rows=view), rtol=1e-14)
+
+
+def test_an_executor_cluster_runs_a_logical_workers_tasks_one_after_another():
+    with ThreadPoolExecutor(4) as pool:
+        cluster = ExecutorCluster(pool, 2, FixedDelays([1.0, 1.0]), time_scale=0.05)
+        first = cluster.submit(0, int, 1, work=1.0)
+        second = cluster.submit(0, int, 2, work=1.0)  # queued behind the first on worker 0
+        other = cluster.submit(1, int, 3, work=1.0)
+        done = {d.task_id: d for d in cluster.as_completed()}
+        start = done[first].submitted
+        assert done[first].finished - start >= 0.05 and done[other].finished - start >= 0.05
+        assert done[second].finished - start >= 0.1 - 1e-3  # the first's 0.05 s, then its own (clock reads differ)
+        assert done[other].finished < done[second].finished
+        # cancelling frees the worker: the next task starts at once
+        cluster.submit(0, int, 4, work=100.0)
+        cluster.cancel()
+        fresh = cluster.submit(0, int, 5, work=1.0)
+        (done,) = cluster.wait()
+        assert done.task_id == fresh and done.latency < 0.1

@@ -414,3 +414,14 @@ def test_unfitted_and_pickle():
     again = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
     assert copy.deepcopy(clf).history_.loss == clf.history_.loss
+
+
+def test_the_automatic_deadline_covers_a_given_clusters_communication():
+    from lwpd.cost import CostModel
+
+    X, y = _classification(2)
+    cluster = SimulatedCluster(4, seed=0, cost=CostModel(latency=5.0))  # each result: 5 time units in flight
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = CodedGDClassifier(scheme="uncoded", cluster=cluster, max_iter=3, tol=None).fit(X, y)
+    assert clf.history_.received == [4, 4, 4]  # every result arrives before the deadline

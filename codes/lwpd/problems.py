@@ -276,7 +276,12 @@ class _LinearProblem(ABC):
         read-only index array (a scheme's shard, reused every step), else no caching."""
         if rows is None:
             return None
-        return id(rows) if not rows.flags.writeable else False
+        base = rows
+        while base is not None:  # a read-only view of a writable array could still change
+            if not isinstance(base, np.ndarray) or base.flags.writeable:
+                return False
+            base = base.base
+        return id(rows)
 
     def _cached(self, rows: np.ndarray | None) -> tuple | None:
         key = self._cache_key(rows)
@@ -288,7 +293,8 @@ class _LinearProblem(ABC):
         if key is False:
             return
         if key not in self._score_cache and len(self._score_cache) >= _SCORE_CACHE_ENTRIES:
-            self._score_cache.pop(next(iter(self._score_cache)))  # the oldest row set
+            oldest = next(iter(self._score_cache), None)
+            self._score_cache.pop(oldest, None)  # another thread may have evicted it already
         self._score_cache[key] = (rows, Xr, T, Z, R)  # one assignment: safe for threaded workers
 
     def _X_rows(self, rows: np.ndarray | None) -> np.ndarray | sp.csr_array:

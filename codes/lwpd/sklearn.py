@@ -337,12 +337,21 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         return scheme, n_workers
 
     def _deadline(self, scheme: Any, problem: Any, n_workers: int, train_seed: int, seed: int) -> float:
-        """The automatic per-step deadline (rule in the class docstring, ``policy``)."""
+        """The automatic per-step deadline (rule in the class docstring, ``policy``), plus
+        the most communication of a worker's results on a given cluster."""
         probe = copy.deepcopy(scheme)
         probe.bind(problem, n_workers, np.random.default_rng(train_seed))
         work = np.zeros(n_workers)
+        comm = np.zeros(n_workers)  # a given cluster's price of the results (lwpd.cost), not scaled by delays
+        cost = getattr(self.cluster, "cost", None)
         for task in probe.tasks(np.zeros(problem.n_params)):
             work[task.worker] += task.work
+            if cost is not None:
+                comm[task.worker] += cost.communication(task.floats)
+        return self._compute_deadline(scheme, work, n_workers, seed) + float(comm.max())
+
+    def _compute_deadline(self, scheme: Any, work: np.ndarray, n_workers: int, seed: int) -> float:
+        """The compute part of the automatic deadline, from each worker's compute units."""
         if self.stragglers is None:
             # Every result must arrive. A step ends as soon as all have, so slack costs
             # nothing; it covers LWPD's per-step work, which varies with the fresh dealing

@@ -102,8 +102,10 @@ class History:
     def load(cls, path: str | Path) -> "History":
         """Read a history written by :meth:`save`."""
         data = json.loads(Path(path).read_text())
-        return cls(scheme=data.get("scheme", ""), **{name: data[name] for name in _FIELDS},
-                   **{name: data[name] for name in _SETUP})
+        steps = len(data["time"])
+        # files written before a field existed: NaN per step (zero for the one-off setup)
+        return cls(scheme=data.get("scheme", ""), **{name: data.get(name, [math.nan] * steps) for name in _FIELDS},
+                   **{name: data.get(name, 0.0) for name in _SETUP})
 
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:
         """Loss against time (log scale) on ``ax`` (a new figure if ``None``); returns ``ax``."""
@@ -301,10 +303,12 @@ class _StepCost:
         """The outstanding tasks were cancelled: their results will never be received."""
         self._floats_of.clear()
 
-    def submit(self, cluster: Any, task: Any) -> int:
-        """Submit ``task`` to ``cluster``, counting its compute; returns the task id."""
-        tid = cluster.submit(task.worker, task.fn, *task.args, work=task.work, floats=task.floats)
-        self.compute += task.work
+    def submit(self, cluster: Any, task: Any, alone: bool = False) -> int:
+        """Submit ``task`` to ``cluster``, counting its compute; returns the task id.
+        ``alone``: the task runs on its own (re-dispatched), charged its ``rerun_work``."""
+        work = task.rerun_work if alone and task.rerun_work is not None else task.work
+        tid = cluster.submit(task.worker, task.fn, *task.args, work=work, floats=task.floats)
+        self.compute += work
         self._floats_of[tid] = task.floats
         return tid
 
@@ -384,10 +388,10 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
     def current_tasks() -> dict[Any, Any]:
         return {i if task.key is None else task.key: task for i, task in enumerate(scheme.tasks(run.theta))}
 
-    def dispatch(keys: Iterable[Any]) -> None:
+    def dispatch(keys: Iterable[Any], alone: bool = False) -> None:
         tasks = current_tasks()
         for key in keys:
-            issued[cost.submit(cluster, tasks[key])] = (version, key)
+            issued[cost.submit(cluster, tasks[key], alone)] = (version, key)
 
     cluster.new_round()
     scheme.begin()
@@ -408,7 +412,7 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
             cost.timed(scheme.fold, done.worker, done.result)
             received += 1
             lag_sum += lag
-        dispatch([key])  # the same task again, on the newest parameters
+        dispatch([key], alone=True)  # the same task again, on the newest parameters
         if received >= k:
             estimate = cost.timed(scheme.estimate)
             if estimate is not None:

@@ -22,14 +22,16 @@ from lwpd.cluster._common import (
 )
 
 
-def _run_task(fn: Callable[..., Any], sleep_s: float, worker: int, args: tuple, kwargs: dict) -> Any:
-    """Executed on the executor: sleep for the injected delay, then run the task.
+def _run_task(fn: Callable[..., Any], finish_at: float, worker: int, args: tuple, kwargs: dict) -> Any:
+    """Executed on the executor: sleep until the modelled finish time (``time.time()``
+    seconds, shared by the processes of one machine), then run the task.
 
     Module-level so it pickles (process pools, Dask). ``worker`` is the logical worker
     tag; it is carried for tracing only.
     """
-    if sleep_s > 0:
-        time.sleep(sleep_s)
+    wait = finish_at - time.time()
+    if wait > 0:
+        time.sleep(wait)
     return fn(*args, **kwargs)
 
 
@@ -61,8 +63,10 @@ class ExecutorCluster(RoundsMixin):
       pending until cancelled.
     - **Logical workers.** Executors do not expose which process runs a task, so a worker
       is a logical tag that selects the injected delay (and is passed along to the task
-      wrapper). Unlike the simulated cluster, tasks of one logical worker are not
-      serialised: they run as concurrently as the executor allows.
+      wrapper). As in the simulated cluster, a logical worker's tasks are modelled as run
+      one after another: a task sleeps until the modelled finish of the worker's previous
+      task plus its own duration (cancelling frees the worker at once). The computations
+      themselves run as concurrently as the executor allows.
     - **Cancellation.** :meth:`cancel` calls ``Future.cancel``: tasks not started yet never
       run; tasks already running finish on the executor, but their results are discarded.
 
@@ -119,6 +123,7 @@ class ExecutorCluster(RoundsMixin):
         self._tasks: dict[int, _Task] = {}  # outstanding tasks only
         self._by_future: dict[cf.Future, int] = {}
         self._finished_at: dict[int, float] = {}
+        self._busy_until = np.zeros(self._n_workers)  # modelled finish of each worker's last task (time.time())
         self._next_id = 0
 
     # -- properties ---------------------------------------------------------------------
@@ -151,8 +156,9 @@ class ExecutorCluster(RoundsMixin):
         *args, **kwargs
             Passed to ``fn``.
         work : float, optional
-            Units of compute (finite, >= 0); the injected sleep is
-            ``(delay[worker] * work + communication) * time_scale``.
+            Units of compute (finite, >= 0); the task finishes no earlier than
+            ``(delay[worker] * work + communication) * time_scale`` seconds after the
+            worker's previous task (or now, if the worker is idle).
         floats : float, optional
             Floats the result sends back (>= 0), priced by the cluster's ``cost``.
 
@@ -167,8 +173,10 @@ class ExecutorCluster(RoundsMixin):
         submitted = self.now
         future = None
         if not np.isinf(duration):
-            sleep_s = duration * self._time_scale
-            future = self._executor.submit(_run_task, fn, sleep_s, worker, args, kwargs)
+            start = max(time.time(), float(self._busy_until[worker]))
+            finish_at = start + duration * self._time_scale
+            self._busy_until[worker] = finish_at
+            future = self._executor.submit(_run_task, fn, finish_at, worker, args, kwargs)
             self._by_future[future] = tid
             future.add_done_callback(self._record_finish)
         self._tasks[tid] = _Task(worker, submitted, future)
@@ -272,6 +280,7 @@ class ExecutorCluster(RoundsMixin):
                 task.future.cancel()
                 self._by_future.pop(task.future, None)
             self._finished_at.pop(tid, None)
+            self._busy_until[task.worker] = min(self._busy_until[task.worker], time.time())  # free now
             count += 1
         return count
 

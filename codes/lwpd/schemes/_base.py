@@ -17,7 +17,9 @@ class Task:
     of the result it sends back, both counted by the rules of :mod:`lwpd.cost`; a cluster
     turns them into time (``delay * work + latency + floats / bandwidth``). ``key``
     identifies the task across steps when a scheme reorders its tasks from step to step
-    (``None``: its position in the list).
+    (``None``: its position in the list). ``rerun_work`` is the compute when the task is run
+    on its own, re-dispatched with new parameters by ``policy="async"`` (``None``: ``work``):
+    a chunk that shares its worker's forward pass within a step needs its own when re-run.
     """
 
     worker: int
@@ -26,6 +28,7 @@ class Task:
     work: float
     floats: float = 0.0
     key: Any = None
+    rerun_work: float | None = None
 
 
 def shard_gradient(problem: Any, theta: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -92,8 +92,10 @@ class LWPD(Scheme):
         is, per coordinate, the mean over the shards that answered it. **Recovery rule:** when
         every shard has answered the same spanning set of each block's codewords (every task
         arrived), the estimate is exactly the gradient ``sum_w (|S_w| / m) grad f_{S_w}``;
-        otherwise it is that weighted fit, an unbiased estimate when stragglers are random
-        (ignore-stragglers at the granularity of codewords instead of workers). Compute: half
+        otherwise it is that weighted fit: ignore-stragglers at the granularity of codewords
+        instead of workers, unbiased when which shards answer does not depend on their data
+        (a persistently slow worker biases it towards the fast workers' data, as it does
+        ignore-stragglers). Compute: half
         a unit of forward pass plus the touched coordinates' share of the other half, about
         one unit a step with every codeword answered (:mod:`lwpd.cost`); a worker sends one
         float per codeword, ``share * len(codebook)`` a step.
@@ -107,7 +109,9 @@ class LWPD(Scheme):
         (``X~_w^T X~_w``, ``X~_w^T y_w``), once, charged as setup (:meth:`setup_tasks`); the
         master sums them into ``A``, ``b`` with gradient ``A theta - b``. Each step the
         codebook is dealt over the workers as in ``"full"`` and a codeword costs one row of
-        ``A`` per touched coordinate (``O(weight x n_params)``, never the rows). The decoder
+        ``A`` per touched coordinate (``O(weight x n_params)``, never the rows). The setup is
+        ``(n + 3) / 4`` units per worker, so it pays when a run needs more than about
+        ``n / 4`` steps. The decoder
         returns the projection of the exact gradient onto the received codewords; with the
         peeling decoder this is the iterative decoding of LDPC moment encoding (Maity,
         Rawat, Mazumdar, ISIT 2019).
@@ -145,7 +149,8 @@ class LWPD(Scheme):
         worker does not erase the same directions every step.
     share : float, default 1.0
         With ``layout="sharded"``: the fraction of the codebook each shard answers per step
-        (each codeword by ``round(share * N)`` shards). Below 1 the gradient is compressed:
+        (each codeword by ``max(1, round(share * N))`` shards, so the share used is that over
+        ``N``; needs ``reassign=True``). Below 1 the gradient is compressed:
         fewer floats and less derivative work, a noisier estimate.
 
     Examples
@@ -200,6 +205,9 @@ class LWPD(Scheme):
             raise ValueError(f"share must lie in (0, 1], got {share}")
         if share != 1.0 and self.layout != "sharded":
             raise ValueError(f"share applies to layout='sharded' only (each codeword is answered once with layout={self.layout!r})")
+        if share != 1.0 and not self.reassign:
+            raise ValueError("share < 1 needs reassign=True: a fixed partial share would answer each codeword from the "
+                             "same shards every step, a biased estimate")
         self.share = share
         if self.decoder == "peeling" and self.layout == "sharded":
             raise ValueError("decoder='peeling' needs layout='full' or 'moments': with layout='sharded' the shards' "
@@ -228,7 +236,12 @@ class LWPD(Scheme):
             raise ValueError(f"codebook must have dimension {n} (the problem's n_params), got {self.codebook.dim}")
         self.codebook_ = self.codebook if self.codebook is not None else self._build_codebook()
         if self.layout != "sharded" and len(self.codebook_) < self.n_workers:
-            raise ValueError(f"the codebook has {len(self.codebook_)} codewords, fewer than n_workers ({self.n_workers})")
+            raise ValueError(f"the codebook has {len(self.codebook_)} codewords, fewer than n_workers ({self.n_workers}): "
+                             f"with layout={self.layout!r} each worker needs a codeword (layout='sharded' does not)")
+        answers = max(1, round(self.share * self.n_workers)) * len(self.codebook_)
+        if answers < self.n_workers:
+            raise ValueError(f"share={self.share} gives {answers} answers (codewords x max(1, round(share * n_workers))), "
+                             f"fewer than n_workers ({self.n_workers}): some worker would answer nothing; raise share")
         self._rng = rng
         self._shards = split_rows(self.problem.n_samples, self.n_workers, rng)
         sizes = np.array([rows.size for rows in self._shards], dtype=float)
@@ -270,7 +283,9 @@ class LWPD(Scheme):
                 else:
                     rows = self._shards[worker].size if self.layout == "sharded" else m
                     ops = derivative_ops(rows, n, touched, weight, forward=c == 0)
-                charged.append((chunk, self._units(ops)))
+                # re-run on its own (async), a chunk needs its own forward pass
+                alone = ops if self.layout == "moments" else derivative_ops(rows, n, touched, weight)
+                charged.append((chunk, self._units(ops), self._units(alone)))
             self._chunks.append(charged)
 
     def setup_tasks(self) -> list[Task]:
@@ -302,7 +317,7 @@ class LWPD(Scheme):
     def tasks(self, theta: np.ndarray) -> list[Task]:
         out = []
         for worker, chunks in enumerate(self._chunks):
-            for c, (indices, work) in enumerate(chunks):
+            for c, (indices, work, rerun_work) in enumerate(chunks):
                 if self.layout == "moments":
                     fn, args = _moment_chunk, (self._moments, theta, self.codebook_, indices)
                 elif self.layout == "sharded":
@@ -310,7 +325,7 @@ class LWPD(Scheme):
                     fn = _codeword_chunk
                 else:
                     fn, args = _codeword_chunk, (self.problem, theta, self.codebook_, indices)
-                out.append(Task(worker, fn, args, work, floats=float(indices.size), key=(worker, c)))
+                out.append(Task(worker, fn, args, work, floats=float(indices.size), key=(worker, c), rerun_work=rerun_work))
         return out
 
     def begin(self) -> None:
