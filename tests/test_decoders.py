@@ -310,3 +310,27 @@ def test_shared_patterns_are_used_on_a_large_tiled_codebook():
         Q = np.linalg.svd(rows, full_matrices=False)[2][: np.linalg.matrix_rank(rows)]
         expected[4 * beta:4 * beta + 4] = Q.T @ (Q @ g[4 * beta:4 * beta + 4])
     np.testing.assert_allclose(dec.estimate(), expected, atol=1e-10)
+
+
+def test_batches_are_solved_when_read_and_agree_with_single_updates_and_the_oracle():
+    """Batch updates fold only; the estimate, rank and block ranks solve the touched blocks
+    when read, interleaved single updates included, and equal the one-shot oracle."""
+    cb = block_codebook(projective_codebook(4, max_weight=2), Partition.uniform(40, 4))
+    rng = np.random.default_rng(21)
+    g = rng.standard_normal(cb.dim)
+    values = cb.encode(g)
+    arrivals = rng.integers(0, len(cb), 60)  # repeats included
+    dec = ProjectionDecoder(cb)
+    dec.update(arrivals[:20], values[arrivals[:20]])
+    dec.update(arrivals[20:40], values[arrivals[20:40]])
+    dec.update(int(arrivals[40]), float(values[arrivals[40]]))  # a single arrival between batches
+    dec.update(arrivals[41:], values[arrivals[41:]])
+    V = cb.to_dense()
+    expected = ref.decode_projection(V, arrivals, values[arrivals])
+    np.testing.assert_allclose(dec.estimate(), expected, rtol=1e-10, atol=1e-12)
+    assert dec.rank == np.linalg.matrix_rank(V[np.unique(arrivals)])
+    one_shot = ProjectionDecoder(cb)
+    one_shot.update(arrivals, values[arrivals])
+    np.testing.assert_array_equal(one_shot.block_ranks, dec.block_ranks)
+    dec.reset()
+    assert dec.rank == 0 and not dec.estimate().any()

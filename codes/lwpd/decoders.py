@@ -129,9 +129,11 @@ class ProjectionDecoder(_Decoder):
     ``pinv`` uses a far smaller cut-off, so the two differ only for nearly dependent
     codewords, where the smaller cut-off amplifies noise by up to a million times).
 
-    Each block keeps its received codewords as counts and sums of values; an arrival
+    Each block keeps its received codewords as counts and sums of values; a single arrival
     re-solves only its own block (pivoted Cholesky of the block's ``b x b`` information
-    matrix), so its cost depends on that block and never on ``n``. The result does not
+    matrix), so its cost depends on that block and never on ``n``. A batch of arrivals is
+    only folded in, and the blocks it touched are solved once when the estimate (or the
+    rank) is next read, so many batches between two reads cost one solve per block. The result does not
     depend on arrival order. A codeword that arrives again counts as a repeated measurement:
     the estimate is ``pinv`` of the stacked rows, repeats included.
 
@@ -182,6 +184,10 @@ class ProjectionDecoder(_Decoder):
         self._ranks = np.zeros(n_blocks, dtype=np.int64)
         self._x = np.zeros(codebook.dim, dtype=_config.DECODER_DTYPE)
         self._pattern_table: np.ndarray | None = None  # received set -> slot, see _solve
+        # blocks whose results changed since their last solve: a batch update only folds
+        # (counts and sums), and the blocks are solved once when the estimate is read, so
+        # many batches between two reads cost one solve per block, not one per batch
+        self._dirty = np.zeros(n_blocks, dtype=bool)
 
     def update(self, indices: Any, values: Any) -> None:
         """Fold in results: one ``(index, value)`` pair, or equal-length arrays of them.
@@ -215,7 +221,14 @@ class ProjectionDecoder(_Decoder):
             return
         cpu.scatter_results(idx, vals, self._counts, self._sums)
         self._n_received += int(idx.size)
-        blocks = cpu.blocks_touched(idx, lay.ints, lay.bounds, lay.floats)
+        self._dirty[cpu.blocks_touched(idx, lay.ints, lay.bounds, lay.floats)] = True
+
+    def _flush(self) -> None:
+        """Solve the blocks that batch updates left unsolved (a no-op when there are none)."""
+        if self._backend == "cuda" or not self._dirty.any():
+            return
+        blocks = np.flatnonzero(self._dirty).astype(np.int64)
+        self._dirty[:] = False
         self._solve(blocks)
 
     def _solve(self, blocks: np.ndarray) -> None:
@@ -256,6 +269,7 @@ class ProjectionDecoder(_Decoder):
             from lwpd import _gpu
 
             return _gpu.device_copy(self._state.x)
+        self._flush()
         return self._x.copy()
 
     @property
@@ -272,7 +286,10 @@ class ProjectionDecoder(_Decoder):
     @property
     def block_ranks(self) -> np.ndarray:
         """Numerical rank of the received codewords in each block, shape ``(n_blocks,)``."""
-        return self._state.ranks.copy_to_host() if self._backend == "cuda" else self._ranks.copy()
+        if self._backend == "cuda":
+            return self._state.ranks.copy_to_host()
+        self._flush()
+        return self._ranks.copy()
 
     def recovered_fraction(self) -> float:
         """Fraction of the ``n`` dimensions spanned so far: ``rank / n``.
@@ -292,6 +309,7 @@ class ProjectionDecoder(_Decoder):
         self._sums[:] = 0.0
         self._ranks[:] = 0
         self._x[:] = 0.0
+        self._dirty[:] = False
         self._n_received = 0
 
     def __repr__(self) -> str:
