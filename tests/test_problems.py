@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from lwpd import _config
 from lwpd import Partition, block_codebook, identity_codebook, projective_codebook, random_codebook
 from lwpd.problems import LeastSquares, Logistic, Softmax
 
@@ -121,11 +122,11 @@ def test_directional_derivatives_identity_and_empty():
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_directional_derivatives_read_only_touched_columns(sparse):
-    """Dense X: the column slice handed to the contraction holds only the codewords'
-    features. CSR X: a few touched columns are gathered, most are not (one product over all
-    columns is faster there); the values agree either way."""
-    prob = _make("ls", sparse)
-    reference = _make("ls", sparse)
+    """A few touched columns are gathered: the slice handed to the contraction holds only
+    the codewords' features; with most touched, one product over all columns is used
+    instead (faster); the values agree either way."""
+    X, y = _data("ls", sparse, d=40)
+    prob, reference = LeastSquares(X, y), LeastSquares(X, y)
     seen = []
     X = prob.X
 
@@ -144,7 +145,7 @@ def test_directional_derivatives_read_only_touched_columns(sparse):
         seen.clear()
         np.testing.assert_allclose(prob.directional_derivatives(theta, cb, chosen), reference.gradient(theta)[chosen],
                                    rtol=1e-12, atol=1e-14)
-        gathers = not sparse or len(chosen) <= 0.25 * prob.n_features
+        gathers = len(chosen) <= _config.ALL_COLUMNS_FRACTION * prob.n_features  # 1 of 40 does, 40 do not
         assert seen == ([len(chosen)] if gathers else [])
 
 
@@ -490,7 +491,7 @@ def test_score_cache_is_invisible():
         np.testing.assert_allclose(d, fresh.gradient(theta), rtol=1e-12, atol=1e-14)
         theta[0] += 1.0  # the cache is keyed by value, not identity
         np.testing.assert_allclose(prob.gradient(theta), fresh.gradient(theta), rtol=1e-14)
-    rows, _, _, Z, R = prob._score_cache[None]  # all rows
+    rows, _, _, Z, R, _ = prob._score_cache[None]  # all rows
     assert rows is None and not Z.flags.writeable and not R.flags.writeable
     assert pickle.loads(pickle.dumps(prob))._score_cache == {}
 

@@ -132,3 +132,14 @@ SKLEARN_DEADLINE_ROUNDS: int = 64
 #: Training: rounds a scheme's one-off setup tasks (e.g. moment encoding) are dispatched
 #: again, to workers that failed, before ``lwpd.train`` gives up.
 SETUP_MAX_ROUNDS: int = 100
+
+#: Problems: directional derivatives touching more than this fraction of the features
+#: compute (and cache, per row set and parameters) the product with all columns instead of
+#: gathering the touched ones -- gathering a tenth of the columns of a C-ordered or CSR
+#: matrix already reads most of it. A speed choice of the simulation only: ``lwpd.cost``
+#: charges the touched columns either way.
+ALL_COLUMNS_FRACTION: float = 0.1
+
+#: Problems: row sets whose rows, scores and residuals are cached (all rows, and one entry
+#: per read-only shard or shard piece of a scheme).
+SCORE_CACHE_ENTRIES: int = 129

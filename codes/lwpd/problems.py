@@ -45,6 +45,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.special import expit, log_expit, logsumexp, softmax
 
+from lwpd import _config
 from lwpd._validation import (
     as_index_array,
     as_real_array,
@@ -58,13 +59,6 @@ __all__ = ["LeastSquares", "Logistic", "Softmax"]
 #: Largest side of the Gram matrix formed explicitly by :meth:`lipschitz`; beyond it the
 #: spectral norm is found by Lanczos iteration (``scipy.sparse.linalg.eigsh``).
 _EXACT_GRAM_LIMIT = 2048
-
-#: Directional derivatives on sparse ``X`` touching more than this fraction of the features
-#: compute the product with all columns instead of gathering the touched ones (speed only).
-_ALL_COLUMNS_FRACTION = 0.25
-
-#: Row sets whose rows and scores are cached (all rows, and one per read-only shard).
-_SCORE_CACHE_ENTRIES = 129
 
 #: Relative safety margin applied to an iterative (Lanczos) estimate of ``||[X 1]||_2^2``,
 #: which converges to the top eigenvalue from below.
@@ -288,14 +282,15 @@ class _LinearProblem(ABC):
         entry = self._score_cache.get(key) if key is not False else None
         return entry if entry is not None and entry[0] is rows else None
 
-    def _store(self, rows: np.ndarray | None, Xr: Any, T: Any = None, Z: Any = None, R: Any = None) -> None:
+    def _store(self, rows: np.ndarray | None, Xr: Any, T: Any = None, Z: Any = None, R: Any = None,
+               G: Any = None) -> None:
         key = self._cache_key(rows)
         if key is False:
             return
-        if key not in self._score_cache and len(self._score_cache) >= _SCORE_CACHE_ENTRIES:
+        if key not in self._score_cache and len(self._score_cache) >= _config.SCORE_CACHE_ENTRIES:
             oldest = next(iter(self._score_cache), None)
             self._score_cache.pop(oldest, None)  # another thread may have evicted it already
-        self._score_cache[key] = (rows, Xr, T, Z, R)  # one assignment: safe for threaded workers
+        self._score_cache[key] = (rows, Xr, T, Z, R, G)  # one assignment: safe for threaded workers
 
     def _X_rows(self, rows: np.ndarray | None) -> np.ndarray | sp.csr_array:
         if rows is None:
@@ -344,6 +339,18 @@ class _LinearProblem(ABC):
             R.flags.writeable = False
             self._store(rows, Xr, cached[2], Z, R)
         return R
+
+    def _column_products(self, Xr: Any, R: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """``X_rows^T R`` over every feature, shape ``(d, K)``; cached with the residuals, so the
+        chunks of one worker's step (same rows, same parameters) compute it once."""
+        cached = self._cached(rows)
+        if cached is not None and cached[4] is R and cached[5] is not None:
+            return cached[5]
+        G = np.asarray(Xr.T @ R)
+        if cached is not None and cached[4] is R:
+            G.flags.writeable = False
+            self._store(rows, Xr, cached[2], cached[3], R, G)
+        return G
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -413,8 +420,9 @@ class _LinearProblem(ABC):
 
         The residuals ``r_i = l'(x_i . theta, y_i)`` are computed once (one pass over the
         selected rows of ``X``); then only the columns of ``X`` touched by the chosen
-        codewords are read (for sparse ``X`` with more than a quarter of its features
-        touched, one product over all columns is faster and is used instead). The full
+        codewords are read (with more than ``lwpd._config.ALL_COLUMNS_FRACTION`` of the
+        features touched, one product over all columns is faster in this simulation and is
+        used instead). The full
         gradient is never formed, so the work after the residual pass grows with the
         codewords' total weight, not with ``n_params``; :mod:`lwpd.cost` charges it so.
 
@@ -459,10 +467,10 @@ class _LinearProblem(ABC):
         g[is_b] = R[:, out_k[is_b]].sum(axis=0) / n
         if (~is_b).any():
             feats, f_inv = np.unique(feat[~is_b], return_inverse=True)
-            if sp.issparse(Xr) and feats.size > _ALL_COLUMNS_FRACTION * self._d:
-                # most columns of a CSR matrix touched: one product over all of them is
-                # faster than gathering the columns (same result and the same charged cost)
-                M = np.asarray(Xr.T @ R)[feats]
+            if feats.size > _config.ALL_COLUMNS_FRACTION * self._d:
+                # many columns touched: one product over all of them (shared by the worker's
+                # other chunks) is faster than gathering them; same result, same charged cost
+                M = self._column_products(Xr, R, idx)[feats]
             else:
                 M = np.asarray(Xr[:, feats].T @ R)  # only the touched columns, (len(feats), K)
             kw = out_k[~is_b]
