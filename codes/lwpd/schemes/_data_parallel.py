@@ -35,11 +35,17 @@ class _Sharded(PerWorkerResults):
         ]
 
     def _weighted_mean(self) -> np.ndarray | None:
+        """The results averaged by the sizes of their rows, in key order (so the estimate
+        does not depend on the order of arrival)."""
         if not self._results:
             return None
-        shards = np.fromiter(self._results, dtype=int)
-        weights = self._sizes[shards] / self._sizes[shards].sum()
-        return np.tensordot(weights, np.stack([self._results[s] for s in shards]), axes=1)
+        keys = sorted(self._results)
+        weights = np.array([self._size_of(key) for key in keys], dtype=float)
+        return np.tensordot(weights / weights.sum(), np.stack([self._results[key] for key in keys]), axes=1)
+
+    def _size_of(self, key: Any) -> float:
+        """Rows behind the result kept under ``key`` (a shard)."""
+        return float(self._sizes[key])
 
 
 class Uncoded(_Sharded):
@@ -120,12 +126,11 @@ class IgnoreStragglers(_Sharded):
     def ready(self, received: int) -> bool:
         return received >= math.ceil(self.wait_for * self.n_workers * self.chunks)
 
+    def _size_of(self, key: Any) -> float:
+        return super()._size_of(key) if self.chunks == 1 else self._piece_sizes[key]
+
     def estimate(self) -> np.ndarray | None:
-        if self.chunks == 1 or not self._results:
-            return self._weighted_mean()
-        keys = sorted(self._results)  # a fixed order: the estimate does not depend on arrival order
-        weights = np.array([self._piece_sizes[k] for k in keys])
-        return np.tensordot(weights / weights.sum(), np.stack([self._results[k] for k in keys]), axes=1)
+        return self._weighted_mean()
 
     def __repr__(self) -> str:
         return f"IgnoreStragglers(wait_for={self.wait_for}, chunks={self.chunks})"
