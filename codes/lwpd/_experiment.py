@@ -206,7 +206,7 @@ def table(outcomes: list[Outcome]) -> str:
         lines.append(f"{o.scheme:<12} {o.compute:8.2f} {o.floats:8.0f} {o.decode_ms:10.3f} {reached} {speed_text} "
                      f"{o.final_loss:11.4f} {o.metric:14.3f} {o.grad_error:11.3g}")
     lines.append("compute: units per worker and step (1 = one uncoded shard gradient, forward pass included); "
-                 "floats: sent per worker and step; decode ms: master's fold + decode time per step")
+                 "floats: received by the master per worker and step; decode ms: master's fold + decode time per step")
     return "\n".join(lines)
 
 

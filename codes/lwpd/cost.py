@@ -6,7 +6,7 @@ cluster turns them into time with one rule for every scheme::
 
     task time = delay[worker] * compute  +  latency + floats / bandwidth
 
-``delay`` is the straggler model's seconds per unit of compute for that worker and round
+``delay`` is the straggler model's cluster time per unit of compute for that worker and round
 (:mod:`lwpd.stragglers`); ``latency`` and ``bandwidth`` (floats per unit of cluster time)
 are the :class:`CostModel` of the cluster. ``CostModel()`` (``latency=0``,
 ``bandwidth=inf``) charges compute only. A worker runs its tasks one after another and does
@@ -27,9 +27,9 @@ The charges of each scheme, in multiply-adds (:func:`units` divides by one unit)
 
 * **Data-parallel** (uncoded, ignore-stragglers, replication): a worker's shard gradient,
   :func:`gradient_ops` ``(rows, n) = 2 rows n``; it sends ``n`` floats.
-* **Gradient coding** (fractional repetition, cyclic MDS, partial stragglers): the gradient
-  of each partition it holds plus the coded combination, ``sum_k 2 m_k n + n`` per
-  partition combined (:func:`coded_combination_ops`); it sends ``n`` floats per result.
+* **Gradient coding** (fractional repetition, cyclic MDS, partial stragglers): for each
+  partition it holds, that partition's gradient ``2 m_k n`` plus ``n`` to add it into the
+  coded combination (:func:`coded_combination_ops`); it sends ``n`` floats per result.
 * **LCC** for least squares: ``X~^T (X~ theta - y~)`` on its ``m / K`` coded rows,
   :func:`gradient_ops` ``(m / K, n)``; it sends ``n`` floats.
 * **LWPD**, directional derivatives ``<grad f, v_j>`` for codewords touching ``t`` distinct
@@ -41,8 +41,9 @@ The charges of each scheme, in multiply-adds (:func:`units` divides by one unit)
   ``N / 2`` units; with ``layout="sharded"`` it reads its shard.
 * **Moment-encoded least squares** (``layout="moments"``): once, before the first step, a
   worker forms the moments of its shard, the upper triangle of ``X~_w^T X~_w`` and
-  ``X~_w^T y_w`` (:func:`moment_setup_ops` ``= rows (n (n + 1) / 2 + n)``), and sends
-  ``n (n + 1) / 2 + n`` floats; the master sums them. Per step a codeword costs one row of
+  ``X~_w^T y_w`` (:func:`moment_setup_ops` ``= rows (n (n + 1) / 2 + n)``); they travel
+  there and back (the master sums them and returns the sums), ``2 (n (n + 1) / 2 + n)``
+  floats. Per step a codeword costs one row of
   the moment matrix against ``theta`` per touched coordinate, :func:`moment_derivative_ops`
   ``= t n + w``, independent of ``m``.
 

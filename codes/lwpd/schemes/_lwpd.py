@@ -149,8 +149,8 @@ class LWPD(Scheme):
         worker does not erase the same directions every step.
     share : float, default 1.0
         With ``layout="sharded"``: the fraction of the codebook each shard answers per step
-        (each codeword by ``max(1, round(share * N))`` shards, so the share used is that over
-        ``N``; needs ``reassign=True``). Below 1 the gradient is compressed:
+        (each codeword by ``max(1, round(share * N))`` shards: the effective share is that
+        number over ``N``; needs ``reassign=True``). Below 1 the gradient is compressed:
         fewer floats and less derivative work, a noisier estimate.
 
     Examples
