@@ -165,16 +165,16 @@ def run_column(args: tuple) -> tuple:
     from lwpd.cluster import SimulatedCluster
     from lwpd.cost import CostModel
 
-    workload, model, network = args
+    workload, model, network, seed = args
     problem, target, max_steps = _WORKLOADS[workload]
     cost = CostModel(bandwidth=float(problem.n_params)) if network == "comm" else CostModel()
     rows = {}
     with threadpool_limits(1):
         for name, scheme in make_schemes(workload).items():
             start = time.perf_counter()
-            cluster = SimulatedCluster(N_WORKERS, delay_model(model), seed=0, cost=cost)
+            cluster = SimulatedCluster(N_WORKERS, delay_model(model), seed=seed, cost=cost)
             history = train(problem, scheme, cluster, policy="first_k", max_steps=max_steps, target_loss=target,
-                            progress=False, seed=0, track_error=False)
+                            progress=False, seed=seed, track_error=False)
             steps = max(1, len(history))
             rows[name] = {
                 "time": history.time_to(target),
@@ -233,18 +233,20 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write every number to this JSON file")
     parser.add_argument("--workloads", default="digits,lstsq,text", help="comma-separated subset")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the delays and of the schemes' assignments")
     args = parser.parse_args()
     start = time.perf_counter()
     chosen = [w for w in args.workloads.split(",") if w]
     _init_worker(args.quick, chosen)
-    jobs = [(w, m, n) for w in chosen for n in NETWORKS for m in MODELS]
+    jobs = [(w, m, n, args.seed) for w in chosen for n in NETWORKS for m in MODELS]
     results = {}
     import multiprocessing
 
     # spawned processes (forking after OpenMP has started is unsafe), each building the problems
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(args.quick, chosen)) as pool:
-        for key, rows in pool.map(run_column, jobs):
+        for (*key, _), rows in pool.map(run_column, jobs):
+            key = tuple(key)
             results[key] = rows
             slowest = max(rows, key=lambda n: rows[n]["wall"])
             print(f"  done {key}: slowest {slowest} {rows[slowest]['wall']:.1f} s", flush=True)
