@@ -56,9 +56,11 @@ class ExecutorCluster(RoundsMixin):
       from :func:`time.perf_counter`.
     - **Injected delays.** Per-worker delays are drawn once per round exactly as in
       :class:`~lwpd.cluster.SimulatedCluster` (:meth:`new_round`, called automatically on
-      the first submit). A task sleeps ``(delay[worker] * work + communication) *
-      time_scale`` seconds on the executor before running ``fn``, the communication
-      ``latency + floats / bandwidth`` of the cluster's :class:`~lwpd.cost.CostModel`. ``delays=None`` injects no sleep. A worker with
+      the first submit). A task's modelled duration is ``(delay[worker] * work +
+      communication) * time_scale`` seconds, the communication ``latency + floats /
+      bandwidth`` of the cluster's :class:`~lwpd.cost.CostModel`; the task sleeps on the
+      executor until that long after its worker's previous task (see below), then runs
+      ``fn``. ``delays=None`` injects no sleep. A worker with
       infinite delay never returns: its tasks are not submitted at all and count as
       pending until cancelled.
     - **Logical workers.** Executors do not expose which process runs a task, so a worker

@@ -279,12 +279,11 @@ class LWPD(Scheme):
             for c, chunk in enumerate(chunks):
                 touched, weight = codeword_support(self.codebook_, chunk)
                 if self.layout == "moments":
-                    ops = moment_derivative_ops(n, touched, weight)
+                    ops = alone = moment_derivative_ops(n, touched, weight)
                 else:
                     rows = self._shards[worker].size if self.layout == "sharded" else m
                     ops = derivative_ops(rows, n, touched, weight, forward=c == 0)
-                # re-run on its own (async), a chunk needs its own forward pass
-                alone = ops if self.layout == "moments" else derivative_ops(rows, n, touched, weight)
+                    alone = derivative_ops(rows, n, touched, weight)  # re-run on its own (async): its own forward pass
                 charged.append((chunk, self._units(ops), self._units(alone)))
             self._chunks.append(charged)
 
