@@ -29,3 +29,20 @@ def small_launches(monkeypatch):
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         monkeypatch.setattr(_config, "CUDA_THREADS_PER_BLOCK", 32)
         monkeypatch.setattr(_config, "CUDA_MAX_BLOCKS", 2)
+
+
+@pytest.fixture(scope="session")
+def dask_session():
+    """One Dask LocalCluster (two worker processes) for the whole session, started on first use."""
+    from lwpd.cluster import dask_cluster
+
+    with dask_cluster(n_workers=2) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def dask(dask_session):
+    """The session's Dask cluster, reset (clock, seed, scattered data) for each test."""
+    dask_session.reset()
+    yield dask_session
+    dask_session.reset()

@@ -133,6 +133,11 @@ SKLEARN_DEADLINE_ROUNDS: int = 64
 #: again, to workers that failed, before ``lwpd.train`` gives up.
 SETUP_MAX_ROUNDS: int = 100
 
+#: Training with ``policy="async"`` gives up (RuntimeError) after this many times the number
+#: of tasks of results in a row that could not be folded in (failed, rejected or too stale):
+#: every worker is failing, and re-dispatching would loop forever.
+ASYNC_MAX_UNFOLDED: int = 10
+
 #: Problems: directional derivatives touching more than this fraction of the features
 #: compute (and cache, per row set and parameters) the product with all columns instead of
 #: gathering the touched ones -- gathering a tenth of the columns of a C-ordered or CSR
@@ -143,3 +148,26 @@ ALL_COLUMNS_FRACTION: float = 0.1
 #: Problems: row sets whose rows, scores and residuals are cached (all rows, and one entry
 #: per read-only shard or shard piece of a scheme).
 SCORE_CACHE_ENTRIES: int = 129
+
+#: Dask clusters: a read-only array argument of at least this many bytes is shared data
+#: (scattered to the workers once) rather than travelling with every task.
+DASK_SCATTER_MIN_BYTES: int = 1024
+
+#: Dask clusters: seconds to wait for a scheduler to answer (and a LocalCluster's workers to
+#: start) before giving up with an error naming the address.
+DASK_CONNECT_TIMEOUT: float = 10.0
+
+#: Robust decoding (lwpd.robust): values count as consistent with a block's code when the
+#: least-squares residual is below this fraction of their norm.
+ROBUST_TOL: float = 1e-8
+
+#: Robust decoding: ``I - H[T, T]`` with an eigenvalue at or below this is singular (removing
+#: the rows ``T`` loses rank).
+ROBUST_SPARE_TOL: float = 1e-9
+
+#: Robust decoding: candidate row sets (smallest deleted residual first) refitted and checked
+#: per size before trying a larger size.
+ROBUST_CANDIDATES: int = 4
+
+#: Robust decoding: block codes (per received pattern) kept per decoder.
+ROBUST_CACHE_ENTRIES: int = 256

@@ -16,9 +16,11 @@ from lwpd._validation import as_rng, check_choice, check_int, check_real
 
 __all__ = ["History", "train"]
 
-_FIELDS = ("time", "loss", "grad_error", "received", "dropped", "staleness", "compute", "floats", "decode_time")
-_COUNTS = ("received", "dropped")
-_SETUP = ("setup_time", "setup_compute", "setup_floats")
+_FIELDS = ("time", "loss", "grad_error", "received", "dropped", "staleness", "compute", "floats", "decode_time",
+           "dispatched", "failed", "rejected", "excluded")
+_COUNTS = ("received", "dropped", "dispatched", "failed", "rejected", "excluded")
+_SETUP = ("setup_time", "setup_compute", "setup_floats", "outstanding")
+_FAULTS = ("dispatched", "failed", "rejected", "excluded")
 
 
 @dataclass
@@ -35,6 +37,17 @@ class History:
     the tasks dispatched in the step, all workers together, by :mod:`lwpd.cost`),
     ``floats`` (floats sent by the results received in the step) and ``decode_time``
     (wall-clock seconds the master spent folding results in and decoding the estimate).
+
+    What happened to every task is counted, so nothing is lost or counted twice:
+    ``dispatched`` (tasks submitted in the step), ``failed`` (tasks that raised, or that
+    their executor lost, e.g. a Dask worker that died while running them too often; never
+    folded), ``rejected`` (results that arrived but were refused before folding: not finite,
+    :meth:`Scheme.accepts`), ``excluded`` (results folded in but left out of the decode by a
+    robust decoder, as corrupted; they are also counted in ``received``). For synchronous
+    steps ``dispatched == received + failed + rejected + dropped``; with ``policy="async"``
+    the sums over the run balance the same way once ``outstanding`` (tasks still running
+    when the run ended, then cancelled) is added to the right-hand side.
+
     ``setup_time``, ``setup_compute`` and ``setup_floats`` record a scheme's one-off setup
     (e.g. moment encoding; zero for most schemes); its time is included in ``time``.
     ``scheme`` names the scheme; ``theta`` holds the final parameters.
@@ -53,13 +66,23 @@ class History:
     setup_time: float = 0.0
     setup_compute: float = 0.0
     setup_floats: float = 0.0
+    outstanding: float = 0.0
+    dispatched: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+    rejected: list = field(default_factory=list)
+    excluded: list = field(default_factory=list)
     #: Parameters at the end of the run (not saved by :meth:`save`).
     theta: Any = field(default=None, repr=False, compare=False)
 
     def record(self, **values: float) -> None:
-        """Append one step (every field of :data:`_FIELDS`)."""
+        """Append one step: every field of :data:`_FIELDS` (the fault counts ``dispatched``,
+        ``failed``, ``rejected`` and ``excluded`` default to 0)."""
+        unknown = set(values) - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"History.record got unknown fields {sorted(unknown)}; fields are {list(_FIELDS)}")
         for name in _FIELDS:
-            getattr(self, name).append(int(values[name]) if name in _COUNTS else float(values[name]))
+            value = values[name] if name in values or name not in _FAULTS else 0
+            getattr(self, name).append(int(value) if name in _COUNTS else float(value))
 
     def totals(self) -> dict[str, float]:
         """The run's totals: steps, compute units and floats (setup included), decode seconds.
@@ -77,6 +100,7 @@ class History:
             "compute": self.setup_compute + float(sum(self.compute)),
             "floats": self.setup_floats + float(sum(self.floats)),
             "decode_time": float(sum(self.decode_time)),
+            **{name: int(sum(getattr(self, name))) for name in _FAULTS},
         }
 
     def __len__(self) -> int:
@@ -103,8 +127,10 @@ class History:
         """Read a history written by :meth:`save`."""
         data = json.loads(Path(path).read_text())
         steps = len(data["time"])
-        # files written before a field existed: NaN per step (zero for the one-off setup)
-        return cls(scheme=data.get("scheme", ""), **{name: data.get(name, [math.nan] * steps) for name in _FIELDS},
+        # files written before a field existed: NaN per step (zero for the fault counts and
+        # the one-off setup)
+        return cls(scheme=data.get("scheme", ""),
+                   **{name: data.get(name, [0 if name in _FAULTS else math.nan] * steps) for name in _FIELDS},
                    **{name: data.get(name, 0.0) for name in _SETUP})
 
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:
@@ -240,7 +266,7 @@ def train(
         else:
             _synchronous(run, scheme, cluster, policy, deadline, k)
     finally:
-        cluster.cancel()
+        run.history.outstanding = cluster.cancel()  # tasks still running when the run ended (async)
         run.close()
     run.history.theta = run.theta
     return run.history
@@ -256,8 +282,7 @@ class _Run:
         self.callback, self.cluster, self.history = callback, cluster, history
         self.bar = _progress(max_steps, history.scheme) if progress else None
 
-    def step(self, estimate: np.ndarray | None, received: int, dropped: int, staleness: float,
-             cost: "_StepCost") -> bool:
+    def step(self, estimate: np.ndarray | None, staleness: float, cost: "_StepCost") -> bool:
         """Apply one step with ``estimate`` (none if ``None``), record it; True to stop."""
         error = math.nan
         if estimate is not None:
@@ -268,8 +293,7 @@ class _Run:
             self.theta = self.theta - self.lr * estimate
         loss = self.problem.loss(self.theta)
         now = self.cluster.now
-        self.history.record(time=now, loss=loss, grad_error=error, received=received, dropped=dropped, staleness=staleness,
-                            compute=cost.compute, floats=cost.floats, decode_time=cost.decode_time)
+        self.history.record(time=now, loss=loss, grad_error=error, staleness=staleness, **cost.counts())
         cost.clear()
         if self.bar is not None:
             self.bar.update(1)
@@ -287,7 +311,8 @@ class _Run:
 
 
 class _StepCost:
-    """What one step has cost so far: compute dispatched, floats received, master seconds."""
+    """What one step has cost so far -- compute dispatched, floats received, master seconds --
+    and what happened to each of its tasks (folded, failed, rejected, dropped)."""
 
     def __init__(self) -> None:
         self._floats_of: dict[int, float] = {}  # outstanding task id -> floats its result sends
@@ -298,10 +323,18 @@ class _StepCost:
         self.compute = 0.0
         self.floats = 0.0
         self.decode_time = 0.0
+        self.dispatched = self.received = self.failed = self.rejected = self.excluded = self.dropped = 0
 
-    def forget_outstanding(self) -> None:
-        """The outstanding tasks were cancelled: their results will never be received."""
+    def counts(self) -> dict[str, float]:
+        """The step's record for :meth:`History.record` (all but time, loss, error, staleness)."""
+        return {"compute": self.compute, "floats": self.floats, "decode_time": self.decode_time,
+                "dispatched": self.dispatched, "received": self.received, "failed": self.failed,
+                "rejected": self.rejected, "excluded": self.excluded, "dropped": self.dropped}
+
+    def forget_outstanding(self, cancelled: int) -> None:
+        """``cancelled`` outstanding tasks were cancelled: their results will never be received."""
         self._floats_of.clear()
+        self.dropped += cancelled
 
     def submit(self, cluster: Any, task: Any, alone: bool = False) -> int:
         """Submit ``task`` to ``cluster``, counting its compute; returns the task id.
@@ -309,11 +342,39 @@ class _StepCost:
         work = task.rerun_work if alone and task.rerun_work is not None else task.work
         tid = cluster.submit(task.worker, task.fn, *task.args, work=work, floats=task.floats)
         self.compute += work
+        self.dispatched += 1
         self._floats_of[tid] = task.floats
         return tid
 
-    def received(self, task_id: int) -> None:
+    def arrived(self, task_id: int) -> None:
+        """The result of ``task_id`` arrived: count the floats it sent."""
         self.floats += self._floats_of.pop(task_id, 0.0)
+
+    def take(self, scheme: Any, done: Any, fold: bool = True) -> bool:
+        """Account for one completion and fold its result into ``scheme`` if it may be:
+        a task that raised counts as failed (it sent no result), a result the scheme does
+        not accept (:meth:`Scheme.accepts`, e.g. NaN) as rejected, and with ``fold=False``
+        (too stale) as dropped. Returns True when the result was folded in."""
+        if not done.ok:
+            self._floats_of.pop(done.task_id, None)
+            self.failed += 1
+            return False
+        self.arrived(done.task_id)
+        if not fold:
+            self.dropped += 1
+            return False
+        if not scheme.accepts(done.result):
+            self.rejected += 1
+            return False
+        self.timed(scheme.fold, done.worker, done.result)
+        self.received += 1
+        return True
+
+    def decode(self, scheme: Any) -> np.ndarray | None:
+        """The scheme's estimate (timed), noting the results its decoder excluded."""
+        estimate = self.timed(scheme.estimate)
+        self.excluded = int(scheme.excluded()) if estimate is not None else 0
+        return estimate
 
     def timed(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)``, its wall time added to the master's decode time."""
@@ -326,25 +387,31 @@ class _StepCost:
 
 def _setup(run: _Run, scheme: Any, cluster: Any) -> None:
     """Run the scheme's one-off setup tasks until each has arrived once (a task whose worker
-    never returns is dispatched again in a fresh round) and record their cost."""
+    never returns, or that raised, is dispatched again in a fresh round) and record their
+    cost."""
     tasks = dict(enumerate(scheme.setup_tasks()))
     if not tasks:
         return
     cost = _StepCost()
+    last_error = None
     for _ in range(_config.SETUP_MAX_ROUNDS):
         cluster.new_round()
         ids = {cost.submit(cluster, task): i for i, task in tasks.items()}
-        for done in cluster.as_completed():
-            cost.received(done.task_id)
-            cost.timed(scheme.fold_setup, done.worker, done.result)
-            del tasks[ids[done.task_id]]
+        for done in cluster.as_completed(errors="return"):
+            if done.ok:
+                cost.arrived(done.task_id)
+                cost.timed(scheme.fold_setup, done.worker, done.result)
+                del tasks[ids[done.task_id]]
+            else:
+                last_error = done.error
         cluster.cancel()
-        cost.forget_outstanding()
+        cost.forget_outstanding(0)
         if not tasks:
             break
     else:
         raise RuntimeError(f"{len(tasks)} setup task(s) of {run.history.scheme} never returned in "
-                           f"{_config.SETUP_MAX_ROUNDS} rounds (every worker that held them failed each time)")
+                           f"{_config.SETUP_MAX_ROUNDS} rounds (every worker that held them failed each time)"
+                           ) from last_error
     history = run.history
     history.setup_time, history.setup_compute, history.setup_floats = cluster.now, cost.compute, cost.floats
 
@@ -358,20 +425,15 @@ def _synchronous(run: _Run, scheme: Any, cluster: Any, policy: str, deadline: fl
         scheme.begin()
         for task in scheme.tasks(run.theta):
             cost.submit(cluster, task)
-        stream = cluster.as_completed(deadline=started + deadline) if policy == "deadline" else cluster.as_completed(k=k)
-        received = 0
-        for done in stream:
-            cost.received(done.task_id)
-            cost.timed(scheme.fold, done.worker, done.result)
-            received += 1
-            if policy == "first_k" and k is None and scheme.ready(received):
+        stop = {"deadline": started + deadline} if policy == "deadline" else {"k": k}
+        for done in cluster.as_completed(errors="return", **stop):
+            cost.take(scheme, done)
+            if policy == "first_k" and k is None and scheme.ready(cost.received):
                 break
             if cluster.pending == 0:  # everything arrived: no reason to wait out a deadline
                 break
-        dropped = cluster.pending
-        cluster.cancel()
-        cost.forget_outstanding()
-        if run.step(cost.timed(scheme.estimate), received, dropped, 0.0, cost):
+        cost.forget_outstanding(cluster.cancel())
+        if run.step(cost.decode(scheme), 0.0, cost):
             return
 
 
@@ -380,7 +442,7 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
     re-dispatched at once with the newest parameters. The master steps as soon as ``k``
     results have been folded since its last step and the scheme can decode, then starts a
     new estimate. A result computed on parameters more than ``max_staleness`` steps old is
-    dropped (and counted)."""
+    dropped (and counted); a task that failed is counted and dispatched again."""
     version = 0
     issued: dict[int, tuple[int, Any]] = {}  # task id -> (parameter version, task key)
     cost = _StepCost()
@@ -396,32 +458,35 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
     cluster.new_round()
     scheme.begin()
     dispatch(current_tasks())
-    received = dropped = 0
+    n_tasks = len(issued)
     lag_sum = 0
+    unfolded = 0  # results in a row that could not be folded in
     while True:
-        done = next(iter(cluster.as_completed(k=1)), None)
+        done = next(iter(cluster.as_completed(k=1, errors="return")), None)
         if done is None:  # nothing outstanding can ever finish (every worker failed)
-            run.step(None, received, dropped, math.nan, cost)
+            run.step(None, math.nan, cost)
             return
         computed_on, key = issued.pop(done.task_id)
-        cost.received(done.task_id)
         lag = version - computed_on
-        if lag > max_staleness:
-            dropped += 1
-        else:
-            cost.timed(scheme.fold, done.worker, done.result)
-            received += 1
+        if cost.take(scheme, done, fold=lag <= max_staleness):
             lag_sum += lag
+            unfolded = 0
+        else:
+            unfolded += 1
+            if unfolded > _config.ASYNC_MAX_UNFOLDED * n_tasks:
+                raise RuntimeError(
+                    f"{unfolded} results in a row could not be folded in ({cost.failed} failed, {cost.rejected} "
+                    f"rejected, {cost.dropped} too stale this step): every worker keeps failing") from done.error
         dispatch([key], alone=True)  # the same task again, on the newest parameters
-        if received >= k:
-            estimate = cost.timed(scheme.estimate)
+        if cost.received >= k:
+            estimate = cost.decode(scheme)
             if estimate is not None:
-                if run.step(estimate, received, dropped, lag_sum / received, cost):
+                if run.step(estimate, lag_sum / cost.received, cost):
                     return
                 version += 1
                 cluster.new_round()
                 scheme.begin()
-                received = dropped = lag_sum = 0
+                lag_sum = 0
 
 
 def _progress(total: int, name: str):

@@ -13,11 +13,16 @@ Both clusters share one interface, so a scheme or a training loop is written onc
 
 A *delay model* is any object with ``sample(n_workers, rng) -> ndarray`` (float64, shape
 ``(n_workers,)``, seconds per unit of work, ``np.inf`` for a worker that never returns) and
-``reset()``; :mod:`lwpd.stragglers` provides the standard ones.
+``reset()``; :mod:`lwpd.stragglers` provides the standard ones. A *fault model* (``faults=``,
+e.g. :class:`lwpd.robust.Byzantine`) corrupts some workers' results as they are delivered.
+
+:func:`dask_cluster` runs the same interface on Dask -- a ``LocalCluster`` on one machine,
+or any running scheduler -- with the data placed on the workers once.
 """
 
 from lwpd.cluster._common import Completion
+from lwpd.cluster._dask import DaskCluster, dask_cluster
 from lwpd.cluster._executor import ExecutorCluster
 from lwpd.cluster._simulated import SimulatedCluster
 
-__all__ = ["Completion", "ExecutorCluster", "SimulatedCluster"]
+__all__ = ["Completion", "DaskCluster", "ExecutorCluster", "SimulatedCluster", "dask_cluster"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from lwpd._validation import as_rng, check_int, check_real
+from lwpd._validation import as_rng, check_choice, check_int, check_real
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class Completion:
         Cluster time (seconds) at which the task was submitted.
     finished : float
         Cluster time (seconds) at which the task finished.
+    error : BaseException or None
+        The exception the task raised (then ``result`` is None); only delivered by
+        ``as_completed(errors="return")``, which otherwise re-raises it.
     """
 
     task_id: int
@@ -36,6 +39,12 @@ class Completion:
     result: Any
     submitted: float
     finished: float
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the task returned (did not raise)."""
+        return self.error is None
 
     @property
     def latency(self) -> float:
@@ -54,6 +63,22 @@ def check_delay_model(delays: Any) -> Any:
                 f"methods; {type(delays).__name__} has no callable {attr!r}"
             )
     return delays
+
+
+def check_faults(faults: Any, n_workers: int) -> Any:
+    """Return ``faults`` bound to ``n_workers`` if it is None or a fault model with
+    ``bind(n_workers)``, ``corrupt(worker, result)`` and ``reset()`` (e.g.
+    :class:`lwpd.robust.Byzantine`)."""
+    if faults is None:
+        return None
+    for attr in ("bind", "corrupt", "reset"):
+        if not callable(getattr(faults, attr, None)):
+            raise TypeError(
+                "faults must be None or a fault model with bind(n_workers), corrupt(worker, result) and reset() "
+                f"methods, such as lwpd.robust.Byzantine; {type(faults).__name__} has no callable {attr!r}"
+            )
+    faults.bind(n_workers)
+    return faults
 
 
 def sample_delays(delays: Any, n_workers: int, rng: np.random.Generator, default: float) -> np.ndarray:
@@ -123,11 +148,12 @@ def check_worker(worker: Any, n_workers: int) -> int:
     return worker
 
 
-def check_stop(deadline: Any, k: Any) -> tuple[float | None, int | None]:
+def check_stop(deadline: Any, k: Any, errors: Any = "raise") -> tuple[float | None, int | None]:
     if deadline is not None:
         deadline = check_real("deadline", deadline)
     if k is not None:
         k = check_int("k", k, minimum=1)
+    check_choice("errors", errors, ("raise", "return"))
     return deadline, k
 
 
@@ -155,8 +181,8 @@ class RoundsMixin:
     """Rounds of per-worker delays and the task count, shared by both clusters.
 
     A subclass sets ``_delays``, ``_n_workers``, ``_rng``, ``_tasks`` (outstanding tasks),
-    ``_round``, ``_round_delays`` and ``_cost``, and ``_DEFAULT_DELAY`` (the delay without a
-    model).
+    ``_round``, ``_round_delays``, ``_cost`` and ``_faults``, and ``_DEFAULT_DELAY`` (the
+    delay without a model).
     """
 
     _DEFAULT_DELAY = 1.0
@@ -185,6 +211,24 @@ class RoundsMixin:
     def cost(self) -> Any:
         """The :class:`lwpd.cost.CostModel` that prices each result's communication."""
         return self._cost
+
+    @property
+    def faults(self) -> Any:
+        """The fault model that corrupts some workers' results (None: honest workers)."""
+        return self._faults
+
+    def _completion(self, tid: int, worker: int, result: Any, error: BaseException | None, submitted: float,
+                    finished: float, errors: str) -> Completion:
+        """The record ``as_completed`` yields: a raised error re-raised (``errors="raise"``) or
+        carried, a returned result passed through the fault model (a Byzantine worker lies
+        about what it computed; an error stays an error)."""
+        if error is not None:
+            if errors == "raise":
+                raise error
+            return Completion(tid, worker, None, submitted, finished, error)
+        if self._faults is not None:
+            result = self._faults.corrupt(worker, result)
+        return Completion(tid, worker, result, submitted, finished)
 
     def _admit(self, worker: Any, fn: Any, work: Any, floats: Any) -> tuple[int, float]:
         """Validate a submission; return ``(worker, modelled duration)``: the worker's delay

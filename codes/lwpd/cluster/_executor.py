@@ -17,6 +17,7 @@ from lwpd.cluster._common import (
     as_task_ids,
     check_cost,
     check_delay_model,
+    check_faults,
     check_stop,
     sample_delays,
 )
@@ -88,6 +89,9 @@ class ExecutorCluster(RoundsMixin):
     cost : lwpd.cost.CostModel, optional
         Prices each result's communication, injected as sleep like the delays; ``None``
         (default): none.
+    faults : fault model, optional
+        Corrupts the results of some logical workers as they are delivered, e.g.
+        :class:`lwpd.robust.Byzantine`; ``None`` (default): honest workers.
 
     Examples
     --------
@@ -103,7 +107,7 @@ class ExecutorCluster(RoundsMixin):
     _DEFAULT_DELAY = 0.0  # no delay model: no injected sleep
 
     def __init__(self, executor: Any, n_workers: int, delays: Any = None, time_scale: float = 1.0,
-                 seed: Any = None, cost: Any = None):
+                 seed: Any = None, cost: Any = None, faults: Any = None):
         if not callable(getattr(executor, "submit", None)):
             raise TypeError(
                 "executor must be a concurrent.futures.Executor (an object with a callable submit), "
@@ -113,6 +117,7 @@ class ExecutorCluster(RoundsMixin):
         self._n_workers = check_int("n_workers", n_workers, minimum=1)
         self._delays = check_delay_model(delays)
         self._cost = check_cost(cost)
+        self._faults = check_faults(faults, self._n_workers)
         self._time_scale = check_real("time_scale", time_scale, nonnegative=True)
         self._rng_source = RngSource(seed)
         self._clear()
@@ -178,11 +183,40 @@ class ExecutorCluster(RoundsMixin):
             start = max(time.time(), float(self._busy_until[worker]))
             finish_at = start + duration * self._time_scale
             self._busy_until[worker] = finish_at
-            future = self._executor.submit(_run_task, fn, finish_at, worker, args, kwargs)
+            future = self._dispatch(worker, fn, finish_at, args, kwargs)
             self._by_future[future] = tid
-            future.add_done_callback(self._record_finish)
+            self._watch(future)
         self._tasks[tid] = _Task(worker, submitted, future)
         return tid
+
+    def _dispatch(self, worker: int, fn: Callable[..., Any], finish_at: float, args: tuple, kwargs: dict) -> cf.Future:
+        """Hand one task to the executor (a subclass may choose the executor or ship the
+        arguments differently)."""
+        return self._executor.submit(_run_task, fn, finish_at, worker, args, kwargs)
+
+    # -- the executor's futures: a subclass with other futures (Dask) overrides these -------
+    def _watch(self, future: cf.Future) -> None:
+        """Note the finish time of ``future`` as soon as it completes."""
+        future.add_done_callback(self._record_finish)
+
+    def _wait_first(self, futures: list, timeout: float | None) -> set:
+        """The futures of ``futures`` done once the first completes (empty after ``timeout``)."""
+        return cf.wait(futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)[0]
+
+    def _outcomes(self, futures: list) -> list[tuple[Any, BaseException | None]]:
+        """``(result, error)`` of each finished future."""
+        out = []
+        for future in futures:
+            if future.cancelled():  # cancelled on the executor's side
+                out.append((None, cf.CancelledError("the task was cancelled by its executor")))
+            else:
+                error = future.exception()
+                out.append((None, error) if error is not None else (future.result(), None))
+        return out
+
+    def _cancel_futures(self, futures: list) -> None:
+        for future in futures:
+            future.cancel()
 
     def _record_finish(self, future: cf.Future) -> None:
         # Runs in whichever thread completes the future; dict writes are atomic in CPython.
@@ -190,7 +224,8 @@ class ExecutorCluster(RoundsMixin):
         if tid is not None:
             self._finished_at[tid] = self.now
 
-    def as_completed(self, deadline: float | None = None, k: int | None = None) -> Iterator[Completion]:
+    def as_completed(self, deadline: float | None = None, k: int | None = None,
+                     errors: str = "raise") -> Iterator[Completion]:
         """Yield finished tasks in completion order, waiting in real time.
 
         Parameters
@@ -201,6 +236,10 @@ class ExecutorCluster(RoundsMixin):
             still ahead, matching the simulated cluster's clock.
         k : int, optional
             Stop after ``k`` completions.
+        errors : {"raise", "return"}, default "raise"
+            What happens when a task raised (or its executor lost it, e.g. a Dask worker
+            that died too often): re-raise the exception here, or yield a
+            :class:`Completion` carrying it (``error``) and go on.
 
         Yields
         ------
@@ -211,38 +250,38 @@ class ExecutorCluster(RoundsMixin):
         -----
         Without a deadline, the iteration also ends when no submitted future remains
         (nothing pending, or only tasks of workers with infinite delay). Tasks not yielded
-        stay pending. An exception raised by a task is re-raised here (the task is then no
-        longer pending).
+        stay pending. An exception raised by a task is delivered as ``errors`` says (the
+        task is then no longer pending).
         """
-        deadline, k = check_stop(deadline, k)
-        return self._iterate(deadline, k)
+        deadline, k = check_stop(deadline, k, errors)
+        return self._iterate(deadline, k, errors)
 
     def _live(self) -> list[cf.Future]:
         return [t.future for t in self._tasks.values() if t.future is not None]
 
-    def _iterate(self, deadline: float | None, k: int | None) -> Iterator[Completion]:
+    def _iterate(self, deadline: float | None, k: int | None, errors: str) -> Iterator[Completion]:
         count = 0
         while k is None or count < k:
             live = self._live()
             if not live:
                 break
             timeout = None if deadline is None else max(0.0, deadline - self.now)
-            done, _ = cf.wait(live, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+            done = self._wait_first(live, timeout)
             if not done:
                 break  # deadline reached
             now = self.now
             batch = sorted((self._finished_at.get(self._by_future[f], now), self._by_future[f]) for f in done)
-            for finished, tid in batch:
-                if k is not None and count >= k:
-                    break
-                task = self._tasks.pop(tid, None)
+            if k is not None:
+                batch = batch[: k - count]
+            outcomes = self._outcomes([self._tasks[tid].future for _, tid in batch])  # one round trip for all
+            for (finished, tid), (result, error) in zip(batch, outcomes):
+                task = self._tasks.pop(tid, None)  # popped as yielded: a consumer that stops leaves the rest pending
                 if task is None:  # cancelled meanwhile (e.g. by the consumer)
                     continue
                 self._by_future.pop(task.future, None)
                 self._finished_at.pop(tid, None)
                 count += 1
-                result = task.future.result()  # re-raises the task's exception
-                yield Completion(tid, task.worker, result, task.submitted, finished)
+                yield self._completion(tid, task.worker, result, error, task.submitted, finished, errors)
         else:
             return
         if deadline is not None:
@@ -250,9 +289,9 @@ class ExecutorCluster(RoundsMixin):
             if remaining > 0:
                 time.sleep(remaining)
 
-    def wait(self, deadline: float | None = None, k: int | None = None) -> list[Completion]:
-        """``list(self.as_completed(deadline, k))``."""
-        return list(self.as_completed(deadline, k))
+    def wait(self, deadline: float | None = None, k: int | None = None, errors: str = "raise") -> list[Completion]:
+        """``list(self.as_completed(deadline, k, errors))``."""
+        return list(self.as_completed(deadline, k, errors))
 
     def cancel(self, task_ids: Any = None) -> int:
         """Cancel outstanding tasks.
@@ -274,16 +313,18 @@ class ExecutorCluster(RoundsMixin):
         """
         ids = as_task_ids(task_ids, self._next_id, self._tasks)
         count = 0
+        futures = []
         for tid in ids:
             task = self._tasks.pop(tid, None)
             if task is None:
                 continue
             if task.future is not None:
-                task.future.cancel()
+                futures.append(task.future)
                 self._by_future.pop(task.future, None)
             self._finished_at.pop(tid, None)
             self._busy_until[task.worker] = min(self._busy_until[task.worker], time.time())  # free now
             count += 1
+        self._cancel_futures(futures)
         return count
 
     def reset(self) -> None:
@@ -294,6 +335,8 @@ class ExecutorCluster(RoundsMixin):
         self.cancel()
         if self._delays is not None:
             self._delays.reset()
+        if self._faults is not None:
+            self._faults.reset()
         self._rng_source.reset()
         self._clear()
 

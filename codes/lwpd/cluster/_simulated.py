@@ -16,6 +16,7 @@ from lwpd.cluster._common import (
     as_task_ids,
     check_cost,
     check_delay_model,
+    check_faults,
     check_stop,
     sample_delays,
 )
@@ -71,6 +72,9 @@ class SimulatedCluster(RoundsMixin):
     cost : lwpd.cost.CostModel, optional
         Prices each result's communication (``latency + floats / bandwidth``); ``None``
         (default): compute only.
+    faults : fault model, optional
+        Corrupts the results of some workers as they are delivered, e.g.
+        :class:`lwpd.robust.Byzantine`; ``None`` (default): honest workers.
 
     Examples
     --------
@@ -95,10 +99,11 @@ class SimulatedCluster(RoundsMixin):
     1
     """
 
-    def __init__(self, n_workers: int, delays: Any = None, seed: Any = None, cost: Any = None):
+    def __init__(self, n_workers: int, delays: Any = None, seed: Any = None, cost: Any = None, faults: Any = None):
         self._n_workers = check_int("n_workers", n_workers, minimum=1)
         self._delays = check_delay_model(delays)
         self._cost = check_cost(cost)
+        self._faults = check_faults(faults, self._n_workers)
         self._rng_source = RngSource(seed)
         self._clear()
 
@@ -177,7 +182,8 @@ class SimulatedCluster(RoundsMixin):
             heapq.heappop(heap)
         return None
 
-    def as_completed(self, deadline: float | None = None, k: int | None = None) -> Iterator[Completion]:
+    def as_completed(self, deadline: float | None = None, k: int | None = None,
+                     errors: str = "raise") -> Iterator[Completion]:
         """Yield finished tasks in completion order, advancing the virtual clock.
 
         Parameters
@@ -188,6 +194,9 @@ class SimulatedCluster(RoundsMixin):
             caller had waited until then.
         k : int, optional
             Stop after ``k`` completions (``now`` stays at the k-th finish time).
+        errors : {"raise", "return"}, default "raise"
+            What happens when a task function raised: re-raise its exception here, or
+            yield a :class:`Completion` carrying it (``error``) and go on.
 
         Yields
         ------
@@ -199,13 +208,13 @@ class SimulatedCluster(RoundsMixin):
         Without a deadline, the iteration also ends when no task can ever finish (nothing
         pending, or only tasks on workers with infinite delay). Tasks not yielded stay
         pending. Tasks may be submitted while iterating; they are taken into account. If
-        a task function raised, the exception is re-raised here at its finish time (the
-        task is then no longer pending).
+        a task function raised, the error is delivered at its finish time as ``errors``
+        says (the task is then no longer pending).
         """
-        deadline, k = check_stop(deadline, k)
-        return self._iterate(deadline, k)
+        deadline, k = check_stop(deadline, k, errors)
+        return self._iterate(deadline, k, errors)
 
-    def _iterate(self, deadline: float | None, k: int | None) -> Iterator[Completion]:
+    def _iterate(self, deadline: float | None, k: int | None, errors: str) -> Iterator[Completion]:
         count = 0
         while k is None or count < k:
             event = self._peek()
@@ -217,17 +226,15 @@ class SimulatedCluster(RoundsMixin):
             self._queues[task.worker].remove(tid)
             self._now = max(self._now, finish)
             count += 1
-            if task.error is not None:
-                raise task.error
-            yield Completion(tid, task.worker, task.result, task.submitted, task.finish)
+            yield self._completion(tid, task.worker, task.result, task.error, task.submitted, task.finish, errors)
         else:
             return
         if deadline is not None and deadline > self._now:
             self._now = deadline
 
-    def wait(self, deadline: float | None = None, k: int | None = None) -> list[Completion]:
-        """``list(self.as_completed(deadline, k))``."""
-        return list(self.as_completed(deadline, k))
+    def wait(self, deadline: float | None = None, k: int | None = None, errors: str = "raise") -> list[Completion]:
+        """``list(self.as_completed(deadline, k, errors))``."""
+        return list(self.as_completed(deadline, k, errors))
 
     def cancel(self, task_ids: Any = None) -> int:
         """Cancel outstanding tasks and free their workers at the current time.
@@ -278,6 +285,8 @@ class SimulatedCluster(RoundsMixin):
         """Clock back to 0, every task dropped, the delay model reset, the seed restored."""
         if self._delays is not None:
             self._delays.reset()
+        if self._faults is not None:
+            self._faults.reset()
         self._rng_source.reset()
         self._clear()
 

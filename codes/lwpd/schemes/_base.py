@@ -31,6 +31,19 @@ class Task:
     rerun_work: float | None = None
 
 
+def all_finite(result: Any) -> bool:
+    """True when every floating (or complex) value in ``result`` is finite; integer, boolean and
+    non-numeric parts (codeword indices, piece numbers) are not checked."""
+    if isinstance(result, (tuple, list)):
+        return all(all_finite(part) for part in result)
+    if isinstance(result, dict):
+        return all(all_finite(part) for part in result.values())
+    arr = np.asarray(result) if isinstance(result, (np.ndarray, np.generic, float, complex)) else None
+    if arr is None or arr.dtype.kind not in "fc":
+        return True
+    return bool(np.isfinite(arr).all())
+
+
 def shard_gradient(problem: Any, theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """A worker's gradient on its shard of samples (the mean over ``rows``)."""
     return problem.gradient(theta, rows=rows)
@@ -89,6 +102,17 @@ class Scheme(ABC):
     def fold_setup(self, worker: int, result: Any) -> None:
         """Fold one setup result in (only called for schemes with :meth:`setup_tasks`)."""
         raise TypeError(f"{type(self).__name__} has no setup tasks")
+
+    def accepts(self, result: Any) -> bool:
+        """Whether a result that arrived may be folded in: by default every floating value in
+        it (arrays, nested in tuples or lists) is finite. The training loop counts a refused
+        result as rejected and never folds it (a NaN would poison the whole decode)."""
+        return all_finite(result)
+
+    def excluded(self) -> int:
+        """Results of this step folded in but left out of the last estimate as corrupted (robust
+        decoding); 0 for schemes that trust every result."""
+        return 0
 
     def ready(self, received: int) -> bool:
         """Whether a step waiting "until ready" may stop after ``received`` results.

@@ -137,7 +137,12 @@ class LWPD(Scheme):
         codewords for q = 3, weight <= 2).
     compress : {"coherence", "frame_potential", "mutual_information", "logdet"}, optional
         Compression criterion used with ``redundancy`` (default ``"logdet"``).
-    decoder : {"projection", "peeling"}, default "projection"
+    decoder : {"projection", "peeling", "robust"}, default "projection"
+        ``"robust"`` (layouts ``"full"`` and ``"moments"``): a
+        :class:`~lwpd.robust.RobustDecoder`, which locates and excludes up to
+        ``max_errors`` corrupted values per block (Byzantine workers) when a block receives
+        more codewords than its dimension (``redundancy > 1``); results it excluded count
+        in ``History.excluded``.
     wait_for : float, default 0.75
         Fraction of the tasks (chunks) a step waits for when it waits "until ready".
     chunks : int, optional
@@ -147,6 +152,8 @@ class LWPD(Scheme):
     reassign : bool, default True
         Deal the codewords (and chunk orders) afresh every step, so a persistently slow
         worker does not erase the same directions every step.
+    max_errors : int, default 1
+        With ``decoder="robust"``: corrupted values per block to correct at most.
     share : float, default 1.0
         With ``layout="sharded"``: the fraction of the codebook each shard answers per step
         (each codeword by ``max(1, round(share * N))`` shards: the effective share is that
@@ -176,6 +183,7 @@ class LWPD(Scheme):
         chunks: int | None = None,
         reassign: bool = True,
         share: float = 1.0,
+        max_errors: int = 1,
     ) -> None:
         from lwpd.schemes._data_parallel import _check_fraction
 
@@ -194,7 +202,8 @@ class LWPD(Scheme):
             if redundancy is None:
                 raise ValueError("compress needs redundancy (how many codewords per coordinate to keep)")
         self.compress = compress or ("logdet" if redundancy is not None else None)
-        self.decoder = check_choice("decoder", decoder, ("projection", "peeling"))
+        self.decoder = check_choice("decoder", decoder, ("projection", "peeling", "robust"))
+        self.max_errors = check_int("max_errors", max_errors, minimum=0)
         self.wait_for = _check_fraction(wait_for)
         self.chunks = None if chunks is None else check_int("chunks", chunks, minimum=1)
         if not isinstance(reassign, (bool, np.bool_)):
@@ -209,9 +218,9 @@ class LWPD(Scheme):
             raise ValueError("share < 1 needs reassign=True: a fixed partial share would answer each codeword from the "
                              "same shards every step, a biased estimate")
         self.share = share
-        if self.decoder == "peeling" and self.layout == "sharded":
-            raise ValueError("decoder='peeling' needs layout='full' or 'moments': with layout='sharded' the shards' "
-                             "values of one codeword differ, and only the projection decoder pools them")
+        if self.decoder != "projection" and self.layout == "sharded":
+            raise ValueError(f"decoder={self.decoder!r} needs layout='full' or 'moments': with layout='sharded' the "
+                             "shards' values of one codeword differ, and only the projection decoder pools them")
 
     def _build_codebook(self) -> Any:
         from lwpd import Partition, block_codebook, projective_codebook
@@ -255,7 +264,13 @@ class LWPD(Scheme):
         smallest = min(len(part) for part in self._worker_codewords)
         if smallest < self._chunks_:
             raise ValueError(f"chunks ({self._chunks_}) exceeds the codewords of a worker ({smallest})")
-        self._decoder = (ProjectionDecoder if self.decoder == "projection" else PeelingDecoder)(self.codebook_)
+        self._folded = []
+        if self.decoder == "robust":
+            from lwpd.robust import RobustDecoder
+
+            self._decoder = RobustDecoder(self.codebook_, max_errors=self.max_errors)
+        else:
+            self._decoder = (ProjectionDecoder if self.decoder == "projection" else PeelingDecoder)(self.codebook_)
 
     def _worker_shares(self) -> list[np.ndarray]:
         """The codewords each worker answers this step (before splitting into chunks)."""
@@ -311,7 +326,9 @@ class LWPD(Scheme):
             if p.fit_intercept:
                 penalised[p.n_features] = False
             A[np.diag_indices(p.n_params)] += p.alpha * penalised
-            self._moments = (A, c / m)
+            b = c / m
+            A.flags.writeable = b.flags.writeable = False  # shared data from now on (a Dask cluster scatters it once)
+            self._moments = (A, b)
 
     def tasks(self, theta: np.ndarray) -> list[Task]:
         out = []
@@ -331,10 +348,26 @@ class LWPD(Scheme):
         if self.reassign:
             self._deal()
         self._decoder.reset()
+        self._folded: list[np.ndarray] = []  # the codewords of each result folded in this step
 
     def fold(self, worker: int, result: Any) -> None:
         indices, values = result
         self._decoder.update(indices, values)
+        self._folded.append(np.asarray(indices))
+
+    def excluded(self) -> int:
+        """Results of this step with a value the robust decoder excluded as corrupted."""
+        if self.decoder != "robust":
+            return 0
+        rejected = self._decoder.report.rejected
+        return sum(bool(np.isin(indices, rejected).any()) for indices in self._folded) if rejected.size else 0
+
+    @property
+    def report(self) -> Any:
+        """With ``decoder="robust"``: the :class:`~lwpd.robust.RobustReport` of the last estimate."""
+        if self.decoder != "robust":
+            raise AttributeError("report exists with decoder='robust' only")
+        return self._decoder.report
 
     def estimate(self) -> np.ndarray | None:
         return self._decoder.estimate() if self._decoder.n_received else None
@@ -352,5 +385,6 @@ class LWPD(Scheme):
         return (
             f"LWPD(layout={self.layout!r}, block_size={self.block_size}, q={self.q}, max_weight={self.max_weight}, "
             f"redundancy={self.redundancy}, compress={self.compress!r}, decoder={self.decoder!r}, "
-            f"wait_for={self.wait_for}, chunks={self.chunks}, reassign={self.reassign}, share={self.share})"
+            f"wait_for={self.wait_for}, chunks={self.chunks}, reassign={self.reassign}, share={self.share}"
+            + (f", max_errors={self.max_errors})" if self.decoder == "robust" else ")")
         )

@@ -1,0 +1,218 @@
+"""Faults a run must survive: tasks that raise, return NaN, never return, arrive late from an
+old step, and (on Dask, real processes) a worker killed mid-training. Every task is accounted
+for in the History -- folded, failed, rejected or dropped -- and none is folded in twice."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import cloudpickle
+import numpy as np
+import pytest
+
+from lwpd import train
+from lwpd.cluster import Completion, ExecutorCluster, SimulatedCluster
+from lwpd.problems import LeastSquares
+from lwpd.schemes import LWPD
+
+from reference import FixedDelays
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Dask workers get the helpers below by value
+
+HANG_SECONDS = 3.0
+
+
+def _misbehave(kind: str, fn, *args):
+    """A task that fails as ``kind`` says, on whatever process runs it."""
+    if kind == "raise":
+        raise RuntimeError("injected failure")
+    result = fn(*args)
+    if kind == "nan":
+        indices, values = result
+        return indices, np.full_like(values, np.nan)
+    if kind == "inf":
+        indices, values = result
+        return indices, np.full_like(values, np.inf)
+    if kind == "hang":
+        time.sleep(HANG_SECONDS)
+    return result
+
+
+class Faulty(LWPD):
+    """LWPD (full layout, one codeword per coordinate, one task per worker, dealt afresh each step) whose
+    tasks misbehave by ``plan``: ``{step: {task index: kind}}``."""
+
+    def __init__(self, plan):
+        super().__init__(layout="full", block_size=4, redundancy=1.0, chunks=1)
+        self.plan = plan
+        self.step = -1
+
+    def begin(self):
+        super().begin()
+        self.step += 1
+
+    def tasks(self, theta):
+        out = super().tasks(theta)
+        for i, kind in self.plan.get(self.step, {}).items():
+            out[i] = dataclasses.replace(out[i], fn=_misbehave, args=(kind, out[i].fn, *out[i].args))
+        return out
+
+
+def problem():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((240, 8))
+    return LeastSquares(X, X @ np.arange(1.0, 9.0), fit_intercept=False)
+
+
+def assert_balanced(h):
+    """Synchronous steps: every dispatched task was folded, failed, rejected or dropped, once."""
+    for step, row in enumerate(zip(h.dispatched, h.received, h.failed, h.rejected, h.dropped)):
+        dispatched, received, failed, rejected, dropped = row
+        assert dispatched == received + failed + rejected + dropped, (step, row)
+    assert all(np.isfinite(h.loss)), "a corrupt result was folded in"
+
+
+PLAN = {1: {0: "raise", 1: "nan", 2: "inf"}, 3: {1: "raise"}}
+
+
+TARGET = 1e-8 * problem().loss(np.zeros(8))
+
+
+def check_plan(h, exact=True, hang_step=None):
+    """What PLAN must have done. On a real cluster a planned fault may arrive after the
+    deadline instead (a busy machine), and is then dropped: still counted once."""
+    planned = {1: (1, 2), 3: (1, 0)}  # step: (raises, non-finite results)
+    for step, (raises, corrupt) in planned.items():
+        if exact:
+            assert (h.failed[step], h.rejected[step]) == (raises, corrupt), step
+        else:
+            assert h.failed[step] <= raises and h.rejected[step] <= corrupt, step
+            assert h.failed[step] + h.rejected[step] + h.dropped[step] >= raises + corrupt, step
+    others = [s for s in range(len(h)) if s not in planned]
+    assert not any(h.failed[s] or h.rejected[s] for s in others)  # nothing else failed, nothing twice
+    assert sum(h.failed) + sum(h.rejected) >= 2
+    if hang_step is not None:
+        assert h.dropped[hang_step] >= 1
+    assert_balanced(h)
+    assert h.loss[-1] <= TARGET
+
+
+def test_simulated_cluster_counts_failed_rejected_and_never_returning_tasks():
+    # Worker 3 never returns: its task is dropped at every deadline.
+    cluster = SimulatedCluster(4, delays=FixedDelays([1.0, 1.0, 1.0, np.inf]), seed=0)
+    h = train(problem(), Faulty(PLAN), cluster, deadline=5.0, max_steps=400, target_loss=TARGET,
+              progress=False, seed=0)
+    assert all(d >= 1 for d in h.dropped)
+    check_plan(h)
+    assert h.outstanding == 0  # synchronous steps cancel their own stragglers
+
+
+def test_thread_executor_survives_a_hanging_task_and_ignores_its_late_result():
+    plan = {**PLAN, 5: {3: "hang"}}
+    with ThreadPoolExecutor(8) as pool:
+        cluster = ExecutorCluster(pool, 4, seed=0)
+        h = train(problem(), Faulty(plan), cluster, deadline=1.0, max_steps=400,
+                  target_loss=TARGET, progress=False, seed=0)
+    # The hanging task's result arrives seconds later, while later steps run: dropped, never folded.
+    check_plan(h, exact=False, hang_step=5)
+
+
+def test_async_results_too_stale_are_dropped_and_counted():
+    # Worker 3 is ten times slower: with max_staleness=0 each of its results is older than
+    # the parameters by the time it arrives.
+    cluster = SimulatedCluster(4, delays=FixedDelays([1.0, 1.0, 1.0, 10.0]), seed=0)
+    scheme = LWPD(layout="full", block_size=4, redundancy=1.0, chunks=1)
+    h = train(problem(), scheme, cluster, policy="async", k=3, max_staleness=0, max_steps=30, progress=False, seed=0)
+    assert sum(h.dropped) >= 1 and all(s == 0.0 for s in h.staleness)
+    totals = h.totals()
+    assert totals["dispatched"] == totals_sum(h) + h.outstanding
+    assert all(np.isfinite(h.loss))
+
+
+def totals_sum(h):
+    return sum(h.received) + sum(h.failed) + sum(h.rejected) + sum(h.dropped)
+
+
+def test_async_counts_failures_and_redispatches():
+    class Always(Faulty):
+        def tasks(self, theta):
+            out = LWPD.tasks(self, theta)
+            out[0] = dataclasses.replace(out[0], fn=_misbehave, args=("raise", out[0].fn, *out[0].args))
+            return out
+
+    cluster = SimulatedCluster(4, seed=0)
+    h = train(problem(), Always({}), cluster, policy="async", k=3, max_steps=20, progress=False, seed=0)
+    assert sum(h.failed) >= 19 and sum(h.rejected) == 0
+    assert h.totals()["dispatched"] == totals_sum(h) + h.outstanding
+
+
+def test_async_gives_up_when_every_result_fails():
+    class Broken(Faulty):
+        def tasks(self, theta):
+            return [dataclasses.replace(t, fn=_misbehave, args=("raise", t.fn, *t.args)) for t in LWPD.tasks(self, theta)]
+
+    with pytest.raises(RuntimeError, match="every worker keeps failing") as info:
+        train(problem(), Broken({}), SimulatedCluster(4, seed=0), policy="async", max_steps=5, progress=False, seed=0)
+    assert isinstance(info.value.__cause__, RuntimeError) and "injected failure" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("make", ["simulated", "threads"])
+def test_as_completed_returns_errors_as_completions(make):
+    def boom():
+        raise ValueError("no")
+
+    with ThreadPoolExecutor(2) as pool:
+        cluster = SimulatedCluster(2, seed=0) if make == "simulated" else ExecutorCluster(pool, 2, seed=0)
+        cluster.submit(0, boom)
+        cluster.submit(1, int, "7")
+        done = sorted(cluster.as_completed(errors="return"), key=lambda c: c.worker)
+        assert [c.ok for c in done] == [False, True] and isinstance(done[0].error, ValueError)
+        assert done[0].result is None and done[1].result == 7 and isinstance(done[1], Completion)
+        assert cluster.pending == 0
+        cluster.submit(0, boom)
+        with pytest.raises(ValueError, match="no"):
+            cluster.wait()
+        with pytest.raises(ValueError, match="errors must be one of"):
+            cluster.wait(errors="ignore")
+
+
+# -- Dask: real worker processes ------------------------------------------------------------
+
+@pytest.mark.slow
+def test_dask_counts_every_fault_and_ignores_late_results(dask):
+    from lwpd.cluster import DaskCluster
+
+    plan = {**PLAN, 5: {3: "hang"}}
+    cluster = DaskCluster(dask.client, n_workers=4, seed=0)  # four logical workers on two processes
+    train(problem(), Faulty({}), cluster, deadline=5.0, max_steps=3, progress=False, seed=0)  # workers import and compile
+    h = train(problem(), Faulty(plan), cluster, deadline=1.0, max_steps=200,
+              target_loss=TARGET, progress=False, seed=0)
+    check_plan(h, exact=False, hang_step=5)
+
+
+@pytest.mark.slow
+def test_dask_run_survives_a_worker_killed_mid_training(dask):
+    from lwpd.cluster import DaskCluster
+    from lwpd.stragglers import ShiftedExponential
+
+    prob = problem()
+    cluster = DaskCluster(dask.client, n_workers=2, delays=ShiftedExponential(shift=1.0, rate=5.0), time_scale=0.05, seed=0)
+    pids = cluster.client.run(os.getpid)
+    victim = sorted(pids)[0]
+
+    def kill(step, theta, history):
+        if step == 2:  # kill one worker process while the next step's tasks run on it (its nanny restarts it)
+            threading.Timer(0.02, os.kill, (pids[victim], signal.SIGKILL)).start()
+
+    h = train(prob, LWPD(layout="full", block_size=4, redundancy=1.0, chunks=2, reassign=False), cluster,
+              deadline=2.0, max_steps=200, target_loss=TARGET, callback=kill, progress=False, seed=0)
+    cluster.client.wait_for_workers(2, timeout=30)  # leave the session's cluster whole for the next test
+    assert pids[victim] not in cluster.client.run(os.getpid).values()  # the process did die
+    assert h.loss[-1] <= TARGET
+    assert_balanced(h)

@@ -1,0 +1,233 @@
+"""Byzantine workers: fault injection, robust decoding (exact at the correction limit, a
+reported failure past it) and training through lies, against brute-force oracles."""
+
+from __future__ import annotations
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lwpd import Partition, ProjectionDecoder, block_codebook, compress, projective_codebook, train
+from lwpd.cluster import ExecutorCluster, SimulatedCluster
+from lwpd.problems import LeastSquares
+from lwpd.robust import (Byzantine, DecodingFailureWarning, RobustAggregation, RobustDecoder, block_code_limits)
+from lwpd.schemes import LWPD
+
+
+def base12():
+    return compress(projective_codebook(4, q=3, max_weight=2), 12, criterion="logdet")
+
+
+def min_distance(A):
+    """Brute force: d = r - (most rows inside one hyperplane through 0), over the hyperplanes
+    spanned by rank - 1 rows (rank-deficient A: hyperplanes of its row space)."""
+    r = A.shape[0]
+    rank = np.linalg.matrix_rank(A)
+    if rank == 0:
+        return r
+    best = 0
+    for subset in itertools.combinations(range(r), rank - 1):
+        S = A[list(subset)]
+        if subset and np.linalg.matrix_rank(S) < rank - 1:
+            continue
+        # normal of span(S) within the row space of A
+        rowspace = np.linalg.svd(A)[2][:rank]
+        coords = S @ rowspace.T if subset else np.zeros((0, rank))
+        normal = np.linalg.svd(np.vstack([coords, np.zeros((1, rank))]))[2][-1] if subset else np.eye(rank)[0]
+        inside = np.abs(A @ rowspace.T @ normal) < 1e-9
+        best = max(best, int(inside.sum()))
+    return r - best
+
+
+@pytest.mark.parametrize("received", [None, [0, 1, 2, 3, 4, 5, 6, 7, 8], [0, 2, 3, 5, 7, 8, 9, 10, 11], [1, 2, 3, 4, 6]])
+def test_block_code_limits_match_the_brute_force_distance(received):
+    cb = block_codebook(base12(), Partition.uniform(4, 4))
+    corrects, detects = block_code_limits(cb, received, max_errors=5)
+    rows = cb.to_dense()[np.arange(12) if received is None else received]
+    d = min_distance(rows)
+    assert detects[0] == min(d - 1, 10) and corrects[0] == detects[0] // 2
+
+
+def encode_block(seed=0, n=8):
+    cb = block_codebook(base12(), Partition.uniform(n, 4))
+    g = np.random.default_rng(seed).standard_normal(n)
+    return cb, g, cb.encode(g)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_corrects_exactly_up_to_the_radius(data):
+    """Any t <= radius corrupted values per block, anywhere, of any size: the exact gradient,
+    and exactly the corrupted codewords rejected, in any arrival order."""
+    cb, g, values = encode_block(data.draw(st.integers(0, 10**6)))
+    radius = block_code_limits(cb, max_errors=2)[0]
+    assert (radius == 2).all()
+    bad = []
+    for block in range(2):
+        t = data.draw(st.integers(0, 2))
+        bad += [12 * block + j for j in data.draw(st.lists(st.integers(0, 11), min_size=t, max_size=t, unique=True))]
+    lies = values.copy()
+    for j in bad:
+        lies[j] += data.draw(st.floats(0.1, 1e3)) * data.draw(st.sampled_from([-1.0, 1.0]))
+    order = data.draw(st.permutations(range(24)))
+    dec = RobustDecoder(cb, max_errors=2)
+    for j in order:
+        dec.update(int(j), float(lies[j]))
+    np.testing.assert_allclose(dec.estimate(), g, rtol=1e-9, atol=1e-9)
+    assert dec.report.rejected.tolist() == sorted(bad) and dec.report.failed_blocks.size == 0
+
+
+def test_past_the_radius_the_failure_is_reported_never_a_wrong_gradient():
+    cb, g, values = encode_block(1)
+    lies = values.copy()
+    rng = np.random.default_rng(0)
+    lies[[0, 4, 9]] += rng.normal(0, 5, 3)  # three corrupted values in block 0 (radius 2)
+    lies[14] += 3.0  # one in block 1: corrected
+    dec = RobustDecoder(cb, max_errors=2)
+    dec.update(np.arange(24), lies)
+    with pytest.warns(DecodingFailureWarning, match="1 block"):
+        est = dec.estimate()
+    assert dec.report.failed_blocks.tolist() == [0] and dec.report.corrected_blocks.tolist() == [1]
+    np.testing.assert_array_equal(est[:4], 0.0)  # left out, not decoded wrongly
+    np.testing.assert_allclose(est[4:], g[4:], rtol=1e-9)
+    assert dec.report.rejected.tolist() == [14] and dec.recovered_fraction() == 0.5
+
+
+def test_without_redundancy_lies_are_detected_not_corrected():
+    cb = block_codebook(projective_codebook(4, q=3, max_weight=1), Partition.uniform(4, 4))  # 4 unit vectors
+    dec = RobustDecoder(cb)
+    dec.update(np.arange(4), np.array([1.0, 2.0, 3.0, 4.0]))
+    np.testing.assert_allclose(dec.estimate(), [1, 2, 3, 4])  # consistent: nothing to detect
+    assert block_code_limits(cb)[0].tolist() == [0]
+
+
+def test_clean_values_decode_as_the_projection_decoder():
+    cb, g, values = encode_block(2)
+    keep = np.array([0, 3, 5, 12, 13, 20])
+    robust, plain = RobustDecoder(cb), ProjectionDecoder(cb)
+    robust.update(keep, values[keep])
+    plain.update(keep, values[keep])
+    np.testing.assert_allclose(robust.estimate(), plain.estimate(), atol=1e-12)
+    assert robust.report.rejected.size == 0
+
+
+def test_robust_decoder_bad_input():
+    cb, _, _ = encode_block()
+    dec = RobustDecoder(cb)
+    with pytest.raises(ValueError, match="finite"):
+        dec.update([0, 1], [1.0, np.nan])
+    with pytest.raises(IndexError):
+        dec.update(24, 1.0)
+    assert dec.n_received == 0  # nothing folded after an error
+    with pytest.raises(ValueError, match="max_errors"):
+        RobustDecoder(cb, max_errors=-1)
+
+
+# -- fault injection ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("attack, expected", [
+    ("sign_flip", lambda x: -x), ("scaled", lambda x: 10 * x), ("constant", lambda x: np.full_like(x, 10.0))])
+def test_attacks(attack, expected):
+    faults = Byzantine(0.2, attack=attack, seed=3)
+    faults.bind(10)
+    assert faults.workers.size == 2
+    x = np.array([1.0, -2.0, 0.5])
+    honest = next(w for w in range(10) if w not in faults.workers)
+    liar = int(faults.workers[0])
+    idx, out = faults.corrupt(liar, (np.array([4, 7, 9]), x))
+    np.testing.assert_array_equal(idx, [4, 7, 9])  # which task it answers is never a lie
+    np.testing.assert_allclose(out, expected(x))
+    assert faults.corrupt(honest, x) is x
+
+
+def test_random_attack_is_seeded_and_reset_repeats_it():
+    faults = Byzantine(0.3, seed=5)
+    faults.bind(10)
+    first = (faults.workers, faults.corrupt(int(faults.workers[0]), np.ones(4)))
+    faults.reset()
+    again = (faults.workers, faults.corrupt(int(faults.workers[0]), np.ones(4)))
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert np.abs(first[1] - 1).max() > 1  # a lie of magnitude ~10
+
+
+@pytest.mark.parametrize("kwargs, match", [({"fraction": 0.5}, "fraction"), ({"fraction": 0.1, "attack": "x"}, "attack"),
+                                           ({"fraction": 0.1, "magnitude": 0}, "magnitude")])
+def test_byzantine_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Byzantine(**kwargs)
+
+
+def test_every_cluster_takes_faults():
+    faults = Byzantine(0.5 - 1e-9, attack="sign_flip", seed=0)
+    with ThreadPoolExecutor(2) as pool:
+        for cluster in (SimulatedCluster(2, seed=0, faults=faults), ExecutorCluster(pool, 2, seed=0, faults=faults)):
+            for w in range(2):
+                cluster.submit(w, np.ones, 2)
+            out = {c.worker: c.result for c in cluster.as_completed()}
+            liar = int(faults.workers[0])
+            np.testing.assert_array_equal(out[liar], [-1.0, -1.0])
+            np.testing.assert_array_equal(out[1 - liar], [1.0, 1.0])
+    with pytest.raises(TypeError, match="faults must be None or a fault model"):
+        SimulatedCluster(2, faults=object())
+
+
+def test_robust_aggregation_rules():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100, 3))
+    problem = LeastSquares(X, X @ [1.0, 2.0, 3.0], fit_intercept=False)
+    theta = rng.standard_normal(3)
+    for rule, oracle in [("median", lambda G: np.median(G, axis=0)),
+                         ("trimmed_mean", lambda G: np.sort(G, axis=0)[1:-1].mean(axis=0))]:
+        scheme = RobustAggregation(rule, trim=0.2)
+        scheme.bind(problem, 5, np.random.default_rng(0))
+        scheme.begin()
+        G = []
+        for task in scheme.tasks(theta):
+            result = task.fn(*task.args)
+            G.append(result)
+            scheme.fold(task.worker, result)
+        np.testing.assert_allclose(scheme.estimate(), oracle(np.array(G)), atol=1e-12)
+    with pytest.raises(ValueError, match="trim"):
+        RobustAggregation("trimmed_mean", trim=0.5)
+
+
+# -- training through lies ---------------------------------------------------------------
+
+def byzantine_run(scheme, seed=0):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 8))
+    problem = LeastSquares(X, X @ rng.standard_normal(8) + 0.01 * rng.standard_normal(600), fit_intercept=False)
+    target = problem.loss(np.linalg.lstsq(X, problem.y, rcond=None)[0]) * (1 + 1e-6)
+    cluster = SimulatedCluster(12, seed=seed, faults=Byzantine(0.1, attack="random", seed=seed))
+    h = train(problem, scheme, cluster, deadline=10.0, max_steps=300, target_loss=target, progress=False, seed=seed)
+    return h, target
+
+
+def coded(decoder):
+    return LWPD(layout="full", block_size=4, redundancy=3.0, chunks=1, decoder=decoder, max_errors=1)
+
+
+@pytest.mark.slow
+def test_training_with_10_percent_byzantine_workers():
+    """One liar in twelve: robust decoding reaches the least-squares optimum, every lie
+    excluded; plain projection decoding does not; the median baseline is reported beside."""
+    robust, target = byzantine_run(coded("robust"))
+    assert robust.loss[-1] <= target
+    assert all(x >= 1 for x in robust.excluded)  # the liar's result is excluded every step
+    plain, _ = byzantine_run(coded("projection"))
+    assert plain.loss[-1] > 100 * target and len(plain) == 300
+    median, _ = byzantine_run(RobustAggregation("median"))
+    trimmed, _ = byzantine_run(RobustAggregation("trimmed_mean", trim=0.1))
+    # The aggregation baselines are biased (shards differ): they stall above the optimum.
+    assert min(median.loss) > target and min(trimmed.loss) > target
+    assert min(median.loss) < plain.loss[-1]
+
+
+def test_robust_decoder_needs_consistent_values():
+    with pytest.raises(ValueError, match="decoder='robust' needs layout='full' or 'moments'"):
+        LWPD(decoder="robust")
