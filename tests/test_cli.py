@@ -108,6 +108,30 @@ def test_run_least_squares_with_lcc_on_threads(tmp_path, capsys):
     assert "R^2" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_run_on_dask(tmp_path, capsys):
+    import json
+
+    argv = ["run", "--dataset", "diabetes", "--schemes", "uncoded,lwpd", "--workers", "4", "--max-steps", "5",
+            "--backend", "dask", "--stragglers", "none", "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert "backend dask" in capsys.readouterr().out
+    for scheme in json.loads((tmp_path / "results.json").read_text())["results"]:
+        history = scheme["history"]
+        counted = [sum(c) for c in zip(history["received"], history["dropped"], history["failed"], history["rejected"])]
+        assert counted == history["dispatched"] and sum(history["failed"]) == 0
+
+
+def test_run_reports_an_unreachable_scheduler(tmp_path, capsys, monkeypatch):
+    from lwpd import _config
+
+    monkeypatch.setattr(_config, "DASK_CONNECT_TIMEOUT", 0.5)
+    argv = ["run", "--backend", "dask", "--dask-address", "tcp://127.0.0.1:1", "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "could not reach the Dask scheduler at 'tcp://127.0.0.1:1'" in err and len(err.strip().splitlines()) == 1
+
+
 def test_run_is_deterministic_for_a_seed(tmp_path, capsys):
     import json
 
@@ -134,6 +158,7 @@ def test_run_is_deterministic_for_a_seed(tmp_path, capsys):
         (["run", "--dataset", "diabetes", "--model", "softmax"], "needs class labels"),
         (["run", "--schemes", "lcc"], "least squares only"),
         (["run", "--workers", "1"], "--workers must be >= 2"),
+        (["run", "--dask-address", "tcp://127.0.0.1:1"], "--dask-address needs --backend dask"),
     ],
 )
 def test_run_reports_bad_options_in_one_line(capsys, argv, message, tmp_path):

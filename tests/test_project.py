@@ -24,7 +24,7 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_second():
 
 
 def test_readme_python_examples_run():
-    quick_start, sklearn_example, torch_example = _blocks("python")
+    quick_start, sklearn_example, torch_example, dask_example = _blocks("python")
     namespace = {}
     exec(compile(quick_start, "README.md", "exec"), namespace)
     g, g_hat = namespace["g"], namespace["g_hat"]
@@ -40,6 +40,13 @@ def test_readme_python_examples_run():
     exec(compile(torch_example, "README.md", "exec"), namespace)
     stats = namespace["opt"].last_stats
     assert 0 < stats.received <= stats.n_codewords and 0 < stats.recovered_fraction <= 1
+
+    namespace = {}
+    exec(compile(dask_example, "README.md", "exec"), namespace)
+    h, problem = namespace["h"], namespace["problem"]
+    assert len(h) == 30 and h.loss[-1] < 1e-3 * problem.loss(np.zeros(40))
+    totals = h.totals()
+    assert totals["dispatched"] == sum(h.received) + sum(h.dropped) and totals["failed"] == 0
 
 
 def test_readme_console_example_matches_the_cli():

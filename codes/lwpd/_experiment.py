@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,14 +146,19 @@ def run(
     bandwidth: float = math.inf,
     out: str | Path | None = "lwpd-results",
     progress: bool = True,
+    dask_address: str | None = None,
 ) -> list[Outcome]:
-    """Train with every scheme on the same problem, cluster model and seed; write results."""
+    """Train with every scheme on the same problem, cluster model and seed; write results.
+
+    ``backend``: ``"simulated"`` (virtual clock), ``"threads"`` / ``"processes"`` (a local
+    pool) or ``"dask"`` (a LocalCluster with one worker process per core, or the scheduler at
+    ``dask_address``); the real backends sleep 1 ms per modelled time unit."""
     from scipy.optimize import minimize
 
-    from lwpd import train
-    from lwpd.cluster import ExecutorCluster, SimulatedCluster
     from lwpd.cost import CostModel
 
+    if dask_address is not None and backend != "dask":
+        raise ValueError(f"--dask-address needs --backend dask, got --backend {backend}")
     delays = parse_stragglers(stragglers)
     cost = CostModel(latency=latency, bandwidth=bandwidth)
     problem, test, model = load_problem(dataset, model, seed)
@@ -162,33 +169,53 @@ def run(
     f_star, f_zero = float(best.fun), problem.loss(np.zeros(problem.n_params))
     target = f_star + 0.02 * (f_zero - f_star)
     outcomes = []
-    for name in schemes:
-        scheme = make_scheme(name, workers, problem.n_params)
-        if backend == "simulated":
-            cluster, pool = SimulatedCluster(workers, delays, seed=seed, cost=cost), None
-        else:
-            pool = (ThreadPoolExecutor if backend == "threads" else ProcessPoolExecutor)(max_workers=min(workers, 8))
-            cluster = ExecutorCluster(pool, workers, delays, time_scale=1e-3, seed=seed, cost=cost)
-        try:
-            # stale gradients (async) want a shorter step than the 1/L of synchronous steps
-            lr = _config.ASYNC_STEP_FRACTION / problem.lipschitz() if policy == "async" else None
-            history = train(problem, scheme, cluster, policy=policy, deadline=3.0 if policy == "deadline" else None,
-                            lr=lr, max_steps=max_steps, target_loss=target, progress=progress, seed=seed)
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-        metric_name, metric = _score(test, history.theta)
-        errors = [e for e in history.grad_error if math.isfinite(e)]
-        steps = max(1, len(history))
-        outcomes.append(Outcome(scheme.name, history, history.time_to(target), history.loss[-1], metric_name, metric,
-                                float(np.mean(errors)) if errors else math.nan,
-                                sum(history.compute) / steps / workers, sum(history.floats) / steps / workers,
-                                1e3 * sum(history.decode_time) / steps))
+    with contextlib.ExitStack() as stack:
+        if backend == "dask":
+            from lwpd.cluster import dask_cluster
+
+            dask = stack.enter_context(dask_cluster(dask_address, n_workers=min(workers, os.cpu_count() or 1)))
+        for name in schemes:
+            outcomes.append(_run_one(name, problem, test, workers, delays, cost, policy, backend, seed, max_steps, target,
+                                     progress, dask.client if backend == "dask" else None))
     if out is not None:
         _write(Path(out), outcomes, dict(dataset=dataset, model=model, workers=workers, stragglers=stragglers,
                                          policy=policy, backend=backend, seed=seed, latency=latency,
                                          bandwidth=bandwidth, target_loss=target, optimal_loss=f_star))
     return outcomes
+
+
+def _run_one(name: str, problem: Any, test: Any, workers: int, delays: Any, cost: Any, policy: str, backend: str,
+             seed: int, max_steps: int, target: float, progress: bool, client: Any) -> Outcome:
+    """One scheme's run on a fresh cluster of the chosen backend (``client``: the Dask client)."""
+    from lwpd import train
+    from lwpd.cluster import DaskCluster, ExecutorCluster, SimulatedCluster
+
+    scheme = make_scheme(name, workers, problem.n_params)
+    pool = None
+    if backend == "simulated":
+        cluster = SimulatedCluster(workers, delays, seed=seed, cost=cost)
+    elif backend == "dask":
+        cluster = DaskCluster(client, workers, delays, time_scale=1e-3, seed=seed, cost=cost)
+    else:
+        pool = (ThreadPoolExecutor if backend == "threads" else ProcessPoolExecutor)(max_workers=min(workers, 8))
+        cluster = ExecutorCluster(pool, workers, delays, time_scale=1e-3, seed=seed, cost=cost)
+    try:
+        # stale gradients (async) want a shorter step than the 1/L of synchronous steps
+        lr = _config.ASYNC_STEP_FRACTION / problem.lipschitz() if policy == "async" else None
+        history = train(problem, scheme, cluster, policy=policy, deadline=3.0 if policy == "deadline" else None,
+                        lr=lr, max_steps=max_steps, target_loss=target, progress=progress, seed=seed)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        if backend == "dask":
+            cluster.close()
+    metric_name, metric = _score(test, history.theta)
+    errors = [e for e in history.grad_error if math.isfinite(e)]
+    steps = max(1, len(history))
+    return Outcome(scheme.name, history, history.time_to(target), history.loss[-1], metric_name, metric,
+                   float(np.mean(errors)) if errors else math.nan,
+                   sum(history.compute) / steps / workers, sum(history.floats) / steps / workers,
+                   1e3 * sum(history.decode_time) / steps)
 
 
 def table(outcomes: list[Outcome]) -> str:

@@ -105,8 +105,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             dataset=args.dataset, model=args.model, schemes=schemes, workers=args.workers,
             stragglers=args.stragglers, policy=args.policy, backend=args.backend, seed=args.seed,
             max_steps=args.max_steps, latency=args.latency, bandwidth=args.bandwidth, out=args.out, progress=not args.quiet,
+            dask_address=args.dask_address,
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ImportError, ConnectionError) as exc:
         print(f"lwpd run: error: {_as_flags(str(exc))}", file=sys.stderr)
         return 2
     network = "compute only" if args.latency == 0 and args.bandwidth == float("inf") else \
@@ -155,7 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--policy", choices=("first_k", "deadline", "async"), default="first_k",
                      help="first_k: each scheme waits until it can decode (default); deadline: 3 time units per step; "
                      "async: workers never wait, the master steps every quarter of the workers' results")
-    run.add_argument("--backend", choices=("simulated", "threads", "processes"), default="simulated")
+    run.add_argument("--backend", choices=("simulated", "threads", "processes", "dask"), default="simulated",
+                     help="simulated: virtual clock (default); threads, processes: a local pool; dask: a Dask "
+                     "LocalCluster (one worker process per core) or the scheduler at --dask-address; the real "
+                     "backends sleep 1 ms per modelled time unit")
+    run.add_argument("--dask-address", default=None, metavar="ADDR",
+                     help="with --backend dask: a running scheduler, e.g. tcp://host:8786 (default: start a LocalCluster)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--max-steps", type=int, default=300)
     run.add_argument("--latency", type=float, default=0.0, help="time per result message (lwpd.cost; default 0)")

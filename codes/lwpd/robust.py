@@ -168,6 +168,7 @@ class _BlockCode:
         U, s, Vt = np.linalg.svd(A, full_matrices=False)
         rank = int(np.sum(s > _config.RANK_RTOL * (s[0] if s.size else 0.0)))
         self.U, self.rank = U[:, :rank], rank
+        self.pinv = (Vt[:rank].T / s[:rank]) @ U[:, :rank].T  # (b, r): the minimum-norm least-squares fit
         self.spare = self._spare(limit)
 
     def complement(self, subsets: np.ndarray) -> np.ndarray:
@@ -240,20 +241,20 @@ def block_code_limits(codebook: Any, received: Any = None, max_errors: int = 3) 
 
 
 def _block_rows(codebook: Any, idx: np.ndarray):
-    """``(block, dense rows restricted to the block, positions in idx)`` per block with rows."""
-    csr = codebook._csr()
-    offsets = codebook.blocks.offsets
-    sizes = codebook.blocks.sizes
+    """``(block, dense rows restricted to the block, positions in idx)`` per block with rows;
+    a block's rows in codeword order, so equal received patterns give equal matrices."""
+    if idx.size == 0:
+        return
+    offsets, sizes = codebook.blocks.offsets, codebook.blocks.sizes
     block_of = codebook.block_of[idx]
-    order = np.argsort(block_of, kind="stable")
+    slot, coords, vals = codebook._csr().selected_entries(idx)
+    dense = np.zeros((idx.size, int(sizes.max())))
+    dense[slot, coords - offsets[block_of[slot]]] = vals
+    order = np.lexsort((idx, block_of))
     bounds = np.flatnonzero(np.diff(block_of[order])) + 1
-    for group in np.split(order, bounds) if order.size else []:
+    for group in np.split(order, bounds):
         block = int(block_of[group[0]])
-        rows = np.zeros((group.size, int(sizes[block])))
-        for r, j in enumerate(idx[group]):
-            lo, hi = csr.indptr[j], csr.indptr[j + 1]
-            rows[r, csr.indices[lo:hi] - offsets[block]] = csr.data[lo:hi]
-        yield block, rows, group
+        yield block, dense[group, : int(sizes[block])], group
 
 
 def _code(cache: dict, rows: np.ndarray, limit: int) -> _BlockCode:
@@ -357,19 +358,32 @@ class RobustDecoder(_Decoder):
         rejected, corrected, failed = [], [], []
         offsets = cb.blocks.offsets
         self._rank = 0
+        patterns: dict[bytes, tuple[np.ndarray, list]] = {}
         for block, A, positions in _block_rows(cb, idx):
+            key = A.shape[0].to_bytes(4, "little") + A.tobytes()
+            patterns.setdefault(key, (A, []))[1].append((block, positions))
+        for A, members in patterns.values():
             code = _code(self._cache, A, 2 * self.max_errors)
             t = min(self.max_errors, code.spare // 2)
-            radius[block] = t
-            x, bad = _decode_block(code, vals[positions], t, self.tol)
-            if x is None:
-                failed.append(block)
-                continue
-            if bad.size:
-                corrected.append(block)
-                rejected.append(idx[positions[bad]])
-            self._rank += code.rank
-            g[offsets[block]: offsets[block] + A.shape[1]] = x
+            # Every block of one received pattern at once: fit, residual, clean or not.
+            Y = vals[np.stack([positions for _, positions in members])]  # (blocks, rows)
+            X = Y @ code.pinv.T
+            E = Y - X @ A.T
+            clean = np.einsum("ij,ij->i", E, E) <= self.tol ** 2 * np.maximum(np.einsum("ij,ij->i", Y, Y),
+                                                                              np.finfo(float).tiny)
+            for (block, positions), x, y, ok in zip(members, X, Y, clean):
+                radius[block] = t
+                if not ok:
+                    x, bad = _decode_block(code, y, t, self.tol)
+                    if x is None:
+                        failed.append(block)
+                        continue
+                    corrected.append(block)
+                    rejected.append(idx[positions[bad]])
+                self._rank += code.rank
+                g[offsets[block]: offsets[block] + A.shape[1]] = x
+        failed.sort()
+        corrected.sort()
         self._report = RobustReport(
             np.sort(np.concatenate(rejected)) if rejected else np.zeros(0, np.int64),
             np.array(corrected, dtype=np.int64), np.array(failed, dtype=np.int64), radius)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import numbers
 import types
+import warnings
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -239,8 +240,12 @@ def dask_cluster(address: str | None = None, n_workers: int = 2, threads_per_wor
     local = None
     if address is None:
         kwargs.setdefault("silence_logs", logging.ERROR)
-        local = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                                         dashboard_address=None, host="127.0.0.1", **kwargs)
+        with warnings.catch_warnings():
+            # With the dashboard off the scheduler still serves health checks, on 8787 or a free
+            # port when another cluster holds it; that choice is not the user's concern.
+            warnings.filterwarnings("ignore", message="Port 8787 is already in use", category=UserWarning)
+            local = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                                             processes=True, dashboard_address=None, host="127.0.0.1", **kwargs)
         target = local
     else:
         if not isinstance(address, str):
