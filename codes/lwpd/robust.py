@@ -371,17 +371,21 @@ class RobustDecoder(_Decoder):
             E = Y - X @ A.T
             clean = np.einsum("ij,ij->i", E, E) <= self.tol ** 2 * np.maximum(np.einsum("ij,ij->i", Y, Y),
                                                                               np.finfo(float).tiny)
-            for (block, positions), x, y, ok in zip(members, X, Y, clean):
-                radius[block] = t
-                if not ok:
-                    x, bad = _decode_block(code, y, t, self.tol)
-                    if x is None:
-                        failed.append(block)
-                        continue
-                    corrected.append(block)
-                    rejected.append(idx[positions[bad]])
+            blocks = np.array([block for block, _ in members])
+            radius[blocks] = t
+            columns = offsets[blocks][:, None] + np.arange(A.shape[1])
+            g[columns[clean]] = X[clean]
+            self._rank += code.rank * int(clean.sum())
+            for i in np.flatnonzero(~clean):
+                block, positions = members[i]
+                x, bad = _decode_block(code, Y[i], t, self.tol)
+                if x is None:
+                    failed.append(block)
+                    continue
+                corrected.append(block)
+                rejected.append(idx[positions[bad]])
                 self._rank += code.rank
-                g[offsets[block]: offsets[block] + A.shape[1]] = x
+                g[columns[i]] = x
         failed.sort()
         corrected.sort()
         self._report = RobustReport(
