@@ -231,3 +231,18 @@ def test_training_with_10_percent_byzantine_workers():
 def test_robust_decoder_needs_consistent_values():
     with pytest.raises(ValueError, match="decoder='robust' needs layout='full' or 'moments'"):
         LWPD(decoder="robust")
+
+
+def test_too_many_liars_are_reported_not_decoded():
+    """Three liars in twelve workers: three lies per block, past the radius of max_errors=1
+    (and within the s - t = 3 that detection guarantees). Every block is reported failed and
+    left out, so the run stands still instead of following a forged gradient."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 8))
+    problem = LeastSquares(X, X @ rng.standard_normal(8), fit_intercept=False)
+    cluster = SimulatedCluster(12, seed=0, faults=Byzantine(0.25, attack="random", seed=0))
+    scheme = coded("robust")
+    with pytest.warns(DecodingFailureWarning, match="left out of the estimate"):
+        h = train(problem, scheme, cluster, deadline=10.0, max_steps=5, progress=False, seed=0)
+    assert scheme.report.failed_blocks.tolist() == [0, 1]
+    np.testing.assert_allclose(h.loss, problem.loss(np.zeros(8)))  # no step was taken on a wrong gradient

@@ -70,6 +70,9 @@ class DaskCluster(ExecutorCluster):
     Injected delays sleep until a modelled finish time on the shared clock
     (``time.time()``), exact on one machine and as good as the clock synchronisation (NTP)
     across machines; on a real cluster with natural stragglers, pass ``delays=None``. A
+    sleeping task holds a Dask worker thread, so give each worker process as many threads as
+    tasks it holds at once (e.g. ``dask_cluster(threads_per_worker=16)``) or injected sleeps
+    queue behind one another. A
     task that never returns holds its Dask worker thread until it does (threads cannot be
     interrupted); cancelling it only discards its result.
 
