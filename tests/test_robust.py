@@ -163,17 +163,34 @@ def test_byzantine_bad_input(kwargs, match):
 
 
 def test_every_cluster_takes_faults():
-    faults = Byzantine(0.5 - 1e-9, attack="sign_flip", seed=0)
-    with ThreadPoolExecutor(2) as pool:
-        for cluster in (SimulatedCluster(2, seed=0, faults=faults), ExecutorCluster(pool, 2, seed=0, faults=faults)):
-            for w in range(2):
+    faults = Byzantine(0.34, attack="sign_flip", seed=0)  # one liar in three
+    with ThreadPoolExecutor(3) as pool:
+        for cluster in (SimulatedCluster(3, seed=0, faults=faults), ExecutorCluster(pool, 3, seed=0, faults=faults)):
+            for w in range(3):
                 cluster.submit(w, np.ones, 2)
             out = {c.worker: c.result for c in cluster.as_completed()}
-            liar = int(faults.workers[0])
-            np.testing.assert_array_equal(out[liar], [-1.0, -1.0])
-            np.testing.assert_array_equal(out[1 - liar], [1.0, 1.0])
+            (liar,) = faults.workers
+            for w in range(3):
+                np.testing.assert_array_equal(out[w], [-1.0, -1.0] if w == liar else [1.0, 1.0])
     with pytest.raises(TypeError, match="faults must be None or a fault model"):
         SimulatedCluster(2, faults=object())
+
+
+@pytest.mark.parametrize("n_workers, fraction, liars", [(2, 0.3, 0), (4, 0.4, 1), (10, 0.1, 1), (12, 0.25, 3), (9, 0.49, 4)])
+def test_byzantine_workers_are_always_a_minority(n_workers, fraction, liars):
+    faults = Byzantine(fraction, seed=0)
+    faults.bind(n_workers)
+    assert faults.workers.size == liars and 2 * liars < n_workers
+
+
+def test_byzantine_corrupts_dicts_and_complex_values():
+    faults = Byzantine(0.34, attack="sign_flip", seed=0)
+    faults.bind(3)
+    liar = int(faults.workers[0])
+    out = faults.corrupt(liar, {"g": np.ones(3), "piece": 2})
+    np.testing.assert_array_equal(out["g"], -np.ones(3))
+    assert out["piece"] == 2
+    np.testing.assert_array_equal(faults.corrupt(liar, np.array([1 + 2j])), [-1 - 2j])
 
 
 def test_robust_aggregation_rules():
@@ -231,6 +248,37 @@ def test_training_with_10_percent_byzantine_workers():
 def test_robust_decoder_needs_consistent_values():
     with pytest.raises(ValueError, match="decoder='robust' needs layout='full' or 'moments'"):
         LWPD(decoder="robust")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100, 8))
+    with pytest.raises(ValueError, match="max_staleness=0"):
+        train(LeastSquares(X, X.sum(axis=1)), coded("robust"), SimulatedCluster(12, seed=0), policy="async",
+              max_staleness=1, progress=False)
+
+
+def test_a_worker_holding_more_codewords_of_a_block_than_max_errors_is_warned():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100, 8))
+    scheme = coded("robust")  # 12 codewords per block
+    with pytest.warns(UserWarning, match="one worker holds up to 2 codewords of a block"):
+        scheme.bind(LeastSquares(X, X.sum(axis=1), fit_intercept=False), 6, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("layout", ["full", "moments"])
+def test_honest_runs_near_the_optimum_exclude_nothing(layout):
+    """Values near the optimum are small differences of large terms; their rounding must not
+    look like lies (the decoder's allowance follows the size of the terms)."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 8))
+    problem = LeastSquares(X, X @ np.arange(8.0) + 0.1 * rng.standard_normal(400))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DecodingFailureWarning)
+        h = train(problem, LWPD(layout=layout, block_size=4, redundancy=3.0, decoder="robust", max_errors=2),
+                  SimulatedCluster(8, seed=0), deadline=100.0, max_steps=150, progress=False, seed=0)
+    assert sum(h.excluded) == 0
+    best = problem.loss(np.linalg.lstsq(np.c_[X, np.ones(400)], problem.y, rcond=None)[0])
+    assert h.loss[-1] <= best * (1 + 1e-9)
 
 
 def test_too_many_liars_are_reported_not_decoded():

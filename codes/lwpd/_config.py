@@ -161,6 +161,10 @@ DASK_CONNECT_TIMEOUT: float = 10.0
 #: least-squares residual is below this fraction of their norm.
 ROBUST_TOL: float = 1e-8
 
+#: Robust decoding inside LWPD: the absolute rounding allowance per value is this many
+#: machine epsilons times the size of the terms a value sums (see LWPD's tasks).
+ROBUST_ROUNDING_ULPS: float = 1e4
+
 #: Robust decoding: ``I - H[T, T]`` with an eigenvalue at or below this is singular (removing
 #: the rows ``T`` loses rank).
 ROBUST_SPARE_TOL: float = 1e-9
@@ -171,3 +175,6 @@ ROBUST_CANDIDATES: int = 4
 
 #: Robust decoding: block codes (per received pattern) kept per decoder.
 ROBUST_CACHE_ENTRIES: int = 256
+
+#: Dask clusters: shared objects kept scattered on the workers (the oldest is released first).
+DASK_SHARED_ENTRIES: int = 64

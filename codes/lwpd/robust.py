@@ -44,8 +44,9 @@ class Byzantine:
     Parameters
     ----------
     fraction : float
-        Fraction of the workers that are Byzantine, in ``[0, 0.5)``; ``round(fraction *
-        n_workers)`` of them, drawn once by ``seed`` when the cluster is built.
+        Fraction of the workers that are Byzantine, in ``[0, 0.5)``; ``floor(fraction *
+        n_workers)`` of them (a minority, always), drawn once by ``seed`` when the cluster is
+        built.
     attack : {"random", "sign_flip", "constant", "scaled"}, default "random"
         ``"random"``: Gaussian values of standard deviation ``magnitude * max(rms, 1)``
         (``rms`` of the honest values); ``"sign_flip"``: ``-x``; ``"constant"``: every value
@@ -90,7 +91,7 @@ class Byzantine:
         """Back to the seeded start: the same workers lie, with the same random values."""
         self._rng = self._source.reset()
         n = self._n_workers
-        count = 0 if n is None else int(round(self.fraction * n))
+        count = 0 if n is None else int(math.floor(self.fraction * n + 1e-9))  # a minority: fraction < 0.5
         self._workers = np.sort(self._rng.choice(n, size=count, replace=False)) if count else np.zeros(0, np.int64)
         self._bad = set(int(w) for w in self._workers)
 
@@ -110,13 +111,15 @@ class Byzantine:
             return tuple(self._lie(part) for part in result)
         if isinstance(result, list):
             return [self._lie(part) for part in result]
-        if not isinstance(result, (np.ndarray, float, np.floating)):
+        if isinstance(result, dict):
+            return {key: self._lie(part) for key, part in result.items()}
+        if not isinstance(result, (np.ndarray, float, complex, np.floating, np.complexfloating)):
             return result
         x = np.asarray(result)
-        if x.dtype.kind != "f":
+        if x.dtype.kind not in "fc":
             return result
         if self.attack == "random":
-            rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+            rms = float(np.sqrt(np.mean(np.abs(x) ** 2))) if x.size else 0.0
             out = self._rng.normal(0.0, self.magnitude * max(rms, 1.0), size=x.shape)
         elif self.attack == "sign_flip":
             out = -x
@@ -124,7 +127,7 @@ class Byzantine:
             out = np.full(x.shape, self.magnitude)
         else:
             out = self.magnitude * x
-        return out.astype(x.dtype) if isinstance(result, np.ndarray) else float(out)
+        return out.astype(x.dtype) if isinstance(result, np.ndarray) else out.astype(x.dtype).item()
 
     def __repr__(self) -> str:
         return f"Byzantine(fraction={self.fraction}, attack={self.attack!r}, seed={self.seed!r}, magnitude={self.magnitude})"
@@ -166,7 +169,9 @@ class _BlockCode:
     def __init__(self, A: np.ndarray, limit: int) -> None:
         self.A = A
         U, s, Vt = np.linalg.svd(A, full_matrices=False)
-        rank = int(np.sum(s > _config.RANK_RTOL * (s[0] if s.size else 0.0)))
+        # The projection decoder's rule: a direction counts when its sigma^2 exceeds RANK_RTOL
+        # times the largest (RANK_RTOL applies to the information matrix A^T A).
+        rank = int(np.sum(s * s > _config.RANK_RTOL * (s[0] * s[0] if s.size else 0.0)))
         self.U, self.rank = U[:, :rank], rank
         self.pinv = (Vt[:rank].T / s[:rank]) @ U[:, :rank].T  # (b, r): the minimum-norm least-squares fit
         self.spare = self._spare(limit)
@@ -305,6 +310,12 @@ class RobustDecoder(_Decoder):
     tol : float, optional
         Relative residual below which values count as consistent; default
         :data:`lwpd._config.ROBUST_TOL`.
+    atol : float, default 0.0
+        Absolute rounding allowance per value: values ``y`` count as consistent when the
+        residual is below ``tol * ||y|| + atol * sqrt(rows)``. Values computed as a small
+        difference of large terms (near an optimum, ``A theta - b``) carry rounding errors of
+        the size of the terms, not of the result; :class:`~lwpd.schemes.LWPD` sets ``atol``
+        every step from the size of the terms (:meth:`lwpd.schemes.LWPD.tasks`).
 
     Examples
     --------
@@ -322,10 +333,11 @@ class RobustDecoder(_Decoder):
     (True, array([5]))
     """
 
-    def __init__(self, codebook: Any, max_errors: int = 1, tol: float | None = None) -> None:
+    def __init__(self, codebook: Any, max_errors: int = 1, tol: float | None = None, atol: float = 0.0) -> None:
         super().__init__(codebook)
         self.max_errors = check_int("max_errors", max_errors, minimum=0)
         self.tol = _config.ROBUST_TOL if tol is None else check_real("tol", tol, positive=True)
+        self.atol = check_real("atol", atol, nonnegative=True)
         self._cache: dict[bytes, _BlockCode] = {}
         self.reset()
 
@@ -369,8 +381,8 @@ class RobustDecoder(_Decoder):
             Y = vals[np.stack([positions for _, positions in members])]  # (blocks, rows)
             X = Y @ code.pinv.T
             E = Y - X @ A.T
-            clean = np.einsum("ij,ij->i", E, E) <= self.tol ** 2 * np.maximum(np.einsum("ij,ij->i", Y, Y),
-                                                                              np.finfo(float).tiny)
+            clean = np.sqrt(np.einsum("ij,ij->i", E, E)) <= _allowance(np.sqrt(np.einsum("ij,ij->i", Y, Y)),
+                                                                        A.shape[0], self.tol, self.atol)
             blocks = np.array([block for block, _ in members])
             radius[blocks] = t
             columns = offsets[blocks][:, None] + np.arange(A.shape[1])
@@ -378,7 +390,7 @@ class RobustDecoder(_Decoder):
             self._rank += code.rank * int(clean.sum())
             for i in np.flatnonzero(~clean):
                 block, positions = members[i]
-                x, bad = _decode_block(code, Y[i], t, self.tol)
+                x, bad = _decode_block(code, Y[i], t, self.tol, self.atol)
                 if x is None:
                     failed.append(block)
                     continue
@@ -418,15 +430,20 @@ class RobustDecoder(_Decoder):
         return f"RobustDecoder({self._codebook!r}, max_errors={self.max_errors}, n_received={self._n_received})"
 
 
-def _decode_block(code: _BlockCode, y: np.ndarray, t: int, tol: float) -> tuple[np.ndarray | None, np.ndarray]:
+def _allowance(norm_y: Any, rows: int, tol: float, atol: float) -> Any:
+    """The residual norm below which ``rows`` values of norm ``norm_y`` count as consistent."""
+    return tol * np.maximum(norm_y, np.finfo(float).tiny) + atol * math.sqrt(rows)
+
+
+def _decode_block(code: _BlockCode, y: np.ndarray, t: int, tol: float,
+                  atol: float = 0.0) -> tuple[np.ndarray | None, np.ndarray]:
     """``(x, rows excluded)`` for one block, or ``(None, ...)`` when no removal of at most ``t``
     rows leaves consistent values."""
     A = code.A
-    scale = max(float(y @ y), np.finfo(float).tiny)
     e = y - code.U @ (code.U.T @ y)
     sse = float(e @ e)
-    if sse <= tol * tol * scale:
-        return np.linalg.lstsq(A, y, rcond=None)[0], np.zeros(0, np.int64)
+    if math.sqrt(sse) <= _allowance(float(np.linalg.norm(y)), y.size, tol, atol):
+        return code.pinv @ y, np.zeros(0, np.int64)
     for size in range(1, t + 1):
         subsets = _subsets(y.size, size)
         M = code.complement(subsets)
@@ -437,7 +454,7 @@ def _decode_block(code: _BlockCode, y: np.ndarray, t: int, tol: float) -> tuple[
             keep[subsets[candidate]] = False
             x = np.linalg.lstsq(A[keep], y[keep], rcond=None)[0]
             r = y[keep] - A[keep] @ x
-            if float(r @ r) <= tol * tol * max(float(y[keep] @ y[keep]), np.finfo(float).tiny):
+            if float(np.linalg.norm(r)) <= _allowance(float(np.linalg.norm(y[keep])), int(keep.sum()), tol, atol):
                 return x, subsets[candidate]
     return None, np.zeros(0, np.int64)
 

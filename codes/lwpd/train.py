@@ -193,8 +193,8 @@ def train(
     deadline : float
         Required with ``policy="deadline"``.
     k : int, optional
-        With ``policy="first_k"``: the number of results to wait for (1 <= k <= number of
-        tasks). ``None`` waits until the scheme is ready (:meth:`Scheme.ready`): all shards
+        With ``policy="first_k"``: the number of tasks to wait for (1 <= k <= number of
+        tasks; a task that failed counts among them). ``None`` waits until the scheme is ready (:meth:`Scheme.ready`): all shards
         for uncoded, ``n - s`` workers for gradient coding, ``2(K-1)+1`` for LCC, one copy of
         each shard for replication, and the scheme's ``wait_for`` fraction for LWPD and
         ignore-stragglers. With ``policy="async"``: results folded per step.
@@ -245,6 +245,10 @@ def train(
         deadline = check_real("deadline", deadline, positive=True)
     if time_budget is not None:
         time_budget = check_real("time_budget", time_budget, positive=True)
+    if policy == "async" and max_staleness > 0 and getattr(scheme, "consistent_results", False):
+        raise ValueError(f"{type(scheme).__name__} needs every result of a step computed at the same parameters "
+                         f"(robust decoding takes stale values for lies): use max_staleness=0 with policy='async', "
+                         f"or a synchronous policy; got max_staleness={max_staleness}")
     rng = as_rng("seed", seed)
     scheme.bind(problem, cluster.n_workers, rng)
     lr = 1.0 / problem.lipschitz() if lr is None else check_real("lr", lr, positive=True)
@@ -387,8 +391,9 @@ class _StepCost:
 
 def _setup(run: _Run, scheme: Any, cluster: Any) -> None:
     """Run the scheme's one-off setup tasks until each has arrived once (a task whose worker
-    never returns, or that raised, is dispatched again in a fresh round) and record their
-    cost."""
+    never returns, that raised or that sent non-finite values is dispatched again in a fresh
+    round) and record their cost. A Byzantine worker's setup result is not checked further:
+    setup is trusted."""
     tasks = dict(enumerate(scheme.setup_tasks()))
     if not tasks:
         return
@@ -398,12 +403,12 @@ def _setup(run: _Run, scheme: Any, cluster: Any) -> None:
         cluster.new_round()
         ids = {cost.submit(cluster, task): i for i, task in tasks.items()}
         for done in cluster.as_completed(errors="return"):
-            if done.ok:
+            if done.ok and scheme.accepts(done.result):
                 cost.arrived(done.task_id)
                 cost.timed(scheme.fold_setup, done.worker, done.result)
                 del tasks[ids[done.task_id]]
-            else:
-                last_error = done.error
+            else:  # raised, or sent a non-finite result: dispatched again next round
+                last_error = done.error or ValueError(f"setup task on worker {done.worker} returned non-finite values")
         cluster.cancel()
         cost.forget_outstanding(0)
         if not tasks:

@@ -20,6 +20,15 @@ from lwpd.cluster._executor import ExecutorCluster, _run_task
 _INLINE = (type(None), bool, numbers.Number, str, bytes, np.generic)
 
 
+def _identity(value: Any) -> Any:
+    """What makes shared data the same data: an array's buffer, layout and type (so a fresh
+    view of the same rows is not scattered again), any other object's identity. The cache
+    holds the object, so neither can be freed and reused while it is scattered."""
+    if isinstance(value, np.ndarray):
+        return ("array", value.__array_interface__["data"][0], value.shape, value.strides, value.dtype.str)
+    return ("object", id(value))
+
+
 def _require_distributed() -> Any:
     try:
         import distributed
@@ -59,8 +68,10 @@ class DaskCluster(ExecutorCluster):
       scattered to all Dask workers the first time a task uses it (``broadcast=True``, so a
       worker that dies takes no data with it) and tasks refer to it by key from then on. A
       task therefore carries the parameters, codeword indices and scalars only: O(n_params)
-      bytes, whatever the size of the data. Objects are recognised by identity, so mutate
-      shared data only between :meth:`reset` calls (which forget what was scattered).
+      bytes, whatever the size of the data. Objects are recognised by identity (arrays by
+      their buffer), so mutate shared data only between :meth:`reset` calls (which forget
+      what was scattered); the :data:`lwpd._config.DASK_SHARED_ENTRIES` most recently used
+      objects stay scattered, older ones are released.
     - **Logical workers are pinned.** Logical worker ``w`` runs on Dask worker ``w mod D``
       (sorted by address, refreshed every round), with ``allow_other_workers=True``: when a
       Dask worker dies, the scheduler re-runs its tasks on the others (a task that kills
@@ -100,7 +111,7 @@ class DaskCluster(ExecutorCluster):
         if not isinstance(client, distributed.Client):
             raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}")
         self._client = client
-        self._shared: dict[int, tuple[Any, Any]] = {}  # id(object) -> (object, its future on the workers)
+        self._shared: dict[Any, tuple[Any, Any]] = {}  # identity -> (object, its future on the workers)
         self._addresses = self._worker_addresses()
         if n_workers is None:
             n_workers = len(self._addresses)
@@ -146,10 +157,16 @@ class DaskCluster(ExecutorCluster):
             return value  # parameters and indices: they change from task to task
         if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
             return value  # functions travel by name
-        entry = self._shared.get(id(value))
+        key = _identity(value)
+        entry = self._shared.pop(key, None)
         if entry is None:
+            if len(self._shared) >= _config.DASK_SHARED_ENTRIES:  # release the least recently used
+                _, (_, oldest) = next(iter(self._shared.items()))
+                del self._shared[next(iter(self._shared))]
+                with contextlib.suppress(Exception):
+                    self._client.cancel([oldest])
             entry = (value, self._client.scatter(value, broadcast=True, hash=False))
-            self._shared[id(value)] = entry
+        self._shared[key] = entry  # most recently used last
         return entry[1]
 
     def _dispatch(self, worker: int, fn: Callable[..., Any], finish_at: float, args: tuple, kwargs: dict) -> cf.Future:

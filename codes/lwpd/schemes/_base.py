@@ -59,6 +59,10 @@ class Scheme(ABC):
     #: Short name used in tables and plots.
     name: str = "scheme"
 
+    #: Whether every result of a step must be computed at the same parameters (a robust
+    #: decoder would take stale values for lies); training refuses stale asynchronous results then.
+    consistent_results: bool = False
+
     def bind(self, problem: Any, n_workers: int, rng: np.random.Generator) -> None:
         """Attach to a problem and a number of workers (builds the task assignment)."""
         self.problem = problem

@@ -60,6 +60,7 @@ class LCC(PerWorkerResults):
         blocks = lcc.split_blocks(X, self.problem.y[order], self.K)
         self._betas, self._alphas = lcc.lcc_points(self.K, self.n_workers)
         self._coded = lcc.encode(blocks, self._betas, self._alphas)
+        self._coded.flags.writeable = False  # shared data from now on (a Dask cluster scatters each block once)
         self._work = self._units(gradient_ops(blocks.shape[1], self.problem.n_params))
         self.begin()
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from lwpd import _config
 from lwpd._validation import check_choice, check_int, check_real
 from lwpd.cost import codeword_support, derivative_ops, moment_derivative_ops, moment_setup_ops
 from lwpd.schemes._base import Scheme, Task, split_rows
@@ -142,7 +143,11 @@ class LWPD(Scheme):
         :class:`~lwpd.robust.RobustDecoder`, which locates and excludes up to
         ``max_errors`` corrupted values per block (Byzantine workers) when a block receives
         more codewords than its dimension (``redundancy > 1``); results it excluded count
-        in ``History.excluded``.
+        in ``History.excluded``. It protects every step's results; the one-off setup of
+        ``layout="moments"`` is trusted (a worker lying about its shard's moments corrupts
+        the code itself, undetectably), so against Byzantine workers prefer ``"full"``.
+        Every result of a step must be computed at the same parameters (``policy="async"``
+        needs ``max_staleness=0``).
     wait_for : float, default 0.75
         Fraction of the tasks (chunks) a step waits for when it waits "until ready".
     chunks : int, optional
@@ -168,6 +173,12 @@ class LWPD(Scheme):
     """
 
     name = "lwpd"
+
+    @property
+    def consistent_results(self) -> bool:
+        """True with ``decoder="robust"``: a step's results must all be computed at the same
+        parameters (values at different parameters look like corrupted ones)."""
+        return self.decoder == "robust"
 
     def __init__(
         self,
@@ -269,8 +280,28 @@ class LWPD(Scheme):
             from lwpd.robust import RobustDecoder
 
             self._decoder = RobustDecoder(self.codebook_, max_errors=self.max_errors)
+            self._check_radius()
+            # The size of the terms a value sums, for the decoder's rounding allowance:
+            # ||grad f(theta)|| <= L ||theta|| + ||grad f(0)||, times the largest codeword L1 norm.
+            csr = self.codebook_._csr()
+            widest = float(np.abs(csr.data).max()) * float(self.codebook_.weights.max()) if csr.data.size else 0.0
+            self._term_scale = (self.problem.lipschitz(), float(np.linalg.norm(self.problem.gradient(np.zeros(n)))),
+                                widest)
         else:
             self._decoder = (ProjectionDecoder if self.decoder == "projection" else PeelingDecoder)(self.codebook_)
+
+    def _check_radius(self) -> None:
+        """Warn when one worker holds more codewords of a block than the robust decoder
+        corrects: a single Byzantine worker would then make every such block fail."""
+        import warnings
+
+        per_block = np.bincount(self.codebook_.block_of)
+        most = int(math.ceil(per_block.max() / self.n_workers))
+        if most > self.max_errors:
+            warnings.warn(f"each block's {int(per_block.max())} codewords are dealt over {self.n_workers} workers, so "
+                          f"one worker holds up to {most} codewords of a block: a single Byzantine worker makes up to "
+                          f"{most} corrupted values per block, more than max_errors={self.max_errors} corrects. Raise "
+                          f"max_errors (and the redundancy) or use more workers", UserWarning, stacklevel=4)
 
     def _worker_shares(self) -> list[np.ndarray]:
         """The codewords each worker answers this step (before splitting into chunks)."""
@@ -331,6 +362,10 @@ class LWPD(Scheme):
             self._moments = (A, b)
 
     def tasks(self, theta: np.ndarray) -> list[Task]:
+        if self.decoder == "robust":
+            lipschitz, slope0, widest = self._term_scale
+            terms = lipschitz * float(np.linalg.norm(theta)) + slope0
+            self._decoder.atol = _config.ROBUST_ROUNDING_ULPS * np.finfo(float).eps * terms * widest
         out = []
         for worker, chunks in enumerate(self._chunks):
             for c, (indices, work, rerun_work) in enumerate(chunks):
@@ -356,11 +391,16 @@ class LWPD(Scheme):
         self._folded.append(np.asarray(indices))
 
     def excluded(self) -> int:
-        """Results of this step with a value the robust decoder excluded as corrupted."""
+        """Results of this step the robust decoder left out, in part or whole: a value located
+        as corrupted, or a value of a block that failed (more corrupted values than it corrects)."""
         if self.decoder != "robust":
             return 0
-        rejected = self._decoder.report.rejected
-        return sum(bool(np.isin(indices, rejected).any()) for indices in self._folded) if rejected.size else 0
+        report = self._decoder.report
+        if not report.rejected.size and not report.failed_blocks.size:
+            return 0
+        block_of = self.codebook_.block_of
+        return sum(bool(np.isin(indices, report.rejected).any() or np.isin(block_of[indices], report.failed_blocks).any())
+                   for indices in self._folded)
 
     @property
     def report(self) -> Any:
