@@ -432,7 +432,8 @@ def _ddp_worker(rank, world, port, results):
         # 1. with every base codeword sent, the hook returns exactly the averaged gradient
         model = digits_mlp()
         exact = DDP(digits_mlp(), bucket_cap_mb=0.01)
-        exact.register_comm_hook(LWPDHookState(block_size=4, codewords_per_block=16, error_feedback=False), lwpd_comm_hook)
+        exact_state = LWPDHookState(block_size=4, codewords_per_block=4, error_feedback=False)
+        exact.register_comm_hook(exact_state, lwpd_comm_hook)
         plain = DDP(model, bucket_cap_mb=0.01)
         grads = []
         for net in (exact, plain):
@@ -440,6 +441,8 @@ def _ddp_worker(rank, world, port, results):
             F.cross_entropy(net(Xtr[shard][:64]), ytr[shard][:64]).backward()
             grads.append(torch.cat([p.grad.reshape(-1) for p in net.parameters()]))
         exact_err = float(torch.linalg.vector_norm(grads[0] - grads[1]) / torch.linalg.vector_norm(grads[1]))
+        assert all(stats["recovered"] == 1.0 for stats in exact_state.last_stats.values())  # 100% of each bucket
+        assert sum(st["sent"] for st in exact_state.last_stats.values()) == grads[0].numel()  # at 1x the floats
         # 2. training with and without the (compressing) hook
         accs = {}
         for hooked in (False, True):
@@ -468,6 +471,26 @@ def test_hook_codebooks_are_the_same_for_equal_seeds_and_change_every_step():
     first, again = a.codebook(0, 10), b.codebook(0, 10)
     assert first == again and len(first) == 6 and first.partition.sizes.tolist() == [4, 4, 2]
     assert a.codebook(0, 10) != first  # the next step draws other codewords
+
+
+def test_cyclic_hook_codewords_cover_every_block_in_turn():
+    """Cyclic codewords: a basis of each block sent c at a time, so ceil(b / c) steps span
+    every block (random draws need not), and c = b spans each block at every step."""
+    from lwpd import ProjectionDecoder
+
+    state = LWPDHookState(block_size=8, codewords_per_block=3)
+    period = [state.codebook(0, 21).to_dense() for _ in range(3)]
+    assert all(V.shape[0] == 3 + 3 + 3 for V in period)  # blocks 8, 8, 5; c = 3 each
+    assert np.linalg.matrix_rank(np.vstack(period)) == 21
+    np.testing.assert_array_equal(state.codebook(0, 21).to_dense(), period[0])  # the period repeats
+    whole = LWPDHookState(block_size=8, codewords_per_block=8).codebook(0, 64)
+    assert np.linalg.matrix_rank(whole.to_dense()) == 64 and len(whole) == 64
+    drawn = LWPDHookState(block_size=8, codewords_per_block=8, codewords="random", seed=0).codebook(0, 64)
+    dec = ProjectionDecoder(drawn)
+    dec.update(np.arange(len(drawn)), np.zeros(len(drawn)))
+    assert dec.recovered_fraction() < 1.0  # random draws of the 64-codeword base leave directions out
+    with pytest.raises(ValueError, match="codewords must be one of"):
+        LWPDHookState(codewords="structured")
 
 
 def test_ddp_hook_on_two_gloo_processes_trains_like_plain_ddp():

@@ -992,12 +992,23 @@ class LWPDHookState:
     """State of :func:`lwpd_comm_hook`: a codebook per gradient bucket, and error feedback.
 
     Each step, every block of ``block_size`` coordinates of a bucket sends
-    ``codewords_per_block`` directional derivatives instead of its coordinates: the same
-    codewords of the projective base PG(b-1, 3) (weight <= ``max_weight``) on every rank,
-    drawn afresh each step from a generator seeded with ``(seed, bucket, step)``. The
-    all-reduced derivatives decode to the projection of the averaged gradient onto their
-    span; with error feedback each rank adds the part its own gradient lost to the next
-    step's gradient (as PowerSGD does).
+    ``codewords_per_block`` directional derivatives instead of its coordinates, the same
+    codewords on every rank. The all-reduced derivatives decode to the projection of the
+    averaged gradient onto their span; with error feedback each rank adds the part its own
+    gradient lost to the next step's gradient (as PowerSGD does). Which codewords:
+
+    ``codewords="cyclic"`` (default)
+        A fixed basis of each block, the projective base PG(b-1, 3) (weight <= ``max_weight``)
+        compressed to ``b`` codewords by log-det (well conditioned, spanning the block), sent
+        ``codewords_per_block`` at a time in turn: every direction of the block is sent every
+        ``ceil(b / codewords_per_block)`` steps, and with ``codewords_per_block >= block_size``
+        every block is recovered whole at every step (``b`` floats per ``b`` coordinates:
+        the exact averaged gradient, 100% of each bucket).
+    ``codewords="random"``
+        ``codewords_per_block`` codewords of the whole base drawn afresh each step from a
+        generator seeded with ``(seed, bucket, step)``: random directions, so some of the
+        block's span is not recovered even at ``codewords_per_block = block_size`` (about 20%
+        on average for b = 8), and at least ``len(base)`` codewords are needed to send all.
 
     Parameters
     ----------
@@ -1006,24 +1017,26 @@ class LWPDHookState:
     block_size : int, default 8
     codewords_per_block : int, default 4
         Derivatives sent per block (of ``block_size`` coordinates): the compression ratio
-        is ``codewords_per_block / block_size``. At least the base's size sends every base
-        codeword (exact, no compression).
+        is ``codewords_per_block / block_size``.
     max_weight : int, default 2
     error_feedback : bool, default True
     seed : int, default 0
         Must be equal on all ranks.
+    codewords : {"cyclic", "random"}, default "cyclic"
+        How each step's codewords are chosen (above).
 
     Attributes
     ----------
     last_stats : dict
         Per bucket index: ``{"sent": values all-reduced, "numel": bucket size,
+        "recovered": fraction of the bucket's dimensions the sent codewords span,
         "relative_error": ||local residual|| / ||local gradient||}``.
 
     Examples
     --------
     >>> from lwpd.torch import LWPDHookState
     >>> LWPDHookState(block_size=4, codewords_per_block=2)
-    LWPDHookState(block_size=4, codewords_per_block=2, max_weight=2, error_feedback=True)
+    LWPDHookState(block_size=4, codewords_per_block=2, max_weight=2, error_feedback=True, codewords='cyclic')
     """
 
     def __init__(
@@ -1034,8 +1047,9 @@ class LWPDHookState:
         max_weight: int = 2,
         error_feedback: bool = True,
         seed: int = 0,
+        codewords: str = "cyclic",
     ) -> None:
-        from lwpd import projective_codebook
+        from lwpd._validation import check_choice
 
         self.process_group = process_group
         self.block_size = check_int("block_size", block_size, minimum=1)
@@ -1043,41 +1057,84 @@ class LWPDHookState:
         self.max_weight = check_int("max_weight", max_weight, minimum=1)
         self.error_feedback = bool(error_feedback)
         self.seed = check_int("seed", seed, minimum=0)
-        self._base = projective_codebook(self.block_size, q=3, max_weight=self.max_weight)
+        self.codewords = check_choice("codewords", codewords, ("cyclic", "random"))
+        self._bases: dict[int, Codebook] = {}
+        self._cyclic: dict[tuple[int, int], tuple[Codebook, Any]] = {}  # (numel, phase) -> (codebook, decoder)
         self.steps: dict[int, int] = {}
         self.errors: dict[int, torch.Tensor] = {}
         self.last_stats: dict[int, dict[str, float]] = {}
 
+    def _base(self, size: int) -> Codebook:
+        """The base of a block of ``size`` coordinates: the projective base, or (cyclic) its
+        log-det compression to a basis of the block."""
+        from lwpd import compress, projective_codebook
+
+        base = self._bases.get(size)
+        if base is None:
+            base = projective_codebook(size, q=3, max_weight=self.max_weight)
+            if self.codewords == "cyclic" and len(base) > size:
+                base = compress(base, size, criterion="logdet")
+            self._bases[size] = base
+        return base
+
     def codebook(self, bucket_index: int, numel: int) -> Codebook:
         """This step's codebook for a bucket of ``numel`` entries (advances the bucket's step)."""
-        from lwpd import Partition, block_codebook, projective_codebook
+        return self._codebook_and_decoder(bucket_index, numel)[0]
+
+    def _codebook_and_decoder(self, bucket_index: int, numel: int) -> tuple[Codebook, Any]:
+        """This step's codebook and a decoder for it: cyclic codebooks repeat with a period of
+        ``ceil(b / c)`` steps, so they and their decoders are built once per phase."""
+        from lwpd.decoders import ProjectionDecoder
 
         step = self.steps.get(bucket_index, 0)
         self.steps[bucket_index] = step + 1
-        rng = np.random.default_rng([self.seed, bucket_index, step])
+        if self.codewords == "cyclic":
+            period = max(1, -(-self.block_size // self.codewords_per_block))
+            key = (numel, step % period)
+            cached = self._cyclic.get(key)
+            if cached is None:
+                cached = self._cyclic[key] = self._build(numel, step, None)
+            return cached
+        codebook, _ = self._build(numel, step, np.random.default_rng([self.seed, bucket_index, step]))
+        return codebook, ProjectionDecoder(codebook)
+
+    def _build(self, numel: int, step: int, rng: np.random.Generator | None) -> tuple[Codebook, Any]:
+        from lwpd import Partition, block_codebook
+        from lwpd.decoders import ProjectionDecoder
 
         def pattern(size: int) -> Codebook:
-            # The same draw on every rank; a short last block gets its own smaller base.
-            base = self._base if size == self.block_size else projective_codebook(size, q=3, max_weight=self.max_weight)
-            if self.codewords_per_block >= len(base):
+            # The same codewords on every rank; a short last block gets its own smaller base.
+            base = self._base(size)
+            c = self.codewords_per_block
+            if c >= len(base):
                 return base
-            return base.subset(np.sort(rng.choice(len(base), self.codewords_per_block, replace=False)))
+            if self.codewords == "cyclic":
+                return base.subset(np.sort((step * c + np.arange(c)) % len(base)))
+            return base.subset(np.sort(rng.choice(len(base), c, replace=False)))
 
-        return block_codebook(pattern, Partition.uniform(numel, min(self.block_size, numel)))
+        codebook = block_codebook(pattern, Partition.uniform(numel, min(self.block_size, numel)))
+        return codebook, ProjectionDecoder(codebook)
 
     def __repr__(self) -> str:
         return (
             f"LWPDHookState(block_size={self.block_size}, codewords_per_block={self.codewords_per_block}, "
-            f"max_weight={self.max_weight}, error_feedback={self.error_feedback})"
+            f"max_weight={self.max_weight}, error_feedback={self.error_feedback}, codewords={self.codewords!r})"
         )
 
 
-def _decode_all(codebook: Codebook, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _decode_all(codebook: Codebook, values: torch.Tensor, like: torch.Tensor,
+                recovered: dict | None = None, decoder: Any = None) -> torch.Tensor:
+    """Decode every codeword's value (with ``decoder`` if given, reset first: it must be for
+    ``codebook`` on ``like``'s device); ``recovered["recovered"]`` gets the fraction spanned."""
     from lwpd.decoders import ProjectionDecoder
 
-    decoder = ProjectionDecoder(codebook, backend=_device_backend(like))
+    if decoder is None or decoder.backend != _device_backend(like):
+        decoder = ProjectionDecoder(codebook, backend=_device_backend(like))
     indices = torch.arange(len(codebook), device=like.device)
-    return _decode(codebook, decoder, indices, values, like)
+    out = _decode(codebook, decoder, indices, values, like)
+    if recovered is not None:
+        recovered["recovered"] = float(decoder.recovered_fraction())
+    return out
 
 
 def lwpd_comm_hook(state: LWPDHookState, bucket: Any) -> torch.futures.Future:
@@ -1111,7 +1168,7 @@ def lwpd_comm_hook(state: LWPDHookState, bucket: Any) -> torch.futures.Future:
         raise TypeError(f"state must be a LWPDHookState, got {type(state).__name__}")
     grad = bucket.buffer()
     index = bucket.index()
-    codebook = state.codebook(index, grad.numel())
+    codebook, decoder = state._codebook_and_decoder(index, grad.numel())
     world = dist.get_world_size(state.process_group)
     target = grad
     if state.error_feedback:
@@ -1121,7 +1178,7 @@ def lwpd_comm_hook(state: LWPDHookState, bucket: Any) -> torch.futures.Future:
     values = _encode(codebook, target).to(device=grad.device)
     residual = None
     if state.error_feedback:
-        residual = target - _decode_all(codebook, values, target)
+        residual = target - _decode_all(codebook, values, target, decoder=decoder)
         state.errors[index] = residual
     norm = float(torch.linalg.vector_norm(target))
     state.last_stats[index] = {
@@ -1134,7 +1191,7 @@ def lwpd_comm_hook(state: LWPDHookState, bucket: Any) -> torch.futures.Future:
 
     def finish(fut: torch.futures.Future) -> torch.Tensor:
         averaged = fut.value()[0]
-        grad.copy_(_decode_all(codebook, averaged, grad))
+        grad.copy_(_decode_all(codebook, averaged, grad, state.last_stats[index], decoder=decoder))
         return grad
 
     return future.then(finish)
