@@ -279,7 +279,7 @@ def test_under_stragglers_grad_is_the_projection_onto_the_received_codewords(pol
     g = flatten_grads(model).clone()
     opt.step()
     g_hat = flatten_grads(model)
-    received = opt._decoder.received
+    received = opt.last_received
     V = opt.codebook.to_dense()
     blocked = opt.layout.to_blocks(g).numpy()
     oracle = decode_projection(V, received, V[received] @ blocked)
@@ -620,3 +620,37 @@ def test_arrivals_can_come_from_a_cluster():
         CodedOptimizer(torch.optim.SGD(mlp().parameters(), lr=0.1), cluster=SimulatedCluster(2, seed=0))
     with pytest.raises(TypeError, match="cluster must be a lwpd.cluster cluster"):
         CodedOptimizer(torch.optim.SGD(mlp().parameters(), lr=0.1), cluster=object(), policy="all")
+
+
+@pytest.mark.parametrize("min_blocks", [0.0, 0.25], ids=["every-whole-block", "default"])
+@pytest.mark.parametrize("stragglers", [None, Bernoulli(0.2), Bernoulli(0.02)], ids=["none", "20%", "2%"])
+@pytest.mark.parametrize("partition", ["neuron", "tensor"])
+def test_exact_shortcut_matches_the_general_path(monkeypatch, stragglers, partition, min_blocks):
+    """Blocks whose codewords all arrived skip encoding and decoding; the gradient written
+    into .grad and the recovered fraction are those of the general path (float64: 1e-12)."""
+    from lwpd import _config
+
+    monkeypatch.setattr(_config, "TORCH_SHORTCUT_MIN_BLOCKS", min_blocks)
+    monkeypatch.setattr(_config, "TORCH_SUBSET_ENCODE_FRACTION", 8.0 if min_blocks else 1e-9)  # both encodings
+
+    X, y = torch.randn(64, 12, dtype=torch.float64), torch.randint(0, 3, (64,))
+    grads, stats = {}, {}
+    for shortcut in (True, False):
+        monkeypatch.setattr(_config, "TORCH_EXACT_SHORTCUT", shortcut)
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).double()
+        opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.0), model=model, partition=partition,
+                             stragglers=stragglers, seed=1)
+        grads[shortcut], stats[shortcut] = [], []
+        for _ in range(4):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(X), y).backward()
+            opt.step()
+            grads[shortcut].append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone())
+            stats[shortcut].append(opt.last_stats)
+    for fast, general in zip(grads[True], grads[False]):
+        torch.testing.assert_close(fast, general, rtol=0, atol=1e-12)
+    for fast, general in zip(stats[True], stats[False]):
+        assert fast.received == general.received
+        assert fast.recovered_fraction == pytest.approx(general.recovered_fraction, abs=1e-12)
+        assert fast.relative_error == pytest.approx(general.relative_error, abs=1e-12)

@@ -178,3 +178,16 @@ ROBUST_CACHE_ENTRIES: int = 256
 
 #: Dask clusters: shared objects kept scattered on the workers (the oldest is released first).
 DASK_SHARED_ENTRIES: int = 64
+
+#: torch CodedOptimizer: take the exact shortcut (a block whose codewords all arrived and span
+#: it is the gradient itself; only the other blocks are encoded and decoded). False runs the
+#: general path for every block (the tests compare the two).
+TORCH_EXACT_SHORTCUT: bool = True
+
+#: torch CodedOptimizer shortcut: encode only the codewords of the blocks to decode when they
+#: are fewer than 1 / this of the codebook; otherwise encode all (one kernel) and gather.
+TORCH_SUBSET_ENCODE_FRACTION: float = 8.0
+
+#: torch CodedOptimizer shortcut: blocks are taken whole (not decoded) only when at least this
+#: fraction of them qualifies; below it, filtering the arrivals costs more than it saves.
+TORCH_SHORTCUT_MIN_BLOCKS: float = 0.25
