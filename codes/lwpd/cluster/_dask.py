@@ -48,10 +48,8 @@ async def _settle(future: Any, twin: cf.Future) -> None:
         outcome = (twin.set_exception, exc)
     else:
         outcome = (twin.set_result, result)
-    try:
+    with contextlib.suppress(cf.InvalidStateError):  # cancelled by the master: nobody waits for it
         outcome[0](outcome[1])
-    except cf.InvalidStateError:
-        pass  # cancelled by the master: nobody waits for it
 
 
 class DaskCluster(ExecutorCluster):
