@@ -787,12 +787,12 @@ class CodedOptimizer(torch.optim.Optimizer):
         self._last_arrived = np.zeros(0, dtype=np.int64)  # chunks that arrived in the last step
 
     def _prepare_shortcut(self) -> None:
-        """What the exact shortcut of :meth:`step` needs: per block, its number of codewords and
-        whether all of them together span it (then a block whose codewords all arrived decodes
-        to the gradient itself, and neither encoding nor decoding it is needed)."""
+        """What the exact shortcut of :meth:`step` needs: per block, whether all its codewords
+        together span it (then a block whose codewords all arrived decodes to the gradient
+        itself, and neither encoding nor decoding it is needed), and the blocks each chunk
+        touches."""
         cb = self.codebook
         self._block_of = cb.block_of
-        self._codewords_per_block = np.bincount(self._block_of, minlength=cb.blocks.n_blocks)
         self._block_sizes = cb.blocks.sizes
         if self._decoder.backend != "cpu":
             self._spans = None  # the shortcut is a host-side computation
@@ -801,7 +801,6 @@ class CodedOptimizer(torch.optim.Optimizer):
         self._spans = self._decoder.block_ranks == self._block_sizes
         self._decoder.reset()
         self._chunk_blocks = [np.unique(self._block_of[c.numpy()]) for c in self._chunk_indices]
-        self._chunk_sizes = np.array([c.numel() for c in self._chunk_indices])
 
     def _deal(self, rng: np.random.Generator) -> None:
         """Deal the codewords into one group (of ``chunks`` chunks) per worker.
@@ -984,7 +983,7 @@ class CodedOptimizer(torch.optim.Optimizer):
             # Every codeword arrived and every block's codewords span it: the decoded gradient
             # is the gradient itself, already in .grad. Nothing to encode, decode or assign.
             self._last_arrived = arrived
-            self.last_stats = StepStats(int(self._chunk_sizes.sum()), len(self.codebook), 1.0,
+            self.last_stats = StepStats(len(self.codebook), len(self.codebook), 1.0,
                                         0.0 if self.exact_grad_stats else None, waited)
             self.optimizer.step()
             return loss

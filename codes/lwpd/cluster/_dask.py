@@ -159,10 +159,8 @@ class DaskCluster(ExecutorCluster):
         entry = self._shared.pop(key, None)
         if entry is None:
             if len(self._shared) >= _config.DASK_SHARED_ENTRIES:  # release the least recently used
-                _, (_, oldest) = next(iter(self._shared.items()))
-                del self._shared[next(iter(self._shared))]
-                with contextlib.suppress(Exception):
-                    self._client.cancel([oldest])
+                _, oldest = self._shared.pop(next(iter(self._shared)))
+                self._forget([oldest])
             entry = (value, self._client.scatter(value, broadcast=True, hash=False))
         self._shared[key] = entry  # most recently used last
         return entry[1]
@@ -192,6 +190,10 @@ class DaskCluster(ExecutorCluster):
     def _release(self) -> None:
         futures = [future for _, future in self._shared.values()]
         self._shared.clear()
+        self._forget(futures)
+
+    def _forget(self, futures: list) -> None:
+        """Release scattered data on the workers."""
         if futures:
             with contextlib.suppress(Exception):  # a closed client has released them already
                 self._client.cancel(futures)

@@ -185,7 +185,7 @@ class ExecutorCluster(RoundsMixin):
             self._busy_until[worker] = finish_at
             future = self._dispatch(worker, fn, finish_at, args, kwargs)
             self._by_future[future] = tid
-            self._watch(future)
+            future.add_done_callback(self._record_finish)
         self._tasks[tid] = _Task(worker, submitted, future)
         return tid
 
@@ -194,27 +194,16 @@ class ExecutorCluster(RoundsMixin):
         arguments differently)."""
         return self._executor.submit(_run_task, fn, finish_at, worker, args, kwargs)
 
-    # -- the executor's futures: a subclass with other futures (Dask) overrides these -------
-    def _watch(self, future: cf.Future) -> None:
-        """Note the finish time of ``future`` as soon as it completes."""
-        future.add_done_callback(self._record_finish)
-
-    def _wait_first(self, futures: list, timeout: float | None) -> set:
-        """The futures of ``futures`` done once the first completes (empty after ``timeout``)."""
-        return cf.wait(futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)[0]
-
-    def _outcomes(self, futures: list) -> list[tuple[Any, BaseException | None]]:
-        """``(result, error)`` of each finished future."""
-        out = []
-        for future in futures:
-            if future.cancelled():  # cancelled on the executor's side
-                out.append((None, cf.CancelledError("the task was cancelled by its executor")))
-            else:
-                error = future.exception()
-                out.append((None, error) if error is not None else (future.result(), None))
-        return out
+    @staticmethod
+    def _outcome(future: cf.Future) -> tuple[Any, BaseException | None]:
+        """``(result, error)`` of a finished future."""
+        if future.cancelled():  # cancelled on the executor's side
+            return None, cf.CancelledError("the task was cancelled by its executor")
+        error = future.exception()
+        return (None, error) if error is not None else (future.result(), None)
 
     def _cancel_futures(self, futures: list) -> None:
+        """Cancel the executor's futures (a subclass may batch it)."""
         for future in futures:
             future.cancel()
 
@@ -266,21 +255,21 @@ class ExecutorCluster(RoundsMixin):
             if not live:
                 break
             timeout = None if deadline is None else max(0.0, deadline - self.now)
-            done = self._wait_first(live, timeout)
+            done, _ = cf.wait(live, timeout=timeout, return_when=cf.FIRST_COMPLETED)
             if not done:
                 break  # deadline reached
             now = self.now
             batch = sorted((self._finished_at.get(self._by_future[f], now), self._by_future[f]) for f in done)
-            if k is not None:
-                batch = batch[: k - count]
-            outcomes = self._outcomes([self._tasks[tid].future for _, tid in batch])  # one round trip for all
-            for (finished, tid), (result, error) in zip(batch, outcomes):
+            for finished, tid in batch:
+                if k is not None and count >= k:
+                    break
                 task = self._tasks.pop(tid, None)  # popped as yielded: a consumer that stops leaves the rest pending
                 if task is None:  # cancelled meanwhile (e.g. by the consumer)
                     continue
                 self._by_future.pop(task.future, None)
                 self._finished_at.pop(tid, None)
                 count += 1
+                result, error = self._outcome(task.future)
                 yield self._completion(tid, task.worker, result, error, task.submitted, finished, errors)
         else:
             return
