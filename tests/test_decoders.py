@@ -27,14 +27,17 @@ CODEBOOKS = {
 }
 
 
-@pytest.fixture(params=["per-block", "shared-patterns"])
+@pytest.fixture(params=["per-block-scatter", "per-block-dense", "shared-patterns"])
 def solve_path(request, monkeypatch):
-    """Run a test with tiled blocks solved one by one, and with blocks that received the same
-    set of base rows sharing one factorisation (forced on however few blocks there are)."""
+    """Run a test with tiled blocks solved one by one (their information matrices assembled
+    by scattering each received row, or densely from the whole base), and with blocks that
+    received the same set of base rows sharing one factorisation (forced on however few
+    blocks there are)."""
     from lwpd import _config
 
-    if request.param == "per-block":
+    if request.param.startswith("per-block"):
         monkeypatch.setattr(_config, "PATTERN_MAX_ROWS", 0)
+        monkeypatch.setattr(_config, "DENSE_ASSEMBLY_RATIO", np.inf if request.param.endswith("dense") else 0.0)
     else:
         monkeypatch.setattr(_config, "PATTERN_MIN_BLOCKS", 1)
         monkeypatch.setattr(_config, "PATTERN_MIN_SHARING", 0.0)
@@ -286,6 +289,58 @@ def test_shared_pattern_solve_equals_per_block_solve(data):
     np.testing.assert_allclose(shared.estimate(), per_block.estimate(), rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(shared.block_ranks, per_block.block_ranks)
     np.testing.assert_allclose(shared.estimate(), ref.decode_projection(cb.to_dense(), idx, values), rtol=1e-9, atol=1e-9)
+
+
+@given(data=st.data())
+@settings(max_examples=40, deadline=None)
+def test_dense_tile_assembly_equals_the_scattered_assembly(data):
+    """Both ways of assembling a tiled block's information matrix give the same estimate and
+    ranks (to rounding), with repeats, rank-deficient sets and an untiled tail block."""
+    from lwpd import _config
+
+    base = projective_codebook(data.draw(st.integers(2, 5)), max_weight=2)
+    b = base.dim
+    cb = block_codebook(base, Partition.uniform(b * 7 + data.draw(st.integers(0, b - 1)), b))
+    n = len(cb)
+    idx = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=2 * n)))
+    values = np.array(data.draw(st.lists(st.floats(-10, 10), min_size=idx.size, max_size=idx.size)))
+    saved = (_config.PATTERN_MAX_ROWS, _config.DENSE_ASSEMBLY_RATIO)
+    decoders = {}
+    try:
+        _config.PATTERN_MAX_ROWS = 0  # per-block solves only
+        for name, ratio in [("dense", np.inf), ("scatter", 0.0)]:
+            _config.DENSE_ASSEMBLY_RATIO = ratio
+            decoders[name] = ProjectionDecoder(cb)
+            decoders[name].update(idx, values)
+    finally:
+        _config.PATTERN_MAX_ROWS, _config.DENSE_ASSEMBLY_RATIO = saved
+    assert decoders["dense"]._layout.tile_dense.shape == (b, len(base))
+    assert decoders["scatter"]._layout.tile_dense.size == 0
+    dense, scatter = decoders["dense"], decoders["scatter"]
+    np.testing.assert_allclose(dense.estimate(), scatter.estimate(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(dense.block_ranks, scatter.block_ranks)
+    np.testing.assert_allclose(dense.estimate(), ref.decode_projection(cb.to_dense(), idx, values), rtol=1e-9, atol=1e-9)
+
+
+def test_dense_tile_assembly_is_chosen_for_small_dense_tiles():
+    """The default rule takes the dense assembly for the library's usual tile (64 rows of weight
+    <= 2 on blocks of 8) and the scatter for a sparse tile of many coordinates."""
+    dense = ProjectionDecoder(block_codebook(projective_codebook(8, max_weight=2), Partition.uniform(80, 8)))
+    assert dense._layout.tile_dense.shape == (8, 64)
+    sparse = ProjectionDecoder(block_codebook(identity_codebook(256), Partition.uniform(512, 256)))
+    assert sparse._layout.tile_dense.size == 0
+
+
+@given(n=st.integers(0, 40), where=st.integers(0, 39), bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_all_finite_kernel_matches_numpy(n, where, bad, dtype):
+    from lwpd._kernels import cpu
+
+    a = np.random.default_rng(n).standard_normal(n).astype(dtype)
+    assert cpu.all_finite(a)
+    if n:
+        a[where % n] = bad
+        assert not cpu.all_finite(a)
 
 
 def test_shared_patterns_are_used_on_a_large_tiled_codebook():

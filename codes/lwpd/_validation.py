@@ -97,7 +97,7 @@ def check_finite(name: str, arr: np.ndarray) -> None:
     from lwpd._kernels import cpu
 
     flat = np.ascontiguousarray(arr).reshape(-1)
-    if flat.size and not cpu.all_finite(flat, work=flat.size):
+    if flat.size and not cpu.all_finite(flat):
         bad = int(np.flatnonzero(~np.isfinite(flat))[0])
         where = np.unravel_index(bad, arr.shape) if arr.ndim > 1 else (bad,)
         raise ValueError(f"{name} must be finite; found {flat[bad]} at index {tuple(int(i) for i in where)}")

@@ -31,6 +31,9 @@ class _Layout(NamedTuple):
     bounds: np.ndarray
     floats: np.ndarray
     max_block: int
+    #: The tile's base as a dense ``(b, m)`` array when dense assembly pays
+    #: (``_config.DENSE_ASSEMBLY_RATIO``), else an empty ``(0, 0)`` array.
+    tile_dense: np.ndarray
 
 
 def _layout(cb: Codebook) -> _Layout:
@@ -49,7 +52,22 @@ def _layout(cb: Codebook) -> _Layout:
         bounds.astype(np.int64),
         np.concatenate([tdat, r.data]).astype(f64),
         int(cb.blocks.sizes.max()),
+        _tile_dense(cb),
     )
+
+
+def _tile_dense(cb: Codebook) -> np.ndarray:
+    """The transposed dense tile for :func:`lwpd._kernels.cpu.assemble_tile_dense`, when its
+    dense work is within ``DENSE_ASSEMBLY_RATIO`` of the sparse scatter's (else empty)."""
+    f64 = _config.DECODER_DTYPE
+    if cb._tile is None or cb._tile_blocks == 0:
+        return np.zeros((0, 0), dtype=f64)
+    dense = cb._tile.to_scipy().toarray().astype(f64)
+    m, b = dense.shape
+    scattered = float((np.count_nonzero(dense, axis=1).astype(np.float64) ** 2).sum())
+    if m * b * (b + 3) / 2 > _config.DENSE_ASSEMBLY_RATIO * scattered:
+        return np.zeros((0, 0), dtype=f64)
+    return np.ascontiguousarray(dense.T)
 
 
 class _Decoder:
@@ -239,7 +257,7 @@ class ProjectionDecoder(_Decoder):
             if blocks.size == 0:
                 return
         cpu.solve_blocks(
-            blocks, lay.ints, lay.bounds, lay.floats, self._counts, self._sums, _config.RANK_RTOL,
+            blocks, lay.ints, lay.bounds, lay.floats, lay.tile_dense, self._counts, self._sums, _config.RANK_RTOL,
             lay.max_block, 4 * numba.get_num_threads(), self._ranks, self._x,
             work=blocks.size * lay.max_block**2,
         )
