@@ -53,23 +53,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import os
-import platform
+import json
 import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numba
 import numpy as np
-import scipy
 
 import lwpd
+from _machine import busy_warning, load_average, machine_facts
 from lwpd import Partition, ProjectionDecoder, block_codebook, decode, projective_codebook
 
 BLOCK = 8  # coordinates per block
 RECEIVED = 0.7  # fraction of codewords received in the decode benchmarks
-ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -510,75 +507,6 @@ def bench_memory(n: int, rng: np.random.Generator) -> list[str]:
     return lines
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def blas_info() -> list[str]:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        threadpool_info = None
-    if threadpool_info is not None:
-        libs = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
-        if libs:
-            return [f"{lib.get('internal_api')} {lib.get('version')} ({lib.get('architecture', '?')}, "
-                    f"{lib.get('num_threads')} threads, {lib.get('threading_layer', '?')}) {lib.get('filepath')}"
-                    for lib in libs]
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return [f"{blas.get('name')} {blas.get('version')} (from np.show_config; threadpoolctl unavailable)"]
-    except Exception:  # older NumPy: no dict mode
-        return ["unknown (threadpoolctl unavailable)"]
-
-
-def load_average() -> str:
-    try:
-        with open("/proc/loadavg") as fh:
-            return " ".join(fh.read().split()[:3])
-    except OSError:
-        return "unknown"
-
-
-def busy_warning(load: str) -> str:
-    """A warning when other work was running before the benchmark (1-minute load >= 1)."""
-    try:
-        one_minute = float(load.split()[0])
-    except (ValueError, IndexError):
-        return ""
-    if one_minute < 1.0:
-        return ""
-    return (f"WARNING: the machine was busy before the run (1-minute load average {one_minute:.2f} on "
-            f"{os.cpu_count()} CPUs): absolute times and ratios are noisy")
-
-
-def machine_facts(load_before: str) -> list[tuple[str, str]]:
-    try:
-        layer = numba.threading_layer()
-    except ValueError:
-        layer = "not initialised"
-    env = [f"{k}={os.environ[k]}" for k in ENV_VARS if k in os.environ]
-    facts = [
-        ("CPU", f"{cpu_model()}, {os.cpu_count()} logical CPUs"),
-        ("Python", f"{platform.python_version()} ({platform.python_implementation()}, {platform.system()})"),
-        ("NumPy", np.__version__),
-        ("BLAS", "; ".join(blas_info())),
-        ("SciPy", scipy.__version__),
-        ("Numba", f"{numba.__version__}, get_num_threads() = {numba.get_num_threads()}, threading layer {layer}"),
-        ("lwpd", lwpd.__version__),
-        ("environment", ", ".join(env) if env else f"none of {', '.join(ENV_VARS)} set"),
-        ("load average (1/5/15 min)", f"{load_before} before, {load_average()} after"),
-    ]
-    return facts
-
-
 # ---------------------------------------------------------------------------- main
 def run(sizes: Sizes, seed: int) -> tuple[list[Row], list[str]]:
     rng = np.random.default_rng(seed)
@@ -631,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the machine facts and table as Markdown only")
     parser.add_argument("--repeat", type=int, default=None, help="timed repetitions per measurement (median)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random gradients and received sets")
+    parser.add_argument("--json", default=None, help="also write every row and note to this file")
     args = parser.parse_args(argv)
 
     sizes = QUICK if args.quick else FULL
@@ -643,6 +572,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, notes = run(sizes, args.seed)
     elapsed = time.perf_counter() - start
     print(report(rows, notes, machine_facts(load_before), elapsed, sizes, args.markdown, busy_warning(load_before)))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"rows": [dict(dataclasses.asdict(r), ratio=r.ratio, met=r.met) for r in rows], "notes": notes},
+                      fh, indent=1)
     return 0
 
 

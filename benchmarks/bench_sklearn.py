@@ -14,12 +14,13 @@ It prints wall-clock fit time (best of ``--repeat`` fits, default 3), the ratio 
 test accuracy, steps, and -- for the coded fits -- the simulated cluster time to reach the
 larger of the two straggler runs' final losses.
 
-Run: ``python benchmarks/bench_sklearn.py [--quick] [--repeat N]``.
+Run: ``python benchmarks/bench_sklearn.py [--quick] [--repeat N] [--json PATH]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 import warnings
@@ -56,7 +57,7 @@ def fit(estimator, X, y, repeat: int) -> float:
     return best
 
 
-def main(quick: bool, repeat: int) -> None:
+def main(quick: bool, repeat: int, json_path: str | None = None) -> None:
     stragglers = ShiftedExponential(shift=1.0, rate=0.5)
     rows = []
     for name, X, y in datasets(quick):
@@ -88,6 +89,10 @@ def main(quick: bool, repeat: int) -> None:
     for name, label, sec, ratio, acc, steps, sim in rows:
         sim_text = f"{sim:9.1f}" if math.isfinite(sim) else f"{'-':>9}"
         print(f"{name:<36} {label:<34} {sec:7.2f} {ratio:7.1f}x {acc:9.4f} {steps:6d} {sim_text}")
+    if json_path:
+        keys = ("data", "model", "fit_s", "x_lbfgs", "test_accuracy", "steps", "sim_time")
+        with open(json_path, "w") as fh:
+            json.dump([dict(zip(keys, row)) for row in rows], fh, indent=1, allow_nan=True)
     print("\nsim time: simulated cluster time (16 workers, shifted-exponential delays) to reach the "
           "larger final loss of the two straggler runs; uncoded waits for every worker (first_k).")
 
@@ -96,5 +101,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 20,000-sample synthetic problem instead of 100,000")
     parser.add_argument("--repeat", type=int, default=3, help="fits per model; the best time is reported")
+    parser.add_argument("--json", default=None, help="also write every row to this file")
     args = parser.parse_args()
-    main(args.quick, max(1, args.repeat))
+    main(args.quick, max(1, args.repeat), args.json)

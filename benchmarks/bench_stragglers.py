@@ -210,8 +210,14 @@ def report(results: dict, workload: str, problem) -> str:
         label = f"**{name}**" if name.startswith("lwpd") else name
         lines.append(f"| {label} | {ref['compute_per_worker_step']:.2f} | {ref['floats_per_worker_step']:.0f} | "
                      f"{ref['decode_ms_per_step']:.2f} | " + " | ".join(cells) + " |")
+    lines.append("| best LWPD vs best baseline | | | | " + " | ".join(verdicts(results, workload)) + " |")
+    return f"{workload}: {type(problem).__name__}, n_params = {problem.n_params}\n\n" + "\n".join(lines)
+
+
+def verdicts(results: dict, workload: str) -> list[str]:
+    """Per column (model x network): the best LWPD variant against the best baseline."""
     verdict = []
-    for col in columns:
+    for col in [(m, n) for n in NETWORKS for m in MODELS]:
         rows = results[(workload, *col)]
         ours = min((r["time"], n) for n, r in rows.items() if n.startswith("lwpd"))
         theirs = min((r["time"], n) for n, r in rows.items() if not n.startswith("lwpd"))
@@ -223,8 +229,7 @@ def report(results: dict, workload: str, problem) -> str:
             verdict.append(f"**won** {ours[1]} {theirs[0] / ours[0]:.2f}x vs {theirs[1]}")
         else:
             verdict.append(f"lost: {theirs[1]} {ours[0] / theirs[0]:.2f}x vs {ours[1]}")
-    lines.append("| best LWPD vs best baseline | | | | " + " | ".join(verdict) + " |")
-    return f"{workload}: {type(problem).__name__}, n_params = {problem.n_params}\n\n" + "\n".join(lines)
+    return verdict
 
 
 def main() -> None:
@@ -256,7 +261,10 @@ def main() -> None:
     print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({" | ".join(k): v for k, v in results.items()}, fh, indent=1, allow_nan=True)
+            everything = {" | ".join(k): v for k, v in results.items()}
+            everything["verdicts"] = {w: dict(zip((f"{m} {n}" for n in NETWORKS for m in MODELS), verdicts(results, w)))
+                                      for w in chosen}
+            json.dump(everything, fh, indent=1, allow_nan=True)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,13 @@ Model: an MLP 784-1024-256-10 (1,068,810 parameters), float32, batch 128, cross-
 Step times are medians of interleaved repeats (a coded step's cost depends on which workers
 answered); the parts and derivatives are the best of several repeats (the machine may be
 shared); all measured in one run. ``--quick`` uses fewer repeats.
-Run: ``python benchmarks/bench_torch.py [--quick] [--threads N]``.
+Run: ``python benchmarks/bench_torch.py [--quick] [--threads N] [--json PATH]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numba
@@ -102,6 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch and Numba threads (default: all cores)")
+    parser.add_argument("--json", default=None, help="also write every step time and derivative time to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,6 +131,7 @@ def main() -> None:
         f"{'step (SGD momentum 0.9)':<50} {'batch':>6} {'codewords':>10} {'rel.err':>8} {'bare ms':>8} {'coded ms':>9} "
         f"{'overhead':>9} {'bare cpu':>8} {'coded cpu':>9} {'overhead':>9}"
     )
+    steps = []
     for batch in (128, 1024):
         xb, yb = torch.randn(batch, 784, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
         for label, kwargs in variants.items():
@@ -141,6 +144,9 @@ def main() -> None:
             bare, t = best_times(fns, repeats, median=True)
             bare_cpu, t_cpu = best_times(fns, repeats, clock=time.process_time, median=True)
             err = opt.last_stats.relative_error
+            steps.append({"variant": label, "batch": batch, "codewords": len(opt.codebook), "relative_error": err,
+                          "bare_ms": 1e3 * bare, "coded_ms": 1e3 * t, "overhead": t / bare - 1,
+                          "bare_cpu_ms": 1e3 * bare_cpu, "coded_cpu_ms": 1e3 * t_cpu, "cpu_overhead": t_cpu / bare_cpu - 1})
             err = "" if err is None else f"{err:.3f}"
             print(
                 f"{'CodedOptimizer ' + label:<50} {batch:>6} {len(opt.codebook):>10,} {err:>8} "
@@ -173,6 +179,11 @@ def main() -> None:
         ("jvp, per direction of a vmapped chunk of 16", t_jvp16),
     ]:
         print(f"{label:<50} {1e3 * t:9.2f} {t / t_back:11.2f} {t / t_fwd:10.2f}")
+    if args.json:
+        derivatives = {"forward_ms": 1e3 * t_fwd, "backprop_ms": 1e3 * t_back, "jvp_one_ms": 1e3 * t_jvp1,
+                       "jvp_vmapped_per_direction_ms": 1e3 * t_jvp16}
+        with open(args.json, "w") as fh:
+            json.dump({"parameters": n, "steps": steps, "derivatives": derivatives}, fh, indent=1)
 
 
 if __name__ == "__main__":
