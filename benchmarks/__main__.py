@@ -3,7 +3,7 @@
 From the repository root::
 
     python -m benchmarks                 # quick mode: every benchmark, under 10 minutes on 2 cores
-    python -m benchmarks --full          # the sizes behind the README's tables (about 20 minutes)
+    python -m benchmarks --full          # the sizes behind the README's tables (the sum of the scripts' times)
     python -m benchmarks --only kernels,cluster --out /tmp/report.md
 
 Each benchmark runs in its own process (so that its thread settings are its own) with
@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
