@@ -88,6 +88,22 @@ def test_scattered_data_is_released_on_reset(dask):
     assert dask.shared == 0 and dask.pending == 0 and dask.now < 1.0
 
 
+def test_shared_data_lost_on_the_workers_is_scattered_again(dask):
+    """Data the scheduler no longer has (here released behind the cluster's back, as when every
+    worker holding it died) is scattered again by the next task that uses it: no task fails."""
+    prob = least_squares(200)
+    train(prob, Uncoded(), dask, deadline=30.0, max_steps=2, progress=False, seed=0)
+    futures = [future for _, future in dask._shared.values()]
+    assert futures
+    dask.client.cancel(futures)
+    deadline = time.monotonic() + 10
+    while any(f.status == "finished" for f in futures) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(f.status == "finished" for f in futures)
+    h = train(prob, Uncoded(), dask, deadline=30.0, max_steps=3, progress=False, seed=0)
+    assert len(h) == 3 and sum(h.failed) == 0 and sum(h.received) == sum(h.dispatched)
+
+
 def test_unreachable_address_fails_fast_naming_it():
     start = time.perf_counter()
     with pytest.raises(ConnectionError, match=r"tcp://127\.0\.0\.1:1'.* within 1 s"):

@@ -64,7 +64,8 @@ class DaskCluster(ExecutorCluster):
       problem with its samples, the codebook, the moments), and every read-only array of at
       least :data:`lwpd._config.DASK_SCATTER_MIN_BYTES` bytes (the shards' row indices) -- is
       scattered to all Dask workers the first time a task uses it (``broadcast=True``, so a
-      worker that dies takes no data with it) and tasks refer to it by key from then on. A
+      worker that dies takes no data with it) and tasks refer to it by key from then on; if
+      the scheduler nevertheless loses it, the next task that uses it scatters it again. A
       task therefore carries the parameters, codeword indices and scalars only: O(n_params)
       bytes, whatever the size of the data. Objects are recognised by identity (arrays by
       their buffer), so mutate shared data only between :meth:`reset` calls (which forget
@@ -157,6 +158,11 @@ class DaskCluster(ExecutorCluster):
             return value  # functions travel by name
         key = _identity(value)
         entry = self._shared.pop(key, None)
+        if entry is not None and entry[1].status != "finished":
+            # its data is gone from the workers (lost with the workers that held it, or
+            # released): tasks referring to the old key would fail forever, so scatter it again
+            self._forget([entry[1]])
+            entry = None
         if entry is None:
             if len(self._shared) >= _config.DASK_SHARED_ENTRIES:  # release the least recently used
                 _, oldest = self._shared.pop(next(iter(self._shared)))
