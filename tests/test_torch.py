@@ -300,9 +300,15 @@ def test_all_workers_failing_gives_a_zero_gradient():
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
+@pytest.mark.parametrize("fast_path", ["patterns", "blocks"])
 @pytest.mark.parametrize("resume_seed", [5, 123])
-def test_state_dict_round_trip_resumes_identically(resume_seed):
-    # resuming into an optimizer built with another seed deals the codewords as saved
+def test_state_dict_round_trip_resumes_identically(resume_seed, fast_path, monkeypatch):
+    # resuming into an optimizer built with another seed deals the codewords as saved (and
+    # everything derived from the dealing follows: the chunks' blocks, each codeword's chunk)
+    from lwpd import _config
+
+    monkeypatch.setattr(_config, "TORCH_PATTERN_PROJECTION", fast_path == "patterns")
+    monkeypatch.setattr(_config, "TORCH_SHORTCUT_MIN_BLOCKS", 0.0)  # the block shortcut on every step
     x, y = data(mlp(), torch.float64)
 
     def make(seed=5):
@@ -622,14 +628,17 @@ def test_arrivals_can_come_from_a_cluster():
         CodedOptimizer(torch.optim.SGD(mlp().parameters(), lr=0.1), cluster=object(), policy="all")
 
 
-@pytest.mark.parametrize("min_blocks", [0.0, 0.25], ids=["every-whole-block", "default"])
+@pytest.mark.parametrize("fast_path, min_blocks", [("blocks", 0.0), ("blocks", 0.25), ("patterns", 0.25)],
+                         ids=["blocks-every-whole-block", "blocks-default", "patterns"])
 @pytest.mark.parametrize("stragglers", [None, Bernoulli(0.2), Bernoulli(0.02)], ids=["none", "20%", "2%"])
 @pytest.mark.parametrize("partition", ["neuron", "tensor"])
-def test_exact_shortcut_matches_the_general_path(monkeypatch, stragglers, partition, min_blocks):
-    """Blocks whose codewords all arrived skip encoding and decoding; the gradient written
-    into .grad and the recovered fraction are those of the general path (float64: 1e-12)."""
+def test_exact_shortcut_matches_the_general_path(monkeypatch, stragglers, partition, fast_path, min_blocks):
+    """Blocks whose codewords all arrived skip encoding and decoding ("blocks"), or every run
+    of equal blocks is projected by its received sets' projectors ("patterns"); the gradient
+    written into .grad and the recovered fraction are those of the general path (float64: 1e-12)."""
     from lwpd import _config
 
+    monkeypatch.setattr(_config, "TORCH_PATTERN_PROJECTION", fast_path == "patterns")
     monkeypatch.setattr(_config, "TORCH_SHORTCUT_MIN_BLOCKS", min_blocks)
     monkeypatch.setattr(_config, "TORCH_SUBSET_ENCODE_FRACTION", 8.0 if min_blocks else 1e-9)  # both encodings
 
@@ -654,3 +663,73 @@ def test_exact_shortcut_matches_the_general_path(monkeypatch, stragglers, partit
         assert fast.received == general.received
         assert fast.recovered_fraction == pytest.approx(general.recovered_fraction, abs=1e-12)
         assert fast.relative_error == pytest.approx(general.relative_error, abs=1e-12)
+
+
+def _coded_grads(monkeypatch, general, make_opt, model, steps=5, dtype=torch.float64):
+    """``.grad`` and stats after each of ``steps`` coded steps, on the general path or not."""
+    from lwpd import _config
+
+    monkeypatch.setattr(_config, "TORCH_EXACT_SHORTCUT", not general)
+    opt = make_opt(model)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(16, model[0].in_features, generator=gen, dtype=dtype)
+    y = torch.randint(0, 3, (16,), generator=gen)
+    out = []
+    for _ in range(steps):
+        one_step(model, opt, x, y)
+        out.append((torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone(), opt.last_stats, opt))
+    return out
+
+
+@pytest.mark.parametrize("case", ["layer-chunks-fastest", "neuron-all-weight3", "ungrouped-partition", "float32"])
+def test_pattern_projection_matches_the_general_path(monkeypatch, case):
+    """The pattern path (per run of equal blocks, the projector of each block's received set,
+    cached across steps) writes the general path's gradient, recovered fraction and counts,
+    whatever the partition, chunking, policy, codeword weight or dtype."""
+    from lwpd.torch import partition_parameters
+
+    dtype = torch.float32 if case == "float32" else torch.float64
+
+    def make_model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(9, 7), torch.nn.Tanh(), torch.nn.Linear(7, 5), torch.nn.Tanh(),
+                                   torch.nn.Linear(5, 3)).to(dtype)
+
+    def make_opt(model):
+        inner = torch.optim.SGD(model.parameters(), lr=0.05)
+        if case == "layer-chunks-fastest":
+            return CodedOptimizer(inner, model=model, partition="layer", chunks=3, policy="fastest", wait_for=0.6,
+                                  stragglers=ShiftedExponential(1.0, 1.0), seed=3, n_workers=5)
+        if case == "neuron-all-weight3":
+            return CodedOptimizer(inner, model=model, partition="neuron", max_weight=3, policy="all", redundancy=1.5,
+                                  stragglers=Bernoulli(0.3), seed=4, n_workers=7)
+        if case == "ungrouped-partition":  # a ParameterPartition is used as given: runs of sizes alternate
+            return CodedOptimizer(inner, partition=partition_parameters(model, "neuron", max_block=3),
+                                  stragglers=Bernoulli(0.25), seed=5, n_workers=6)
+        return CodedOptimizer(inner, model=model, stragglers=Bernoulli(0.2), seed=6)
+
+    fast = _coded_grads(monkeypatch, False, make_opt, make_model(), dtype=dtype)
+    general = _coded_grads(monkeypatch, True, make_opt, make_model(), dtype=dtype)
+    opt = fast[0][2]
+    assert opt._runs is not None and len(opt._runs) >= (2 if case == "ungrouped-partition" else 1)
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    for (g_fast, s_fast, _), (g_general, s_general, _) in zip(fast, general):
+        torch.testing.assert_close(g_fast, g_general, rtol=0, atol=tol)
+        assert s_fast.received == s_general.received
+        assert s_fast.recovered_fraction == pytest.approx(s_general.recovered_fraction, abs=1e-12)
+    # the received sets differ between steps, so the cache grew and was reused
+    assert any(s.received < s.n_codewords for _, s, _ in fast)
+    assert sum(int((run.ranks >= 0).sum()) for run in opt._runs) >= len(opt._runs)
+
+
+def test_pattern_projection_is_only_for_the_default_codebook():
+    import lwpd
+    from lwpd import block_codebook, projective_codebook
+
+    model = mlp()
+    opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model=model, seed=0)
+    assert opt._runs is not None
+    sizes = [p.numel() for p in model.parameters()]
+    own = block_codebook(projective_codebook(4, max_weight=2), lwpd.Partition.uniform(sum(sizes), 4))
+    opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), codebook=own, partition="tensor", seed=0)
+    assert opt._runs is None  # a user's codebook may not repeat a pattern per run: the general path decodes it

@@ -199,3 +199,13 @@ TORCH_SUBSET_ENCODE_FRACTION: float = 8.0
 #: torch CodedOptimizer shortcut: blocks are taken whole (not decoded) only when at least this
 #: fraction of them qualifies; below it, filtering the arrivals costs more than it saves.
 TORCH_SHORTCUT_MIN_BLOCKS: float = 0.25
+
+#: torch CodedOptimizer with its default codebook: decode each run of equal blocks by the
+#: projector of each block's received set, cached per set (``g_hat = P_S g``, what decoding the
+#: exact results gives), instead of encoding and decoding. False keeps the block shortcut above.
+TORCH_PATTERN_PROJECTION: bool = True
+
+#: ... only when every block of a run has at most this many codewords (the cache holds up to
+#: ``2**rows`` projectors per run) and there are at most ``TORCH_PATTERN_MAX_RUNS`` runs.
+TORCH_PATTERN_MAX_ROWS: int = 12
+TORCH_PATTERN_MAX_RUNS: int = 64

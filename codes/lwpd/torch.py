@@ -546,6 +546,48 @@ def _default_codebook(partition: Partition, max_weight: int = 2, redundancy: flo
     return block_codebook(base, partition)
 
 
+class _PatternRun(NamedTuple):
+    """A run of consecutive blocks with the same size and base pattern (private), and its
+    cache of projectors per received set (``ranks[s] < 0``: set ``s`` not computed yet)."""
+
+    first: int  # first coordinate (block order)
+    first_block: int
+    n_blocks: int
+    size: int
+    rows: int  # codewords per block
+    base: np.ndarray  # (rows, size): the pattern
+    layout: Any  # the pattern packed for lwpd._kernels.cpu.pattern_operators
+    projectors: np.ndarray  # (2**rows, size, size)
+    ranks: np.ndarray  # (2**rows,)
+
+
+def _pattern_runs(codebook: Codebook) -> list[_PatternRun] | None:
+    """The runs of equal blocks of a codebook built by :func:`_default_codebook` (one pattern
+    per block size, every block's codewords contiguous and in the pattern's order), or
+    ``None`` when the runs are too many or their blocks have too many codewords
+    (``_config.TORCH_PATTERN_MAX_RUNS``, ``TORCH_PATTERN_MAX_ROWS``)."""
+    from lwpd import block_codebook
+    from lwpd.decoders import _layout
+
+    sizes = codebook.blocks.sizes
+    rows = np.bincount(codebook.block_of, minlength=sizes.size)
+    starts = np.flatnonzero(np.r_[True, (sizes[1:] != sizes[:-1]) | (rows[1:] != rows[:-1])])
+    if starts.size > _config.TORCH_PATTERN_MAX_RUNS or rows.max() > _config.TORCH_PATTERN_MAX_ROWS:
+        return None
+    ends = np.r_[starts[1:], sizes.size]
+    first_codeword = np.r_[0, np.cumsum(rows)]
+    offsets = codebook.blocks.offsets
+    csr = codebook.to_scipy()
+    runs = []
+    for a, z in zip(starts, ends):
+        b, m, c0, o = int(sizes[a]), int(rows[a]), int(first_codeword[a]), int(offsets[a])
+        base = csr[c0 : c0 + m].toarray()[:, o : o + b].astype(_config.DECODER_DTYPE)
+        pattern = block_codebook(Codebook.from_dense(base), Partition.uniform(b, b))
+        runs.append(_PatternRun(o, int(a), int(z - a), b, m, base, _layout(pattern),
+                                np.zeros((1 << m, b, b), dtype=_config.DECODER_DTYPE), np.full(1 << m, -1, dtype=np.int64)))
+    return runs
+
+
 def _device_backend(tensor: torch.Tensor) -> str:
     return "cuda" if tensor.is_cuda else "cpu"
 
@@ -611,12 +653,20 @@ class CodedOptimizer(torch.optim.Optimizer):
     is ``None`` count as zero and keep ``None``. If nothing arrives, the gradient is zero
     (a momentum optimizer still moves).
 
-    The coding work per step is proportional to the number of codewords of the blocks that
-    lost a codeword (about ``redundancy`` per parameter), independent of the batch. A block
-    whose codewords all arrived and span it decodes to the gradient itself, so it is neither
-    encoded nor decoded (the result is the general path's, tested to 1e-12); with no
-    stragglers a step costs almost nothing beyond the wrapped optimizer's (see
-    ``benchmarks/bench_torch.py``). :attr:`last_received` lists the codewords that arrived.
+    The decoded gradient is ``P_S g``, the projection of ``g`` onto the span of the received
+    codewords, block by block. With the default codebook every run of equal blocks repeats one
+    pattern, so a block's projector depends only on which of its codewords arrived: the
+    optimizer computes it once per received set (pivoted Cholesky, the decoder's rank rule),
+    caches it, and applies it to the block of ``g``. That is what encoding ``r_S = V_S g`` and
+    decoding ``pinv(V_S) r_S`` gives, at a few multiply-adds per parameter (tested against the
+    encode-and-decode path to 1e-12). With a codebook of your own, the step encodes the arrived
+    codewords and decodes them with a :class:`~lwpd.ProjectionDecoder`, skipping the blocks
+    whose codewords all arrived and span them (they decode to the gradient itself). Either
+    way, with no stragglers a step costs almost nothing beyond the wrapped optimizer's (see
+    ``benchmarks/bench_torch.py``). In a deployment the workers would compute ``r_S`` and the
+    master decode it; :class:`~lwpd.ProjectionDecoder` is that decoder, and
+    ``benchmarks/bench_kernels.py`` times it. :attr:`last_received` lists the codewords that
+    arrived.
 
     Parameters
     ----------
@@ -769,6 +819,7 @@ class CodedOptimizer(torch.optim.Optimizer):
             self.layout = self._partition(params, partition, model, _check_max_block(max_block))
             if codebook is None:
                 self.layout = _group_blocks_by_size(self.layout)
+        default_codebook = codebook is None
         if codebook is None:
             codebook = _default_codebook(self.layout.partition, self.max_weight, redundancy)
         elif not isinstance(codebook, Codebook):
@@ -783,6 +834,16 @@ class CodedOptimizer(torch.optim.Optimizer):
         self._device = device
         self._deal(self._rng)
         self._prepare_shortcut()
+        self._runs = _pattern_runs(codebook) if default_codebook and self._spans is not None else None
+        if self._runs is not None:
+            # int32 indices: the pattern path streams them once a step, so their width is its cost
+            index = np.int32 if max(len(codebook), self.layout.dim) < 2**31 else np.int64
+            perm = self.layout.permutation
+            self._positions = np.arange(self.layout.dim, dtype=index) if perm is None else np.asarray(perm, dtype=index)
+            rows = np.bincount(codebook.block_of, minlength=codebook.blocks.n_blocks)
+            self._full_masks = (np.int64(1) << rows) - 1  # every codeword of the block arrived
+            self._block_of32 = codebook.block_of.astype(index)
+            self._row_of = (np.arange(len(codebook)) - np.repeat(np.r_[0, np.cumsum(rows)[:-1]], rows)).astype(np.int8)
         self.last_stats: StepStats | None = None
         self._last_arrived = np.zeros(0, dtype=np.int64)  # chunks that arrived in the last step
 
@@ -800,7 +861,6 @@ class CodedOptimizer(torch.optim.Optimizer):
         self._decoder.update(np.arange(len(cb)), np.zeros(len(cb)))
         self._spans = self._decoder.block_ranks == self._block_sizes
         self._decoder.reset()
-        self._chunk_blocks = [np.unique(self._block_of[c.numpy()]) for c in self._chunk_indices]
 
     def _deal(self, rng: np.random.Generator) -> None:
         """Deal the codewords into one group (of ``chunks`` chunks) per worker.
@@ -815,6 +875,11 @@ class CodedOptimizer(torch.optim.Optimizer):
         _, dealt = deal_codewords(self.codebook.block_of, self.n_workers, self.chunks, rng)
         weights = self.codebook.weights
         self._chunk_indices = [torch.as_tensor(c, device=self._device) for parts in dealt for c in parts]
+        chunks = [c for parts in dealt for c in parts]
+        block_of = self.codebook.block_of
+        self._chunk_blocks = [np.unique(block_of[c]) for c in chunks]  # blocks each chunk touches
+        self._chunk_sizes = np.array([c.size for c in chunks], dtype=np.int64)
+        self._chunk_codewords = chunks
         # Work of a group's chunks, cumulated: a worker runs its chunks one after another.
         self._chunk_work = np.array([np.cumsum([weights[c].sum() for c in parts]) for parts in dealt], dtype=np.float64)
 
@@ -987,24 +1052,31 @@ class CodedOptimizer(torch.optim.Optimizer):
                                         0.0 if self.exact_grad_stats else None, waited)
             self.optimizer.step()
             return loss
-        g = self.layout.to_blocks(_flatten(params))
-        if arrived.size:
-            idx = torch.cat([self._chunk_indices[c] for c in arrived])
+        g = _flatten(params)  # flat order; the pattern path reorders inside its kernel
+        if shortcut and self._runs is not None and _config.TORCH_PATTERN_PROJECTION:
+            g_hat, recovered = self._project_by_patterns(g, arrived)
+            received = int(self._chunk_sizes[arrived].sum())
         else:
-            idx = torch.zeros(0, dtype=torch.int64)
-        if shortcut:
-            g_hat, recovered = self._decode_with_shortcut(g, idx.numpy(), missing)
-        else:
-            values = _encode(self.codebook, g)[idx] if idx.numel() else torch.zeros(0)
-            g_hat = _decode(self.codebook, self._decoder, idx, values, g)
-            recovered = self._decoder.recovered_fraction()
+            g = self.layout.to_blocks(g)
+            if arrived.size:
+                idx = torch.cat([self._chunk_indices[c] for c in arrived])
+            else:
+                idx = torch.zeros(0, dtype=torch.int64)
+            received = int(idx.numel())
+            if shortcut:
+                g_hat, recovered = self._decode_with_shortcut(g, idx.numpy(), missing)
+            else:
+                values = _encode(self.codebook, g)[idx] if idx.numel() else torch.zeros(0)
+                g_hat = _decode(self.codebook, self._decoder, idx, values, g)
+                recovered = self._decoder.recovered_fraction()
+            g, g_hat = self.layout.from_blocks(g), self.layout.from_blocks(g_hat)
         error = None
         if self.exact_grad_stats:
             norm = float(torch.linalg.vector_norm(g))
             error = float(torch.linalg.vector_norm(g_hat - g)) / norm if norm > 0 else 0.0
-        _assign(params, self.layout.from_blocks(g_hat), skip_missing=True)
+        _assign(params, g_hat, skip_missing=True)
         self._last_arrived = arrived
-        self.last_stats = StepStats(int(idx.numel()), len(self.codebook), recovered, error, waited)
+        self.last_stats = StepStats(received, len(self.codebook), recovered, error, waited)
         self.optimizer.step()
         return loss
 
@@ -1028,6 +1100,39 @@ class CodedOptimizer(torch.optim.Optimizer):
             if not math.isfinite(float(p.grad.sum())) and not bool(torch.isfinite(p.grad).all()):
                 bad = [n for n, q in zip(self.layout.names, params) if q.grad is not None and not bool(torch.isfinite(q.grad).all())]
                 raise ValueError(f"the gradient has NaN or inf entries (in {', '.join(bad)}); nothing was stepped")
+
+    def _project_by_patterns(self, g: torch.Tensor, arrived: np.ndarray) -> tuple[torch.Tensor, float]:
+        """The projection of ``g`` (flat order, as is the result) onto the arrived codewords,
+        run by run of equal blocks:
+        ``g_hat[block] = Q_S g[block]`` with ``Q_S = A_S^+ A_S`` the projector of the block's
+        received set ``S`` (the same pivoted-Cholesky rank decisions as the decoder), computed
+        once per set and cached. Decoding the exact results ``V_S g`` gives ``A_S^+ V_S^T V_S g``,
+        the same vector, so nothing is encoded or decoded. Returns ``(g_hat, recovered fraction)``."""
+        from lwpd._kernels import cpu
+
+        g_np = g.detach().numpy()  # flat order: positions[p] is block-order coordinate p's place
+        g_hat = np.empty_like(g_np)
+        masks = self._full_masks.copy()
+        lost = np.ones(len(self._chunk_sizes), dtype=bool)
+        lost[arrived] = False
+        if lost.any():
+            missing = np.concatenate([self._chunk_codewords[c] for c in np.flatnonzero(lost)])
+            cpu.clear_pattern_bits(missing, self._block_of32, self._row_of, masks)
+        rank = 0
+        for run in self._runs:
+            run_masks = masks[run.first_block : run.first_block + run.n_blocks]
+            seen = np.bincount(run_masks, minlength=1 << run.rows)
+            present = np.flatnonzero(seen)
+            new = present[run.ranks[present] < 0]
+            if new.size:
+                P, ranks = cpu.pattern_operators(new, run.layout.ints, run.layout.bounds, run.layout.floats,
+                                                 _config.RANK_RTOL)
+                run.projectors[new] = P @ run.base
+                run.ranks[new] = ranks
+            cpu.project_by_patterns(run.first, run.size, run_masks, run.projectors, self._positions, g_np, g_hat,
+                                    work=run.n_blocks * run.size**2)
+            rank += int(seen[present] @ run.ranks[present])
+        return torch.from_numpy(g_hat), rank / g_np.size
 
     def _decode_with_shortcut(self, g: torch.Tensor, idx: np.ndarray, missing: np.ndarray) -> tuple[torch.Tensor, float]:
         """The projection of ``g`` onto the arrived codewords, exactly as the general path

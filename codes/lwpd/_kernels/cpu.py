@@ -402,6 +402,31 @@ def apply_patterns(blocks, slots, P, pattern_ranks, ints, bounds, floats, sums, 
         ranks[beta] = pattern_ranks[s]
 
 
+@njit(**_STRICT)
+def clear_pattern_bits(codewords, block_of, row_of, masks):
+    """Clear bit ``row_of[j]`` of ``masks[block_of[j]]`` for every listed codeword ``j`` (the
+    codewords that did not arrive). Serial: two codewords of one block share its mask."""
+    for t in range(codewords.shape[0]):
+        j = codewords[t]
+        masks[block_of[j]] &= ~(1 << row_of[j])
+
+
+@_twin(**_FAST)
+def project_by_patterns(first, size, masks, Q, positions, g, out):
+    """``out[block] = Q[masks[t]] @ g[block]`` for block ``t`` of a run of equal blocks, the
+    run's coordinates starting at block-order position ``first`` (``Q[s]``: the projector of
+    received set ``s``). ``g`` and ``out`` are in another order: block-order position ``p``
+    is their entry ``positions[p]``."""
+    for t in prange(masks.shape[0]):
+        s = masks[t]
+        o = first + t * size
+        for i in range(size):
+            acc = 0.0
+            for j in range(size):
+                acc += Q[s, i, j] * g[positions[o + j]]
+            out[positions[o + i]] = acc
+
+
 @njit(**_FAST)
 def scatter_results(indices, values, counts, sums):
     """Fold arrivals into per-codeword counts and value sums."""
