@@ -82,14 +82,13 @@ def breakdown(opt: CodedOptimizer, model: torch.nn.Module, x, y, repeats: int) -
     values = _encode(opt.codebook, g)[idx]
     flat = _flatten(params)
     lost = np.random.default_rng(0).random(len(opt._chunk_sizes)) < 0.2
-    arrived = np.flatnonzero(~lost)
     parts = {
         "flatten + reorder to blocks": lambda: opt.layout.to_blocks(_flatten(params)),
         "encode all codewords": lambda: _encode(opt.codebook, g),
         "decode (fold + solve every block)": lambda: _decode(opt.codebook, opt._decoder, idx, values, g),
     }
     if opt._runs is not None:  # what a step does with the default codebook (lwpd.torch.CodedOptimizer)
-        parts[f"project by patterns ({lost.sum()} of {lost.size} chunks lost)"] = lambda: opt._project_by_patterns(flat, arrived)
+        parts[f"project by patterns ({lost.sum()} of {lost.size} chunks lost)"] = lambda: opt._project_by_patterns(flat, np.flatnonzero(lost))
     times = best_times(list(parts.values()), max(3, repeats // 3))
     n_blocks = opt.layout.partition.n_blocks
     print(f"\nCoded step parts, batch {x.shape[0]} ({n_blocks:,} blocks, every codeword received):")

@@ -561,16 +561,15 @@ class _PatternRun(NamedTuple):
     ranks: np.ndarray  # (2**rows,)
 
 
-def _pattern_runs(codebook: Codebook) -> list[_PatternRun] | None:
+def _pattern_runs(codebook: Codebook, rows: np.ndarray) -> list[_PatternRun] | None:
     """The runs of equal blocks of a codebook built by :func:`_default_codebook` (one pattern
-    per block size, every block's codewords contiguous and in the pattern's order), or
-    ``None`` when the runs are too many or their blocks have too many codewords
-    (``_config.TORCH_PATTERN_MAX_RUNS``, ``TORCH_PATTERN_MAX_ROWS``)."""
+    per block size, every block's codewords contiguous and in the pattern's order; ``rows``:
+    codewords per block), or ``None`` when the runs are too many or their blocks have too
+    many codewords (``_config.TORCH_PATTERN_MAX_RUNS``, ``TORCH_PATTERN_MAX_ROWS``)."""
     from lwpd import block_codebook
     from lwpd.decoders import _layout
 
     sizes = codebook.blocks.sizes
-    rows = np.bincount(codebook.block_of, minlength=sizes.size)
     starts = np.flatnonzero(np.r_[True, (sizes[1:] != sizes[:-1]) | (rows[1:] != rows[:-1])])
     if starts.size > _config.TORCH_PATTERN_MAX_RUNS or rows.max() > _config.TORCH_PATTERN_MAX_ROWS:
         return None
@@ -834,13 +833,13 @@ class CodedOptimizer(torch.optim.Optimizer):
         self._device = device
         self._deal(self._rng)
         self._prepare_shortcut()
-        self._runs = _pattern_runs(codebook) if default_codebook and self._spans is not None else None
+        rows = np.bincount(codebook.block_of, minlength=codebook.blocks.n_blocks)  # codewords per block
+        self._runs = _pattern_runs(codebook, rows) if default_codebook and self._spans is not None else None
         if self._runs is not None:
             # int32 indices: the pattern path streams them once a step, so their width is its cost
             index = np.int32 if max(len(codebook), self.layout.dim) < 2**31 else np.int64
             perm = self.layout.permutation
             self._positions = np.arange(self.layout.dim, dtype=index) if perm is None else np.asarray(perm, dtype=index)
-            rows = np.bincount(codebook.block_of, minlength=codebook.blocks.n_blocks)
             self._full_masks = (np.int64(1) << rows) - 1  # every codeword of the block arrived
             self._block_of32 = codebook.block_of.astype(index)
             self._row_of = (np.arange(len(codebook)) - np.repeat(np.r_[0, np.cumsum(rows)[:-1]], rows)).astype(np.int8)
@@ -1054,7 +1053,7 @@ class CodedOptimizer(torch.optim.Optimizer):
             return loss
         g = _flatten(params)  # flat order; the pattern path reorders inside its kernel
         if shortcut and self._runs is not None and _config.TORCH_PATTERN_PROJECTION:
-            g_hat, recovered = self._project_by_patterns(g, arrived)
+            g_hat, recovered = self._project_by_patterns(g, missing)
             received = int(self._chunk_sizes[arrived].sum())
         else:
             g = self.layout.to_blocks(g)
@@ -1101,9 +1100,9 @@ class CodedOptimizer(torch.optim.Optimizer):
                 bad = [n for n, q in zip(self.layout.names, params) if q.grad is not None and not bool(torch.isfinite(q.grad).all())]
                 raise ValueError(f"the gradient has NaN or inf entries (in {', '.join(bad)}); nothing was stepped")
 
-    def _project_by_patterns(self, g: torch.Tensor, arrived: np.ndarray) -> tuple[torch.Tensor, float]:
-        """The projection of ``g`` (flat order, as is the result) onto the arrived codewords,
-        run by run of equal blocks:
+    def _project_by_patterns(self, g: torch.Tensor, missing: np.ndarray) -> tuple[torch.Tensor, float]:
+        """The projection of ``g`` (flat order, as is the result) onto the codewords of every
+        chunk but the ``missing`` ones, run by run of equal blocks:
         ``g_hat[block] = Q_S g[block]`` with ``Q_S = A_S^+ A_S`` the projector of the block's
         received set ``S`` (the same pivoted-Cholesky rank decisions as the decoder), computed
         once per set and cached. Decoding the exact results ``V_S g`` gives ``A_S^+ V_S^T V_S g``,
@@ -1113,11 +1112,9 @@ class CodedOptimizer(torch.optim.Optimizer):
         g_np = g.detach().numpy()  # flat order: positions[p] is block-order coordinate p's place
         g_hat = np.empty_like(g_np)
         masks = self._full_masks.copy()
-        lost = np.ones(len(self._chunk_sizes), dtype=bool)
-        lost[arrived] = False
-        if lost.any():
-            missing = np.concatenate([self._chunk_codewords[c] for c in np.flatnonzero(lost)])
-            cpu.clear_pattern_bits(missing, self._block_of32, self._row_of, masks)
+        if missing.size:
+            lost = np.concatenate([self._chunk_codewords[c] for c in missing])
+            cpu.clear_pattern_bits(lost, self._block_of32, self._row_of, masks)
         rank = 0
         for run in self._runs:
             run_masks = masks[run.first_block : run.first_block + run.n_blocks]
