@@ -137,6 +137,18 @@ SKLEARN_DIVERGENCE_FACTOR: float = 1e6
 #: scikit-learn adapters: rounds of the delay model drawn to choose the automatic deadline.
 SKLEARN_DEADLINE_ROUNDS: int = 64
 
+#: Placement (lwpd.placement): a regression target is cut into this many quantile bins,
+#: which ``"dirichlet:alpha=A"`` treats as its classes.
+PLACEMENT_REGRESSION_BINS: int = 10
+
+#: Schemes with memory (``memory=True``): the largest table of kept values (groups x rows,
+#: e.g. workers x codewords), 12 bytes each; above it the scheme refuses memory.
+MEMORY_MAX_ENTRIES: int = 1 << 26
+
+#: Schemes with memory: default ``max_age``, the oldest kept value (steps since its task was
+#: dispatched) a step may use. Persistent 10x stragglers deliver every ~10 steps.
+MEMORY_MAX_AGE: int = 20
+
 #: Training: rounds a scheme's one-off setup tasks (e.g. moment encoding) are dispatched
 #: again, to workers that failed, before ``lwpd.train`` gives up.
 SETUP_MAX_ROUNDS: int = 100

@@ -42,6 +42,13 @@ def check_real(name: str, value: Any, *, positive: bool = False, nonnegative: bo
     return value
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` as a bool if it is ``True`` or ``False`` (NumPy's too), else ``TypeError``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def is_prime(q: int) -> bool:
     """Trial division; q is small (a field size)."""
     if q < 2:

@@ -49,6 +49,7 @@ from lwpd import _config
 from lwpd._validation import (
     as_index_array,
     as_real_array,
+    check_bool,
     check_codebook,
     check_finite,
     check_real,
@@ -138,14 +139,13 @@ class _LinearProblem(ABC):
         self._X = _as_design(X)
         self._m, self._d = (int(s) for s in self._X.shape)
         self._alpha = check_real("alpha", alpha, nonnegative=True)
-        if not isinstance(fit_intercept, (bool, np.bool_)):
-            raise TypeError(f"fit_intercept must be True or False, got {fit_intercept!r}")
-        self._fit_intercept = bool(fit_intercept)
+        self._fit_intercept = check_bool("fit_intercept", fit_intercept)
         # coordinates per output in theta: d weights, plus the intercept when it is fitted
         self._stride = self._d + int(self._fit_intercept)
         self._u = _as_unit_weights(sample_weight, self._m)
         self._k = 1
         self._lipschitz: float | None = None
+        self._row_lipschitz: dict[bytes, float] = {}
         # (rows, X rows, T, Z, R) per row set: all rows (key None) and read-only shards
         self._score_cache: dict[Any, tuple] = {}
 
@@ -478,15 +478,18 @@ class _LinearProblem(ABC):
         return np.bincount(slot, weights=vals * g[inverse.reshape(-1)], minlength=sel.size)
 
     # ------------------------------------------------------------------ smoothness
-    def _augmented_norm_sq(self) -> float:
-        """``||D^(1/2) [X 1]||_2^2`` (``D`` the unit sample weights, the column of ones only
-        with intercepts): exact from a small Gram matrix, else Lanczos with a margin."""
-        m, d, c = self._m, self._d, int(self._fit_intercept)
+    def _augmented_norm_sq(self, rows: np.ndarray | None = None) -> float:
+        """``||D^(1/2) [X 1]||_2^2`` over ``rows`` (all by default; ``D`` the unit sample
+        weights, the column of ones only with intercepts): exact from a small Gram matrix,
+        else Lanczos with a margin."""
+        d, c = self._d, int(self._fit_intercept)
+        X = self._X if rows is None else self._X[rows]
+        m = X.shape[0]
         if self._u is None:
-            X, sq = self._X, np.ones(m)
+            sq = np.ones(m)
         else:
-            sq = np.sqrt(self._u)
-            X = sp.csr_array(sp.diags_array(sq) @ self._X) if sp.issparse(self._X) else self._X * sq[:, None]
+            sq = np.sqrt(self._u if rows is None else self._u[rows])
+            X = sp.csr_array(sp.diags_array(sq) @ X) if sp.issparse(X) else X * sq[:, None]
         if min(m, d + c) <= _EXACT_GRAM_LIMIT:
             if d + c <= m:
                 XtX = X.T @ X
@@ -515,8 +518,9 @@ class _LinearProblem(ABC):
         top = spla.eigsh(op, k=1, which="LA", tol=1e-10, return_eigenvectors=False)[0]
         return float(top) * (1.0 + _LANCZOS_MARGIN)
 
-    def lipschitz(self) -> float:
-        """An upper bound on the Lipschitz constant of :meth:`gradient` (over all rows).
+    def lipschitz(self, rows: Any = None) -> float:
+        """An upper bound on the Lipschitz constant of :meth:`gradient` (over all rows, or
+        of the gradient over ``rows``: the mean over those rows plus the penalty).
 
         Equal to ``c * ||[X 1]||_2^2 / m + alpha``, with ``c`` the bound on the second
         derivative of the per-sample loss (1 for least squares, 1/4 for logistic, 1/2 for
@@ -527,10 +531,30 @@ class _LinearProblem(ABC):
         (``scipy.sparse.linalg.eigsh``) inflated by a relative margin of ``1e-6``. The
         value is cached. A step size of ``1 / lipschitz()`` is safe for gradient descent.
 
+        Parameters
+        ----------
+        rows : array_like of int, optional
+            Sample indices (e.g. a worker's shard): the bound for the gradient over them, with
+            ``m`` their number (:meth:`gradient` with ``rows``); cached per row set.
+
         Returns
         -------
         float
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from lwpd.problems import LeastSquares
+        >>> prob = LeastSquares(np.eye(4), np.ones(4), fit_intercept=False)
+        >>> prob.lipschitz(), prob.lipschitz(rows=[0])   # ||X||^2 / m: 1/4 over all rows, 1 over one
+        (0.25, 1.0)
         """
+        if rows is not None:
+            idx = self._rows(rows)
+            key = idx.tobytes()  # a scheme asks once per shard and run: kept per row set
+            if key not in self._row_lipschitz:
+                self._row_lipschitz[key] = self._curvature() * self._augmented_norm_sq(idx) / idx.size + self._alpha
+            return self._row_lipschitz[key]
         if self._lipschitz is None:
             self._lipschitz = self._curvature() * self._augmented_norm_sq() / self._m + self._alpha
         return self._lipschitz

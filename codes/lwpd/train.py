@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -12,15 +13,16 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from lwpd import _config
-from lwpd._validation import as_rng, check_choice, check_int, check_real
+from lwpd._validation import as_rng, check_bool, check_choice, check_int, check_real
 
 __all__ = ["History", "train"]
 
 _FIELDS = ("time", "loss", "grad_error", "received", "dropped", "staleness", "compute", "floats", "decode_time",
-           "dispatched", "failed", "rejected", "excluded")
-_COUNTS = ("received", "dropped", "dispatched", "failed", "rejected", "excluded")
+           "dispatched", "failed", "rejected", "excluded", "late", "oldest", "lr")
+_COUNTS = ("received", "dropped", "dispatched", "failed", "rejected", "excluded", "late")
 _SETUP = ("setup_time", "setup_compute", "setup_floats", "outstanding")
-_FAULTS = ("dispatched", "failed", "rejected", "excluded")
+_FAULTS = ("dispatched", "failed", "rejected", "excluded", "late")
+_OPTIONAL = _FAULTS + ("oldest", "lr")  # fields a record may leave out (counts 0, the rest nan)
 
 
 @dataclass
@@ -33,7 +35,10 @@ class History:
     diagnostics only; ``nan`` when nothing could be decoded), ``received`` (results folded
     in), ``dropped`` (tasks still outstanding when the step ended, then cancelled, or with
     ``policy="async"`` results dropped as too stale), ``staleness`` (mean parameter-version
-    lag of the folded results; 0 for synchronous steps), ``compute`` (units of compute of
+    lag of the folded results; 0 for synchronous steps; for a scheme with memory, the
+    weighted mean age of the values its estimate used, see :func:`train`), ``oldest`` (age
+    in steps of the oldest value the step used: the largest lag, or for a scheme with
+    memory its oldest row), ``lr`` (the step size applied), ``compute`` (units of compute of
     the tasks dispatched in the step, all workers together, by :mod:`lwpd.cost`),
     ``floats`` (floats sent by the results received in the step) and ``decode_time``
     (wall-clock seconds the master spent folding results in and decoding the estimate).
@@ -43,10 +48,13 @@ class History:
     their executor lost, e.g. a Dask worker that died while running them too often; never
     folded), ``rejected`` (results that arrived but were refused before folding: not finite,
     :meth:`Scheme.accepts`), ``excluded`` (results folded in but left out of the decode by a
-    robust decoder, as corrupted; they are also counted in ``received``). For synchronous
-    steps ``dispatched == received + failed + rejected + dropped``; with ``policy="async"``
-    the sums over the run balance the same way once ``outstanding`` (tasks still running
-    when the run ended, then cancelled) is added to the right-hand side.
+    robust decoder, as corrupted; they are also counted in ``received``), ``late`` (results
+    folded in this step that were computed at an earlier step: a scheme with memory lets a
+    busy worker's task run on across steps; they are also counted in ``received``, in the
+    step they arrived). For synchronous steps without memory ``dispatched == received +
+    failed + rejected + dropped``; with ``policy="async"`` or memory the sums over the run
+    balance the same way once ``outstanding`` (tasks still running when the run ended, then
+    cancelled) is added to the right-hand side: every task is counted once, when it ends.
 
     ``setup_time``, ``setup_compute`` and ``setup_floats`` record a scheme's one-off setup
     (e.g. moment encoding; zero for most schemes); its time is included in ``time``.
@@ -71,17 +79,24 @@ class History:
     failed: list = field(default_factory=list)
     rejected: list = field(default_factory=list)
     excluded: list = field(default_factory=list)
+    late: list = field(default_factory=list)
+    oldest: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
     #: Parameters at the end of the run (not saved by :meth:`save`).
     theta: Any = field(default=None, repr=False, compare=False)
 
     def record(self, **values: float) -> None:
-        """Append one step: every field of :data:`_FIELDS` (the fault counts ``dispatched``,
-        ``failed``, ``rejected`` and ``excluded`` default to 0)."""
+        """Append one step: every field of :data:`_FIELDS` (the counts ``dispatched``,
+        ``failed``, ``rejected``, ``excluded`` and ``late`` default to 0, ``oldest`` and ``lr``
+        to nan)."""
         unknown = set(values) - set(_FIELDS)
         if unknown:
             raise TypeError(f"History.record got unknown fields {sorted(unknown)}; fields are {list(_FIELDS)}")
+        missing = [name for name in _FIELDS if name not in values and name not in _OPTIONAL]
+        if missing:
+            raise TypeError(f"History.record needs the fields {missing}")
         for name in _FIELDS:
-            value = values[name] if name in values or name not in _FAULTS else 0
+            value = values.get(name, 0 if name in _FAULTS else math.nan)
             getattr(self, name).append(int(value) if name in _COUNTS else float(value))
 
     def totals(self) -> dict[str, float]:
@@ -164,6 +179,7 @@ def train(
     seed: Any = None,
     theta0: Any = None,
     track_error: bool = True,
+    placement: Any = "iid",
 ) -> History:
     """Gradient descent where each step's gradient is computed by workers of a cluster.
 
@@ -172,6 +188,25 @@ def train(
     outstanding, and steps with the decoded estimate (no step when nothing is decodable,
     as with uncoded gradients before the last straggler).
 
+    **Schemes with memory** (``LWPD(memory=True)``, ``IgnoreStragglers(memory=True)``) keep
+    the latest value of every row across steps, so nothing is cancelled at the end of a
+    synchronous step: a worker still busy with an earlier step's task gets no new one, its
+    task runs on, and its result is folded in when it arrives (counted ``late``), tagged with
+    the step it was computed at. Two kinds of task are cancelled at a step's end (counted
+    ``dropped``): a task the cluster has lost (:meth:`SimulatedCluster.lost`: its worker never
+    returns this round -- the same failure detector by which a waiting step ends early for
+    every scheme), and a task whose result would be older than the scheme's ``max_age``
+    (useless, and its worker is freed). A step then uses the freshest value of every row not
+    older than ``max_age``. **Step rule:** stale values make gradient descent with a fixed
+    ``1 / L`` step diverge (it does at staleness 10 on a well-conditioned least squares), so a
+    scheme with memory steps with ``lr / (1 + s)``, where ``s`` (``History.staleness``) is the
+    weighted mean age of the values its estimate used, each row weighed by its share of the
+    gradient (its shard's rows; for LWPD the worst codeword). For gradient descent on a
+    quadratic whose rows share one curvature the delayed recursion ``x+ = x - (lr L / (1 +
+    s)) sum_i a_i x_{-tau_i}`` with ``s = sum_i a_i tau_i`` is stable for every set of delays
+    (checked over random delay sets by the tests), and with no stale row it is the plain
+    step. ``History.lr`` records the step taken.
+
     Parameters
     ----------
     problem : LeastSquares, Logistic or Softmax
@@ -179,13 +214,14 @@ def train(
         For example ``lwpd.schemes.LWPD()`` or ``lwpd.schemes.Uncoded()``.
     cluster : SimulatedCluster or ExecutorCluster
     lr : float, optional
-        Step size; default ``1 / problem.lipschitz()``.
+        Step size; default ``1 / problem.lipschitz()`` (for a scheme with memory, divided by
+        ``1 + staleness`` each step, above).
     max_steps : int, default 100
     time_budget : float, optional
         Stop once the cluster clock passes this.
     policy : {"deadline", "first_k", "async"}, default "deadline"
         ``"deadline"``: each step decodes what arrived within ``deadline`` time units of its
-        start (or steps as soon as every task has arrived). ``"first_k"``: each step waits for the first ``k`` results. ``"async"``:
+        start (or steps as soon as every task of the step has arrived). ``"first_k"``: each step waits for the first ``k`` results. ``"async"``:
         workers never wait -- every result is folded in the moment it arrives, its task is
         re-dispatched with the newest parameters, and the master steps once ``k`` results
         (default a quarter of the tasks) have been folded since its last step and the scheme
@@ -200,7 +236,7 @@ def train(
         ignore-stragglers. With ``policy="async"``: results folded per step.
     max_staleness : int, default 2
         With ``policy="async"``: the oldest parameter version (in steps) a folded result may
-        be computed on.
+        be computed on. A scheme with memory uses its own ``max_age`` instead.
     target_loss : float, optional
         Stop once the loss is at or below this.
     callback : callable, optional
@@ -208,13 +244,18 @@ def train(
     progress : bool, default True
         Show a tqdm progress bar.
     seed : int or numpy.random.Generator, optional
-        Seeds the scheme's assignment of data and codewords to workers.
+        Seeds the placement of the data and the scheme's assignment of codewords to workers.
     theta0 : array_like, optional
         Starting parameters (zeros by default).
     track_error : bool, default True
         Compute the exact gradient at every step to record ``History.grad_error``. It is a
         diagnostic only and costs one more pass over the data per step; ``False`` records
         ``nan`` instead.
+    placement : str or sequence of array_like, default "iid"
+        Which rows each worker holds, for every scheme alike (:mod:`lwpd.placement`):
+        ``"iid"`` (a seeded shuffle), ``"sorted"`` (contiguous rows in order of label, or
+        of target for regression), ``"dirichlet:alpha=A"`` (label skew, class proportions
+        per worker from Dirichlet(A)) or one index array per worker.
 
     Returns
     -------
@@ -234,9 +275,10 @@ def train(
     >>> h.loss[-1] < 1e-6 * h.loss[0]
     True
     """
+    from lwpd.placement import check_placement, shard_rows
+
     check_choice("policy", policy, ("deadline", "first_k", "async"))
-    if not isinstance(track_error, (bool, np.bool_)):
-        raise TypeError(f"track_error must be True or False, got {track_error!r}")
+    track_error = check_bool("track_error", track_error)
     max_steps = check_int("max_steps", max_steps, minimum=1)
     max_staleness = check_int("max_staleness", max_staleness, minimum=0)
     if policy == "deadline":
@@ -249,8 +291,9 @@ def train(
         raise ValueError(f"{type(scheme).__name__} needs every result of a step computed at the same parameters "
                          f"(robust decoding takes stale values for lies): use max_staleness=0 with policy='async', "
                          f"or a synchronous policy; got max_staleness={max_staleness}")
+    placement = check_placement(placement)
     rng = as_rng("seed", seed)
-    scheme.bind(problem, cluster.n_workers, rng)
+    scheme.bind(problem, cluster.n_workers, rng, shards=shard_rows(problem, cluster.n_workers, placement, rng))
     lr = 1.0 / problem.lipschitz() if lr is None else check_real("lr", lr, positive=True)
     theta = np.zeros(problem.n_params) if theta0 is None else np.array(theta0, dtype=float)
     if theta.shape != (problem.n_params,):
@@ -270,10 +313,15 @@ def train(
         else:
             _synchronous(run, scheme, cluster, policy, deadline, k)
     finally:
-        run.history.outstanding = cluster.cancel()  # tasks still running when the run ended (async)
+        run.history.outstanding = cluster.cancel()  # tasks still running when the run ended
         run.close()
     run.history.theta = run.theta
     return run.history
+
+
+def _has_memory(scheme: Any) -> bool:
+    """Whether ``scheme`` keeps its rows across steps (see :func:`train`)."""
+    return bool(getattr(scheme, "memory", False))
 
 
 class _Run:
@@ -286,18 +334,26 @@ class _Run:
         self.callback, self.cluster, self.history = callback, cluster, history
         self.bar = _progress(max_steps, history.scheme) if progress else None
 
-    def step(self, estimate: np.ndarray | None, staleness: float, cost: "_StepCost") -> bool:
-        """Apply one step with ``estimate`` (none if ``None``), record it; True to stop."""
+    def step(self, estimate: np.ndarray | None, staleness: float, cost: "_StepCost", oldest: float = 0.0,
+             memory: bool = False) -> bool:
+        """Apply one step with ``estimate`` (none if ``None``), record it; True to stop.
+        ``memory``: the estimate mixes values of several ages, weighted mean ``staleness``:
+        the step size is ``lr / (1 + staleness)`` (:func:`train`)."""
         error = math.nan
+        lr = math.nan
         if estimate is not None:
             if self.track_error:
                 g = self.problem.gradient(self.theta)
                 norm = float(np.linalg.norm(g))
                 error = float(np.linalg.norm(estimate - g)) / norm if norm > 0 else 0.0
-            self.theta = self.theta - self.lr * estimate
+            lr = self.lr / (1.0 + staleness) if memory else self.lr
+            self.theta = self.theta - lr * estimate
+        else:
+            oldest = math.nan
         loss = self.problem.loss(self.theta)
         now = self.cluster.now
-        self.history.record(time=now, loss=loss, grad_error=error, staleness=staleness, **cost.counts())
+        self.history.record(time=now, loss=loss, grad_error=error, staleness=staleness, oldest=oldest, lr=lr,
+                            **cost.counts())
         cost.clear()
         if self.bar is not None:
             self.bar.update(1)
@@ -323,22 +379,29 @@ class _StepCost:
         self.clear()
 
     def clear(self) -> None:
-        """Start counting a new step (tasks still outstanding keep their sizes: async)."""
+        """Start counting a new step (tasks still outstanding keep their sizes: async, memory)."""
         self.compute = 0.0
         self.floats = 0.0
         self.decode_time = 0.0
-        self.dispatched = self.received = self.failed = self.rejected = self.excluded = self.dropped = 0
+        self.dispatched = self.received = self.failed = self.rejected = self.excluded = self.dropped = self.late = 0
 
     def counts(self) -> dict[str, float]:
         """The step's record for :meth:`History.record` (all but time, loss, error, staleness)."""
         return {"compute": self.compute, "floats": self.floats, "decode_time": self.decode_time,
                 "dispatched": self.dispatched, "received": self.received, "failed": self.failed,
-                "rejected": self.rejected, "excluded": self.excluded, "dropped": self.dropped}
+                "rejected": self.rejected, "excluded": self.excluded, "dropped": self.dropped, "late": self.late}
 
     def forget_outstanding(self, cancelled: int) -> None:
         """``cancelled`` outstanding tasks were cancelled: their results will never be received."""
         self._floats_of.clear()
         self.dropped += cancelled
+
+    def cancel(self, cluster: Any, task_ids: list[int]) -> None:
+        """Cancel ``task_ids`` (outstanding), counting each as dropped."""
+        if task_ids:
+            self.dropped += cluster.cancel(task_ids)
+            for tid in task_ids:
+                self._floats_of.pop(tid, None)
 
     def submit(self, cluster: Any, task: Any, alone: bool = False) -> int:
         """Submit ``task`` to ``cluster``, counting its compute; returns the task id.
@@ -354,11 +417,13 @@ class _StepCost:
         """The result of ``task_id`` arrived: count the floats it sent."""
         self.floats += self._floats_of.pop(task_id, 0.0)
 
-    def take(self, scheme: Any, done: Any, fold: bool = True) -> bool:
+    def take(self, scheme: Any, done: Any, fold: bool = True, age: int | None = None) -> bool:
         """Account for one completion and fold its result into ``scheme`` if it may be:
         a task that raised counts as failed (it sent no result), a result the scheme does
         not accept (:meth:`Scheme.accepts`, e.g. NaN) as rejected, and with ``fold=False``
-        (too stale) as dropped. Returns True when the result was folded in."""
+        (too stale) as dropped. ``age``: for a scheme with memory, the steps since the task
+        was dispatched (folded with it; late when > 0). Returns True when the result was
+        folded in."""
         if not done.ok:
             self._floats_of.pop(done.task_id, None)
             self.failed += 1
@@ -370,7 +435,11 @@ class _StepCost:
         if not scheme.accepts(done.result):
             self.rejected += 1
             return False
-        self.timed(scheme.fold, done.worker, done.result)
+        if age is None:
+            self.timed(scheme.fold, done.worker, done.result)
+        else:
+            self.timed(lambda: scheme.fold(done.worker, done.result, age=age))
+            self.late += age > 0
         self.received += 1
         return True
 
@@ -421,25 +490,68 @@ def _setup(run: _Run, scheme: Any, cluster: Any) -> None:
     history.setup_time, history.setup_compute, history.setup_floats = cluster.now, cost.compute, cost.floats
 
 
+def _lost(cluster: Any) -> list[int]:
+    """Outstanding tasks the cluster knows will never finish (none for a cluster that cannot tell)."""
+    lost = getattr(cluster, "lost", None)
+    return list(lost()) if callable(lost) else []
+
+
 def _synchronous(run: _Run, scheme: Any, cluster: Any, policy: str, deadline: float | None, k: int | None) -> None:
-    """Each step: submit every task, listen by the policy's rule, cancel the rest, step."""
+    """Each step: submit the tasks, listen by the policy's rule, step. Without memory, what
+    is still outstanding is cancelled. With memory (:func:`train`), a worker still busy with
+    an earlier step's tasks gets this step's tasks the moment it finishes them (never a
+    second backlog, never idle), its late results are folded in, and only lost or
+    hopelessly stale tasks are cancelled."""
+    memory = _has_memory(scheme)
     cost = _StepCost()
+    issued: dict[int, tuple[int, int]] = {}  # outstanding task id -> (step it was dispatched in, worker)
+    step = 0
     while True:
         cluster.new_round()
         started = cluster.now
         scheme.begin()
+        waiting: dict[int, list] = {}  # worker -> this step's tasks, until the worker is free
         for task in scheme.tasks(run.theta):
-            cost.submit(cluster, task)
+            waiting.setdefault(task.worker, []).append(task)
+        backlog = Counter(worker for _, worker in issued.values())  # outstanding tasks per worker
+        this_step = 0  # this step's tasks still outstanding
+
+        def serve(worker: int) -> None:
+            nonlocal this_step
+            for task in waiting.pop(worker, []):
+                issued[cost.submit(cluster, task)] = (step, worker)
+                backlog[worker] += 1
+                this_step += 1
+
+        for worker in [w for w in waiting if not backlog[w]]:
+            serve(worker)
         stop = {"deadline": started + deadline} if policy == "deadline" else {"k": k}
         for done in cluster.as_completed(errors="return", **stop):
-            cost.take(scheme, done)
+            dispatched_in, worker = issued.pop(done.task_id)
+            backlog[worker] -= 1
+            this_step -= dispatched_in == step
+            cost.take(scheme, done, age=step - dispatched_in if memory else None)
+            if not backlog[worker]:
+                serve(worker)  # a busy worker is free: this step's tasks, at this step's parameters
             if policy == "first_k" and k is None and scheme.ready(cost.received):
                 break
-            if cluster.pending == 0:  # everything arrived: no reason to wait out a deadline
+            if this_step == 0 and not any(backlog.values()):  # everything arrived: no reason to wait out a deadline
                 break
-        cost.forget_outstanding(cluster.cancel())
-        if run.step(cost.decode(scheme), 0.0, cost):
+        if memory:
+            # lost tasks, and tasks whose result would be too old to use next step, free their workers
+            hopeless = {tid for tid, (at, _) in issued.items() if step + 1 - at > scheme.max_age}
+            ended = sorted(hopeless.union(_lost(cluster)))
+            cost.cancel(cluster, ended)
+            for tid in ended:
+                issued.pop(tid, None)
+        else:
+            cost.forget_outstanding(cluster.cancel())
+            issued.clear()
+        estimate = cost.decode(scheme)
+        staleness, oldest = scheme.staleness() if memory else (0.0, 0.0)
+        if run.step(estimate, staleness, cost, oldest, memory):
             return
+        step += 1
 
 
 def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: int) -> None:
@@ -447,7 +559,12 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
     re-dispatched at once with the newest parameters. The master steps as soon as ``k``
     results have been folded since its last step and the scheme can decode, then starts a
     new estimate. A result computed on parameters more than ``max_staleness`` steps old is
-    dropped (and counted); a task that failed is counted and dispatched again."""
+    dropped (and counted); a task that failed is counted and dispatched again. A scheme with
+    memory keeps its rows across steps instead of starting afresh, accepts results up to its
+    own ``max_age``, steps with the staleness-aware step of :func:`train`, and its lost tasks
+    are cancelled and dispatched again after each step."""
+    memory = _has_memory(scheme)
+    oldest_allowed = scheme.max_age if memory else max_staleness
     version = 0
     issued: dict[int, tuple[int, Any]] = {}  # task id -> (parameter version, task key)
     cost = _StepCost()
@@ -465,6 +582,7 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
     dispatch(current_tasks())
     n_tasks = len(issued)
     lag_sum = 0
+    lag_max = 0
     unfolded = 0  # results in a row that could not be folded in
     while True:
         done = next(iter(cluster.as_completed(k=1, errors="return")), None)
@@ -473,8 +591,9 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
             return
         computed_on, key = issued.pop(done.task_id)
         lag = version - computed_on
-        if cost.take(scheme, done, fold=lag <= max_staleness):
+        if cost.take(scheme, done, fold=lag <= oldest_allowed, age=lag if memory else None):
             lag_sum += lag
+            lag_max = max(lag_max, lag)
             unfolded = 0
         else:
             unfolded += 1
@@ -486,12 +605,21 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
         if cost.received >= k:
             estimate = cost.decode(scheme)
             if estimate is not None:
-                if run.step(estimate, lag_sum / cost.received, cost):
+                if memory:
+                    staleness, oldest = scheme.staleness()
+                else:
+                    staleness, oldest = lag_sum / cost.received, lag_max
+                if run.step(estimate, staleness, cost, oldest, memory):
                     return
                 version += 1
                 cluster.new_round()
                 scheme.begin()
-                lag_sum = 0
+                lag_sum = lag_max = 0
+                if memory:  # a lost task would hold its worker for good: dispatch it again this round
+                    lost = _lost(cluster)
+                    keys = [issued.pop(tid)[1] for tid in lost]
+                    cost.cancel(cluster, lost)
+                    dispatch(keys, alone=True)
 
 
 def _progress(total: int, name: str):

@@ -217,6 +217,20 @@ class RoundsMixin:
         """The fault model that corrupts some workers' results (None: honest workers)."""
         return self._faults
 
+    def lost(self) -> list[int]:
+        """Ids of the outstanding tasks that will never finish: their worker's delay was
+        infinite in the round they were submitted in (it never returns, e.g. a
+        :class:`lwpd.stragglers.Bernoulli` failure). A failure detector the cluster knows
+        exactly -- the same knowledge by which ``as_completed`` stops waiting when nothing
+        else can finish -- so a master can cancel them and free their workers.
+
+        Returns
+        -------
+        list of int
+            In increasing order.
+        """
+        return sorted(tid for tid, task in self._tasks.items() if self._never_finishes(task))
+
     def _completion(self, tid: int, worker: int, result: Any, error: BaseException | None, submitted: float,
                     finished: float, errors: str) -> Completion:
         """The record ``as_completed`` yields: a raised error re-raised (``errors="raise"``) or

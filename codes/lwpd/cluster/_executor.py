@@ -189,6 +189,10 @@ class ExecutorCluster(RoundsMixin):
         self._tasks[tid] = _Task(worker, submitted, future)
         return tid
 
+    @staticmethod
+    def _never_finishes(task: _Task) -> bool:
+        return task.future is None
+
     def _dispatch(self, worker: int, fn: Callable[..., Any], finish_at: float, args: tuple, kwargs: dict) -> cf.Future:
         """Hand one task to the executor (a subclass may choose the executor or ship the
         arguments differently)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import heapq
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -32,6 +33,17 @@ class _Task:
     start: float = 0.0
     finish: float = 0.0
     version: int = 0
+    tie: float = 0.0  # seeded random key that orders equal finish times
+
+
+def _independent_stream(rng: np.random.Generator) -> np.random.Generator:
+    """A generator independent of ``rng``'s stream and fixed by its current state, without
+    drawing from it: a jump ahead where the bit generator has one, else seeded (through a
+    SeedSequence) by the first outputs of a copy."""
+    bitgen = rng.bit_generator
+    if hasattr(bitgen, "jumped"):
+        return np.random.Generator(bitgen.jumped())
+    return np.random.default_rng(copy.deepcopy(bitgen).random_raw(4))
 
 
 class SimulatedCluster(RoundsMixin):
@@ -54,9 +66,12 @@ class SimulatedCluster(RoundsMixin):
     - **Sequential workers.** Each worker runs its tasks one after another in submission
       order: a task submitted at time ``now`` to a worker busy until ``B`` starts at
       ``max(now, B)`` and finishes ``duration`` later.
-    - **Completion order.** Tasks complete in order of finish time; ties are broken by
-      task id (submission order). A worker with infinite delay never completes; its tasks
-      stay pending until cancelled.
+    - **Completion order.** Tasks complete in order of finish time. Equal finish times
+      (equal delays and work) are broken by a random key drawn per task from the cluster's
+      seed, never by task or worker id, so with equal delays every worker is equally likely
+      to finish first, and a run stays deterministic for its seed. The keys come from a
+      stream of their own, so the delay draws do not depend on them. A worker with infinite
+      delay never completes; its tasks stay pending until cancelled.
 
     Parameters
     ----------
@@ -115,8 +130,9 @@ class SimulatedCluster(RoundsMixin):
         self._busy_until = np.zeros(self._n_workers, dtype=np.float64)
         self._queues: list[list[int]] = [[] for _ in range(self._n_workers)]
         self._tasks: dict[int, _Task] = {}  # outstanding tasks only
-        self._heap: list[tuple[float, int, int]] = []  # (finish, task_id, version)
+        self._heap: list[tuple[float, float, int, int]] = []  # (finish, tie key, task_id, version)
         self._next_id = 0
+        self._tie_rng = _independent_stream(self._rng)
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -160,7 +176,8 @@ class SimulatedCluster(RoundsMixin):
         tid = self._next_id
         self._next_id += 1
         start = max(self._now, float(self._busy_until[worker]))
-        task = _Task(worker, result, error, self._now, duration, start, start + duration)
+        task = _Task(worker, result, error, self._now, duration, start, start + duration,
+                     tie=float(self._tie_rng.random()))
         self._tasks[tid] = task
         self._queues[worker].append(tid)
         self._busy_until[worker] = task.finish
@@ -169,18 +186,22 @@ class SimulatedCluster(RoundsMixin):
 
     def _push(self, tid: int, task: _Task) -> None:
         if np.isfinite(task.finish):
-            heapq.heappush(self._heap, (task.finish, tid, task.version))
+            heapq.heappush(self._heap, (task.finish, task.tie, tid, task.version))
 
     def _peek(self) -> tuple[float, int] | None:
         """The next live event (finish time, task id), dropping stale heap entries."""
         heap = self._heap
         while heap:
-            finish, tid, version = heap[0]
+            finish, _, tid, version = heap[0]
             task = self._tasks.get(tid)
             if task is not None and task.version == version:
                 return finish, tid
             heapq.heappop(heap)
         return None
+
+    @staticmethod
+    def _never_finishes(task: _Task) -> bool:
+        return not np.isfinite(task.duration)
 
     def as_completed(self, deadline: float | None = None, k: int | None = None,
                      errors: str = "raise") -> Iterator[Completion]:

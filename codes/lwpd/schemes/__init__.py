@@ -9,7 +9,8 @@ from lwpd.schemes._base import Scheme, Task
 from lwpd.schemes._data_parallel import IgnoreStragglers, Replication, Uncoded
 from lwpd.schemes._gradient_coding import GradientCoding
 from lwpd.schemes._lcc import LCC
-from lwpd.schemes._lwpd import LWPD
+from lwpd.schemes._lwpd import LWPD, RandomK
 from lwpd.schemes._partial_gc import PartialGradientCoding
+from lwpd.schemes._replicated import ReplicatedLWPD
 
-__all__ = ["GradientCoding", "IgnoreStragglers", "LCC", "LWPD", "PartialGradientCoding", "Replication", "Scheme", "Task", "Uncoded"]
+__all__ = ["GradientCoding", "IgnoreStragglers", "LCC", "LWPD", "PartialGradientCoding", "RandomK", "ReplicatedLWPD", "Replication", "Scheme", "Task", "Uncoded"]

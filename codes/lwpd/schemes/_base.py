@@ -63,15 +63,31 @@ class Scheme(ABC):
     #: decoder would take stale values for lies); training refuses stale asynchronous results then.
     consistent_results: bool = False
 
-    def bind(self, problem: Any, n_workers: int, rng: np.random.Generator) -> None:
-        """Attach to a problem and a number of workers (builds the task assignment)."""
+    #: Whether the scheme keeps the latest value of every row across steps (``memory=True``
+    #: of LWPD and IgnoreStragglers): :func:`lwpd.train` then lets a busy worker's task run
+    #: on, folds its result late (``fold(worker, result, age=...)``) and steps by the
+    #: staleness rule. Such a scheme has ``max_age`` and :meth:`staleness`.
+    memory: bool = False
+
+    def bind(self, problem: Any, n_workers: int, rng: np.random.Generator, shards: Any = None) -> None:
+        """Attach to a problem and a number of workers (builds the task assignment).
+
+        ``shards``: the rows each worker holds, one index array per worker, as
+        :func:`lwpd.placement.shard_rows` returns them (:func:`lwpd.train` passes its
+        ``placement``); ``None`` draws an i.i.d. placement from ``rng``. Every scheme builds
+        its partitions from these shards, kept as :attr:`shards_`.
+        """
+        from lwpd.placement import shard_rows
+
         self.problem = problem
         self.n_workers = int(n_workers)
+        #: The rows each worker holds (the placement every scheme builds its partitions from).
+        self.shards_ = shard_rows(problem, self.n_workers, "iid" if shards is None else shards, rng)
         self._bind(rng)
 
     @abstractmethod
     def _bind(self, rng: np.random.Generator) -> None:
-        """Build the assignment of data or codewords to workers."""
+        """Build the assignment of data or codewords to workers from :attr:`shards_`."""
 
     @abstractmethod
     def tasks(self, theta: np.ndarray) -> list[Task]:
@@ -113,6 +129,11 @@ class Scheme(ABC):
         result as rejected and never folds it (a NaN would poison the whole decode)."""
         return all_finite(result)
 
+    def staleness(self) -> tuple[float, float]:
+        """``(weighted mean age, oldest age)`` in steps of the values the last estimate used:
+        0 for a scheme without memory, whose estimate uses this step's results only."""
+        return 0.0, 0.0
+
     def excluded(self) -> int:
         """Results of this step folded in but left out of the last estimate as corrupted (robust
         decoding); 0 for schemes that trust every result."""
@@ -144,11 +165,68 @@ class PerWorkerResults(Scheme):
         return worker
 
 
-def split_rows(n_samples: int, n_parts: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """A seeded random split of the samples into ``n_parts`` read-only shards of near-equal size."""
-    if n_parts > n_samples:
-        raise ValueError(f"n_workers ({n_parts}) must not exceed the number of samples ({n_samples})")
-    shards = [np.sort(part) for part in np.array_split(rng.permutation(n_samples), n_parts)]
-    for shard in shards:  # read-only: the problem may then cache the shard's rows and scores
-        shard.flags.writeable = False
-    return shards
+def group_rows(shards: list[np.ndarray], groups: Any) -> list[np.ndarray]:
+    """The union of the shards of each group (``groups``: one sequence of shard indices per
+    group), sorted and read-only like the shards themselves."""
+    out = []
+    for members in groups:
+        rows = np.sort(np.concatenate([shards[int(w)] for w in members]))
+        rows.flags.writeable = False
+        out.append(rows)
+    return out
+
+
+def curvature_shares(problem: Any, groups: list[np.ndarray]) -> np.ndarray:
+    """Each row group's share of the gradient's curvature, ``c_g = (|S_g| / m) L_g / L``:
+    ``L_g`` bounds the curvature of the gradient over the group's rows (its weight in the
+    full gradient is ``|S_g| / m``) and ``L`` that of the full gradient
+    (:meth:`~lwpd.problems.LeastSquares.lipschitz`). The step rule of schemes with memory
+    weighs each row's age by it (:func:`lwpd.train`): a shard whose rows dominate a direction
+    of the curvature makes its stale values count for that much. ``c_g <= 1``; the shares
+    sum to 1 when the groups' curvatures share their directions, and to more otherwise."""
+    m, full = problem.n_samples, problem.lipschitz()
+    return np.array([rows.size / m * problem.lipschitz(rows=rows) / full for rows in groups])
+
+
+class RowMemory:
+    """The latest value of every (group, row) pair and the step it was computed at: the
+    master's memory of a scheme with ``memory=True`` (a group is a worker's shard, a row a
+    codeword or a gradient coordinate).
+
+    Parameters
+    ----------
+    n_groups, n_rows : int
+        The table's shape; refused with a ``ValueError`` above
+        ``_config.MEMORY_MAX_ENTRIES`` entries (each costs 12 bytes: a float64 value and an
+        int32 step).
+    what : str
+        How the caller names the table in that error.
+    """
+
+    def __init__(self, n_groups: int, n_rows: int, what: str) -> None:
+        from lwpd import _config
+
+        entries = int(n_groups) * int(n_rows)
+        if entries > _config.MEMORY_MAX_ENTRIES:
+            raise ValueError(f"memory=True keeps {what}: {n_groups} x {n_rows} = {entries:,} values "
+                             f"({entries * 12 / 2**30:.2f} GiB), more than the limit of {_config.MEMORY_MAX_ENTRIES:,} "
+                             "(lwpd._config.MEMORY_MAX_ENTRIES); use memory=False, fewer workers or a smaller codebook")
+        self.values = np.zeros((n_groups, n_rows))
+        self.computed = np.full((n_groups, n_rows), -1, dtype=np.int32)  # -1: never received
+
+    def store(self, group: int, rows: Any, values: Any, computed: int) -> None:
+        """Keep ``values`` for ``rows`` (indices or a slice) of ``group`` where they are at
+        least as fresh as what is kept: a result computed earlier never overwrites a newer one."""
+        rows = np.arange(self.values.shape[1])[rows]
+        newer = self.computed[group, rows] <= computed
+        values = np.broadcast_to(np.asarray(values, dtype=float).reshape(-1), rows.shape)
+        self.values[group, rows[newer]] = values[newer]
+        self.computed[group, rows[newer]] = computed
+
+    def ages(self, step: int) -> np.ndarray:
+        """Age in steps of every entry at ``step`` (entries never received: -1)."""
+        return np.where(self.computed >= 0, step - self.computed, -1)
+
+    def usable(self, step: int, max_age: int) -> np.ndarray:
+        """Entries received and at most ``max_age`` steps old at ``step``."""
+        return (self.computed >= 0) & (self.computed >= step - max_age)

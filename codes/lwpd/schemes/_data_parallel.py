@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from lwpd._validation import check_int, check_real
+from lwpd import _config
+from lwpd._validation import check_bool, check_int, check_real
 from lwpd.cost import gradient_ops
-from lwpd.schemes._base import PerWorkerResults, Task, shard_gradient, split_rows
+from lwpd.schemes._base import PerWorkerResults, RowMemory, Task, curvature_shares, group_rows, shard_gradient
 
 
 def _check_fraction(value: float) -> float:
@@ -23,7 +24,7 @@ class _Sharded(PerWorkerResults):
     """Shared machinery: ``n_workers`` shards, results weighted by shard size."""
 
     def _bind(self, rng: np.random.Generator) -> None:
-        self._shards = split_rows(self.problem.n_samples, self.n_workers, rng)
+        self._shards = self.shards_
         self._sizes = np.array([s.size for s in self._shards], dtype=float)
         self.begin()
 
@@ -78,6 +79,16 @@ class IgnoreStragglers(_Sharded):
     done (``n_params`` floats per piece): a slow worker's finished pieces count, at the price
     of ``chunks`` times the floats sent.
 
+    With ``memory=True`` it is the **incremental aggregated gradient** (IAG: Blatt, Hero and
+    Gauchman 2007; Gurbuzbalaban, Ozdaglar and Parrilo 2017) at the granularity of workers
+    (or pieces): the master keeps every shard's latest gradient across steps and steps with
+    their size-weighted mean, fresh where a shard answered this step and the last value
+    received otherwise (values older than ``max_age`` steps are left out). A slow worker is
+    never cancelled: it works on, and its gradient is folded in when it arrives (see
+    :func:`lwpd.train` for the step rule). With every shard answering every step it is the
+    exact gradient; with persistent stragglers on non-i.i.d. shards it removes the bias of
+    ignoring them. It costs the master ``n_workers * chunks * n_params`` stored floats.
+
     Parameters
     ----------
     wait_for : float, default 0.75
@@ -85,26 +96,49 @@ class IgnoreStragglers(_Sharded):
         when it waits "until ready".
     chunks : int, default 1
         Pieces per worker's shard (each needs at least one row).
+    memory : bool, default False
+        Keep every shard's (piece's) latest gradient across steps (IAG, above).
+    max_age : int, default 20
+        With ``memory=True``: the oldest value (in steps since its task was dispatched) a
+        step may use; a task whose result would be older is cancelled and its worker freed.
 
     Examples
     --------
     >>> from lwpd.schemes import IgnoreStragglers
     >>> IgnoreStragglers(wait_for=0.5, chunks=4)
     IgnoreStragglers(wait_for=0.5, chunks=4)
+    >>> IgnoreStragglers(memory=True).name
+    'iag'
     """
 
-    name = "ignore"
-
-    def __init__(self, wait_for: float = 0.75, chunks: int = 1) -> None:
+    def __init__(self, wait_for: float = 0.75, chunks: int = 1, memory: bool = False,
+                 max_age: int = _config.MEMORY_MAX_AGE) -> None:
         self.wait_for = _check_fraction(wait_for)
         self.chunks = check_int("chunks", chunks, minimum=1)
+        self.memory = check_bool("memory", memory)
+        self.max_age = check_int("max_age", max_age, minimum=0)
+        self.name = "iag" if self.memory else "ignore"
 
     def _bind(self, rng: np.random.Generator) -> None:
+        self._step = -1
         super()._bind(rng)
         if self._sizes.min() < self.chunks:
             raise ValueError(f"chunks ({self.chunks}) exceeds the rows of a worker's shard ({int(self._sizes.min())})")
         self._pieces = [np.array_split(rows, self.chunks) for rows in self._shards]  # views: read-only like the shards
         self._piece_sizes = {(w, c): float(p.size) for w, parts in enumerate(self._pieces) for c, p in enumerate(parts)}
+        if self.memory:
+            self._memory = RowMemory(self.n_workers * self.chunks, self.problem.n_params, "each shard's last gradient")
+            pieces = [p for parts in self._pieces for p in parts]
+            self._group_sizes = np.array([p.size for p in pieces], dtype=float)
+            self._curvature = curvature_shares(self.problem, pieces)
+            self._used = (np.zeros(0), np.zeros(0))  # (curvature shares, ages) of the last estimate
+
+    def begin(self) -> None:
+        if self.memory:
+            self._step += 1  # the memory is kept: only the step advances
+            self._results = {}
+            return
+        super().begin()
 
     def tasks(self, theta: np.ndarray) -> list[Task]:
         if self.chunks == 1:
@@ -117,11 +151,15 @@ class IgnoreStragglers(_Sharded):
             for c, rows in enumerate(parts)
         ]
 
-    def fold(self, worker: int, result: Any) -> None:
-        if self.chunks == 1:
-            return super().fold(worker, result)
-        piece, value = result
-        self._results.setdefault((int(worker), int(piece)), np.asarray(value, dtype=float))
+    def fold(self, worker: int, result: Any, age: int = 0) -> None:
+        piece, value = (0, result) if self.chunks == 1 else result
+        if self.memory:
+            group = int(worker) * self.chunks + int(piece)
+            self._memory.store(group, slice(None), value, self._step - int(age))
+        elif self.chunks == 1:
+            super().fold(worker, result)
+        else:
+            self._results.setdefault((int(worker), int(piece)), np.asarray(value, dtype=float))
 
     def ready(self, received: int) -> bool:
         return received >= math.ceil(self.wait_for * self.n_workers * self.chunks)
@@ -130,10 +168,25 @@ class IgnoreStragglers(_Sharded):
         return super()._size_of(key) if self.chunks == 1 else self._piece_sizes[key]
 
     def estimate(self) -> np.ndarray | None:
-        return self._weighted_mean()
+        if not self.memory:
+            return self._weighted_mean()
+        used = self._memory.usable(self._step, self.max_age)[:, 0]
+        if not used.any():
+            return None
+        weights = self._group_sizes[used] / self._group_sizes[used].sum()
+        self._used = (self._curvature[used], self._memory.ages(self._step)[used, 0].astype(float))
+        return weights @ self._memory.values[used]
+
+    def staleness(self) -> tuple[float, float]:
+        """With ``memory=True``: ``(sum_g c_g age_g, oldest age)`` over the gradients the
+        last estimate used, ``c_g`` each shard's curvature share
+        (:func:`~lwpd.schemes._base.curvature_shares`; the step rule of :func:`lwpd.train`)."""
+        weights, ages = self._used if self.memory else (np.zeros(0), np.zeros(0))
+        return (float(weights @ ages), float(ages.max())) if ages.size else (0.0, 0.0)
 
     def __repr__(self) -> str:
-        return f"IgnoreStragglers(wait_for={self.wait_for}, chunks={self.chunks})"
+        extra = f", memory=True, max_age={self.max_age}" if self.memory else ""
+        return f"IgnoreStragglers(wait_for={self.wait_for}, chunks={self.chunks}{extra})"
 
 
 class Replication(_Sharded):
@@ -153,7 +206,8 @@ class Replication(_Sharded):
     def _bind(self, rng: np.random.Generator) -> None:
         if self.n_workers % self.r:
             raise ValueError(f"n_workers ({self.n_workers}) must be a multiple of r ({self.r}) for Replication")
-        groups = split_rows(self.problem.n_samples, self.n_workers // self.r, rng)
+        # group g holds the union of its r workers' shards, as gradient coding's fractional repetition
+        groups = group_rows(self.shards_, np.arange(self.n_workers).reshape(-1, self.r))
         self._group_of = np.arange(self.n_workers) // self.r
         self._shards = [groups[g] for g in self._group_of]
         self._sizes = np.array([g.size for g in groups], dtype=float)

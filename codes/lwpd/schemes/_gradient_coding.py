@@ -9,7 +9,7 @@ import numpy as np
 from lwpd import _gradient_coding as gc
 from lwpd._validation import check_choice, check_int
 from lwpd.cost import coded_combination_ops
-from lwpd.schemes._base import PerWorkerResults, Task, split_rows
+from lwpd.schemes._base import PerWorkerResults, Task
 
 
 def coded_gradient(problem: Any, theta: np.ndarray, parts: list, coefficients: np.ndarray) -> np.ndarray:
@@ -51,7 +51,7 @@ class GradientCoding(PerWorkerResults):
         if self.s >= n:
             raise ValueError(f"s must be < n_workers ({n}), got {self.s}")
         self._B = gc.frc_matrix(n, self.s) if self.kind == "frc" else gc.cyclic_matrix(n, self.s, rng)
-        partitions = split_rows(self.problem.n_samples, n, rng)
+        partitions = self.shards_  # the placement's shards are the code's n partitions
         n_params = self.problem.n_params
         self._plan = []
         for i, support in enumerate(gc.partition_assignment(self._B)):

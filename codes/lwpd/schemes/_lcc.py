@@ -55,7 +55,8 @@ class LCC(PerWorkerResults):
             raise ValueError(
                 f"LCC(K={self.K}) needs at least {self.threshold} workers (2(K-1)+1), got n_workers={self.n_workers}"
             )
-        order = rng.permutation(self.problem.n_samples)
+        # the K blocks are cut from the rows in shard order (every row once, as the placement holds them)
+        order = np.concatenate(self.shards_)
         X = self.problem.X[order]
         blocks = lcc.split_blocks(X, self.problem.y[order], self.K)
         self._betas, self._alphas = lcc.lcc_points(self.K, self.n_workers)

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from lwpd import _config
-from lwpd._validation import check_choice, check_int, check_real
+from lwpd._validation import check_bool, check_choice, check_int, check_real
 from lwpd.cost import codeword_support, derivative_ops, moment_derivative_ops, moment_setup_ops
-from lwpd.schemes._base import Scheme, Task, split_rows
+from lwpd.schemes._base import RowMemory, Scheme, Task, curvature_shares
 
 LAYOUTS = ("sharded", "full", "moments")
 
@@ -159,6 +159,21 @@ class LWPD(Scheme):
         worker does not erase the same directions every step.
     max_errors : int, default 1
         With ``decoder="robust"``: corrupted values per block to correct at most.
+    memory : bool, default False
+        Keep the latest value of every (shard, codeword) across steps -- of every codeword
+        with ``layout="full"`` or ``"moments"`` -- and decode each step from the freshest
+        value of every row: fresh where it arrived this step, the last one received
+        otherwise, leaving out values older than ``max_age`` steps. A slow worker's
+        unfinished chunks are not cancelled at the end of a step: they run on and are folded
+        in when they arrive (:func:`lwpd.train`, which also chooses the step size for the
+        staleness). With every task arriving it is the exact gradient; with persistent
+        stragglers on non-i.i.d. shards it removes the bias of decoding only what arrived:
+        the incremental aggregated gradient at the granularity of (shard, codeword). It costs
+        the master ``n_workers * len(codebook)`` stored values (sharded layout). Not with
+        ``decoder="robust"`` (stale values would look like lies).
+    max_age : int, default 20
+        With ``memory=True``: the oldest value (steps since its task was dispatched) a step
+        may use; a task whose result would be older is cancelled and its worker freed.
     share : float, default 1.0
         With ``layout="sharded"``: the fraction of the codebook each shard answers per step
         (each codeword by ``max(1, round(share * N))`` shards: the effective share is that
@@ -195,6 +210,8 @@ class LWPD(Scheme):
         reassign: bool = True,
         share: float = 1.0,
         max_errors: int = 1,
+        memory: bool = False,
+        max_age: int = _config.MEMORY_MAX_AGE,
     ) -> None:
         from lwpd.schemes._data_parallel import _check_fraction
 
@@ -217,9 +234,7 @@ class LWPD(Scheme):
         self.max_errors = check_int("max_errors", max_errors, minimum=0)
         self.wait_for = _check_fraction(wait_for)
         self.chunks = None if chunks is None else check_int("chunks", chunks, minimum=1)
-        if not isinstance(reassign, (bool, np.bool_)):
-            raise TypeError(f"reassign must be True or False, got {reassign!r}")
-        self.reassign = bool(reassign)
+        self.reassign = check_bool("reassign", reassign)
         share = check_real("share", share)
         if not 0.0 < share <= 1.0:
             raise ValueError(f"share must lie in (0, 1], got {share}")
@@ -229,6 +244,11 @@ class LWPD(Scheme):
             raise ValueError("share < 1 needs reassign=True: a fixed partial share would answer each codeword from the "
                              "same shards every step, a biased estimate")
         self.share = share
+        self.memory = check_bool("memory", memory)
+        self.max_age = check_int("max_age", max_age, minimum=0)
+        if self.memory and self.decoder == "robust":
+            raise ValueError("memory=True cannot be used with decoder='robust': values kept from earlier steps "
+                             "differ from this step's as corrupted values do; use the projection or peeling decoder")
         if self.decoder != "projection" and self.layout == "sharded":
             raise ValueError(f"decoder={self.decoder!r} needs layout='full' or 'moments': with layout='sharded' the "
                              "shards' values of one codeword differ, and only the projection decoder pools them")
@@ -263,7 +283,7 @@ class LWPD(Scheme):
             raise ValueError(f"share={self.share} gives {answers} answers (codewords x max(1, round(share * n_workers))), "
                              f"fewer than n_workers ({self.n_workers}): some worker would answer nothing; raise share")
         self._rng = rng
-        self._shards = split_rows(self.problem.n_samples, self.n_workers, rng)
+        self._shards = self.shards_
         sizes = np.array([rows.size for rows in self._shards], dtype=float)
         self._scale = sizes * self.n_workers / self.problem.n_samples  # sum_w (|S_w|/m) g_w = mean_w c_w g_w
         self._moments = None
@@ -289,6 +309,13 @@ class LWPD(Scheme):
                                 widest)
         else:
             self._decoder = (ProjectionDecoder if self.decoder == "projection" else PeelingDecoder)(self.codebook_)
+        if self.memory:
+            groups = self.n_workers if self.layout == "sharded" else 1
+            self._memory = RowMemory(groups, len(self.codebook_), "the latest value of every (shard, codeword)")
+            # each row's weight in the step rule: its shard's curvature share (one group of all rows: 1)
+            self._curvature = curvature_shares(self.problem, self._shards) if groups > 1 else np.ones(1)
+            self._step = -1
+            self._staleness = (0.0, 0.0)
 
     def _check_radius(self) -> None:
         """Warn when one worker holds more codewords of a block than the robust decoder
@@ -382,12 +409,19 @@ class LWPD(Scheme):
     def begin(self) -> None:
         if self.reassign:
             self._deal()
-        self._decoder.reset()
+        if self.memory:
+            self._step += 1  # the memory is kept: the decoder is rebuilt from it by estimate()
+        else:
+            self._decoder.reset()
         self._folded: list[np.ndarray] = []  # the codewords of each result folded in this step
 
-    def fold(self, worker: int, result: Any) -> None:
+    def fold(self, worker: int, result: Any, age: int = 0) -> None:
         indices, values = result
-        self._decoder.update(indices, values)
+        if self.memory:
+            group = int(worker) if self.layout == "sharded" else 0
+            self._memory.store(group, np.asarray(indices, dtype=np.int64), values, self._step - int(age))
+        else:
+            self._decoder.update(indices, values)
         self._folded.append(np.asarray(indices))
 
     def excluded(self) -> int:
@@ -410,7 +444,30 @@ class LWPD(Scheme):
         return self._decoder.report
 
     def estimate(self) -> np.ndarray | None:
+        if self.memory:
+            self._decode_memory()
         return self._decoder.estimate() if self._decoder.n_received else None
+
+    def _decode_memory(self) -> None:
+        """Fill the decoder with the freshest usable value of every (shard, codeword) row and
+        note the rows' ages: per codeword ``sum_g c_g age_g`` over its rows (``c_g`` the
+        shard's curvature share), the worst codeword's being the staleness the step rule reads."""
+        usable = self._memory.usable(self._step, self.max_age)
+        groups, codewords = np.nonzero(usable)
+        self._decoder.reset()
+        if not codewords.size:
+            self._staleness = (0.0, 0.0)
+            return
+        self._decoder.update(codewords, self._memory.values[groups, codewords])
+        ages = self._memory.ages(self._step)[groups, codewords].astype(float)
+        weighted = np.bincount(codewords, weights=self._curvature[groups] * ages, minlength=usable.shape[1])
+        self._staleness = (float(weighted.max()), float(ages.max()))
+
+    def staleness(self) -> tuple[float, float]:
+        """With ``memory=True``: ``(staleness, oldest)`` of the last estimate in steps -- the
+        largest over codewords of ``sum_g c_g age_g`` over the codeword's rows (``c_g`` the
+        shard's curvature share), and the oldest row."""
+        return self._staleness if self.memory else (0.0, 0.0)
 
     def ready(self, received: int) -> bool:
         return received >= math.ceil(self.wait_for * sum(len(chunks) for chunks in self._chunks))
@@ -426,5 +483,59 @@ class LWPD(Scheme):
             f"LWPD(layout={self.layout!r}, block_size={self.block_size}, q={self.q}, max_weight={self.max_weight}, "
             f"redundancy={self.redundancy}, compress={self.compress!r}, decoder={self.decoder!r}, "
             f"wait_for={self.wait_for}, chunks={self.chunks}, reassign={self.reassign}, share={self.share}"
-            + (f", max_errors={self.max_errors})" if self.decoder == "robust" else ")")
+            + (f", max_errors={self.max_errors}" if self.decoder == "robust" else "")
+            + (f", memory=True, max_age={self.max_age})" if self.memory else ")")
         )
+
+
+class RandomK(LWPD):
+    """Random-k sparsified ignore-stragglers, streamed: the baseline at the floats of
+    ``LWPD(share=...)``.
+
+    Every step each worker picks ``k = round(share * n_params)`` coordinates uniformly at
+    random, independently of the other workers, computes the partial derivatives of its
+    shard's gradient at those coordinates and streams them in ``chunks`` results, each
+    folded in as it arrives; the master takes, per coordinate, the mean over the shards
+    that answered it (coordinates nobody answered stay 0), and steps once ``wait_for`` of the
+    chunks are in. It sends ``k`` floats per worker and step, as ``LWPD(share=share)`` does,
+    and is charged the same way (:mod:`lwpd.cost`: the forward pass over the shard and the
+    chosen coordinates only, the cheapest honest price for random-k). The one difference
+    from ``LWPD(share=...)`` with its default codebook (the unit vectors) is the allocation:
+    LWPD has every coordinate answered by exactly ``round(share * N)`` shards, random-k by a
+    binomial number of them, possibly none.
+
+    Parameters
+    ----------
+    share : float, default 0.5
+        Fraction of the coordinates each worker sends per step, in ``(0, 1]``.
+    wait_for : float, default 0.75
+        Fraction of the chunks a step waits for when it waits "until ready".
+    chunks : int, optional
+        Results per worker and step (default 4, or fewer when a worker has fewer coordinates).
+
+    Examples
+    --------
+    >>> from lwpd.schemes import RandomK
+    >>> RandomK(share=0.25).name
+    'randk'
+    """
+
+    name = "randk"
+
+    def __init__(self, share: float = 0.5, wait_for: float = 0.75, chunks: int | None = None) -> None:
+        super().__init__(redundancy=1.0, wait_for=wait_for, chunks=chunks, share=share)
+
+    def _build_codebook(self) -> Any:
+        from lwpd import Partition, block_codebook, identity_codebook
+
+        n = self.problem.n_params
+        size = min(self.block_size, n)
+        return block_codebook(identity_codebook(size), Partition.uniform(n, size))
+
+    def _worker_shares(self) -> list[np.ndarray]:
+        n = len(self.codebook_)
+        k = max(1, round(self.share * n))
+        return [np.sort(self._rng.choice(n, size=k, replace=False)) for _ in range(self.n_workers)]
+
+    def __repr__(self) -> str:
+        return f"RandomK(share={self.share}, wait_for={self.wait_for}, chunks={self.chunks})"

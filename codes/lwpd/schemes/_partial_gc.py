@@ -11,7 +11,7 @@ import numpy as np
 from lwpd import _gradient_coding as gc
 from lwpd import cost
 from lwpd._validation import check_choice, check_int
-from lwpd.schemes._base import Scheme, Task, split_rows
+from lwpd.schemes._base import Scheme, Task
 
 
 def partition_chunk(problem: Any, theta: np.ndarray, partition: int, rows: np.ndarray) -> tuple[int, np.ndarray]:
@@ -108,8 +108,8 @@ class PartialGradientCoding(Scheme):
         problem = self.problem
         #: ``orders_[i]``: the partitions worker ``i`` processes, in order.
         self.orders_ = chunk_orders(n, self.s, self.kind, self.order)
-        #: ``partitions_[k]``: the sample rows of partition ``k``.
-        self.partitions_ = split_rows(problem.n_samples, n, rng)
+        #: ``partitions_[k]``: the sample rows of partition ``k`` (the placement's shard ``k``).
+        self.partitions_ = self.shards_
         m, p = problem.n_samples, problem.n_params
         self._plan = [
             [(int(k), self.partitions_[k], cost.units(cost.coded_combination_ops([self.partitions_[k].size], p), m, n, p))
