@@ -159,6 +159,10 @@ def test_run_is_deterministic_for_a_seed(tmp_path, capsys):
         (["run", "--schemes", "lcc"], "least squares only"),
         (["run", "--workers", "1"], "--workers must be >= 2"),
         (["run", "--dask-address", "tcp://127.0.0.1:1"], "--dask-address needs --backend dask"),
+        (["run", "--placement", "shuffled"], "--placement must be iid, sorted or dirichlet:alpha=A"),
+        (["run", "--placement", "dirichlet:alpha=0"], "--placement 'dirichlet': alpha must be finite and > 0"),
+        (["run", "--placement", "dirichlet:beta=1"], "--placement 'dirichlet' needs its concentration as 'dirichlet:alpha=A'"),
+        (["run", "--placement", "sorted:x=1"], "--placement 'sorted' takes no parameters"),
     ],
 )
 def test_run_reports_bad_options_in_one_line(capsys, argv, message, tmp_path):
@@ -172,3 +176,69 @@ def test_run_with_the_async_policy(tmp_path, capsys):
             "--quiet", "--out", str(tmp_path)]
     assert main(argv) == 0
     assert "policy async" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("placement", ["sorted", "dirichlet:alpha=0.5"])
+def test_run_places_the_data_as_asked(tmp_path, capsys, placement):
+    import json
+
+    argv = ["run", "--dataset", "wine", "--schemes", "uncoded,lwpd", "--workers", "4", "--max-steps", "5",
+            "--placement", placement, "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"wine, 4 workers, placement {placement}, stragglers ")
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["config"]["placement"] == placement
+    assert [r["scheme"] for r in data["results"]] == ["uncoded", "lwpd"]
+
+
+def test_run_records_the_default_placement_and_leaves_it_unsaid(tmp_path, capsys):
+    import json
+
+    argv = ["run", "--dataset", "wine", "--schemes", "uncoded", "--workers", "4", "--max-steps", "2", "--quiet",
+            "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert "placement" not in capsys.readouterr().out.splitlines()[0]  # the guide's recorded outputs stand
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["placement"] == "iid"
+
+
+def test_run_gives_every_scheme_the_same_placement(tmp_path, monkeypatch):
+    """Every scheme, warm-up steps included, trains on the shards of the placement asked
+    for, and the uncoded run is the library's own train on them."""
+    import json
+
+    import numpy as np
+
+    import lwpd
+    from lwpd import _experiment
+    from lwpd.cluster import SimulatedCluster
+    from lwpd.placement import label_counts, shard_rows
+    from lwpd.schemes import Uncoded
+
+    real_train = lwpd.train
+    seen = []
+
+    def recording_train(problem, scheme, cluster, **kwargs):
+        history = real_train(problem, scheme, cluster, **kwargs)
+        seen.append((scheme.name, kwargs["placement"], [s.tolist() for s in scheme.shards_]))
+        return history
+
+    monkeypatch.setattr(lwpd, "train", recording_train)
+    schemes = ("uncoded", "ignore", "replication", "gc-cyclic", "gc-partial", "lwpd")
+    outcomes = _experiment.run(dataset="wine", schemes=schemes, workers=4, seed=3, max_steps=8, progress=False,
+                               out=tmp_path, placement="sorted")
+    monkeypatch.setattr(lwpd, "train", real_train)
+    problem = _experiment.load_problem("wine", "auto", 3)[0]
+    shards = [s.tolist() for s in shard_rows(problem, 4, "sorted")]
+    assert [name for name, _, _ in seen] == [name for name in schemes for _ in range(2)]  # warm-up, then the run
+    assert all(placement == "sorted" and got == shards for _, placement, got in seen)
+    assert (label_counts(problem, shard_rows(problem, 4, "sorted")) == 0).sum() >= 4  # skewed: not every class everywhere
+    config = json.loads((tmp_path / "results.json").read_text())["config"]
+    assert config["placement"] == "sorted"
+    direct = real_train(problem, Uncoded(), SimulatedCluster(4, _experiment.parse_stragglers(config["stragglers"]), seed=3),
+                        policy="first_k", max_steps=8, target_loss=config["target_loss"], progress=False, seed=3,
+                        placement="sorted")
+    uncoded = outcomes[0]
+    assert uncoded.scheme == "uncoded"
+    assert uncoded.final_loss == direct.loss[-1] and uncoded.history.loss == direct.loss
+    np.testing.assert_array_equal(uncoded.history.theta, direct.theta)

@@ -394,6 +394,11 @@ def test_unsupported_estimators(cls, estimator, message):
         (dict(tol=-1.0), "The 'tol' parameter"),
         (dict(block_size=0), "The 'block_size' parameter"),
         (dict(stragglers="slow"), "The 'stragglers' parameter"),
+        (dict(placement=3), "The 'placement' parameter of CodedGDClassifier must be an instance of 'str' or an array-like"),
+        (dict(placement="shuffled"), "The 'placement' parameter .* placement must be one of 'iid', 'sorted', 'dirichlet:alpha=A'"),
+        (dict(placement="dirichlet:alpha=0"), "The 'placement' parameter .* alpha must be finite and > 0"),
+        (dict(placement="dirichlet"), "placement 'dirichlet' needs its concentration"),
+        (dict(placement=np.arange(200)), "The 'placement' parameter .* got an array of shape \\(200,\\)"),
     ],
 )
 def test_bad_parameters(params, message):
@@ -425,3 +430,82 @@ def test_the_automatic_deadline_covers_a_given_clusters_communication():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf = CodedGDClassifier(scheme="uncoded", cluster=cluster, max_iter=3, tol=None).fit(X, y)
     assert clf.history_.received == [4, 4, 4]  # every result arrives before the deadline
+
+
+# ---------------------------------------------------------------------- placement
+def test_placement_is_a_parameter_like_any_other():
+    from sklearn.base import clone
+
+    shards = [np.arange(0, 150), np.arange(150, 300)]
+    for cls in (CodedGDClassifier, CodedGDRegressor):
+        assert cls().get_params()["placement"] == "iid"
+        est = cls(placement="dirichlet:alpha=0.5")
+        assert est.get_params()["placement"] == "dirichlet:alpha=0.5"
+        assert clone(est).placement == "dirichlet:alpha=0.5"
+        assert est.set_params(placement="sorted").placement == "sorted"
+        given = cls(placement=shards)
+        assert given.placement is shards  # stored as given
+        copied = clone(given).placement
+        assert copied is not shards and all(np.array_equal(a, b) for a, b in zip(copied, shards))
+
+
+@pytest.mark.parametrize("placement", ["sorted", "dirichlet:alpha=0.1"])
+def test_a_skewed_placement_keeps_an_exact_scheme_exact(placement):
+    X, y = _regression()
+    reg = CodedGDRegressor(Ridge(alpha=5.0), scheme="uncoded", placement=placement, **_noiseless()).fit(X, y)
+    w, b = _ridge_closed_form(X, y, 5.0)
+    np.testing.assert_allclose(reg.coef_, w, atol=COEF_ATOL)
+    assert reg.intercept_ == pytest.approx(b, abs=COEF_ATOL)
+    Xc, yc = _classification(3)
+    clf = CodedGDClassifier(LogisticRegression(C=0.1), scheme="uncoded", placement=placement,
+                            **_noiseless(max_iter=800)).fit(Xc, yc)
+    ref = LogisticRegression(C=0.1, tol=1e-12, max_iter=10_000).fit(Xc, yc)
+    np.testing.assert_allclose(clf.coef_, ref.coef_, atol=COEF_ATOL)
+
+
+def test_explicit_shards_one_per_worker_used():
+    X, y = _regression(m=40)
+    halves = [np.arange(0, 40, 2), np.arange(1, 40, 2)]
+    reg = CodedGDRegressor(scheme="uncoded", n_workers=2, placement=halves, **_noiseless(max_iter=300)).fit(X, y)
+    w, b = _ridge_closed_form(X, y, 0.0)
+    np.testing.assert_allclose(reg.coef_, w, atol=COEF_ATOL)
+    assert reg.n_workers_ == 2 and reg.placement is halves
+    with pytest.raises(ValueError, match="placement must hold one index array per worker used: n_workers=8; got 2"):
+        CodedGDRegressor(scheme="uncoded", n_workers=8, placement=halves).fit(X, y)
+    with pytest.raises(ValueError, match="placement must hold one index array per worker used: the cluster's 4 workers"):
+        CodedGDRegressor(cluster=SimulatedCluster(4, seed=0), placement=halves).fit(X, y)
+    # 40 samples occupy at most 40 uncoded workers: n_workers=64 is capped, and the shards must follow
+    singles = [np.array([i]) for i in range(40)]
+    capped = CodedGDRegressor(scheme="uncoded", n_workers=64, placement=singles, max_iter=3, tol=None).fit(X, y)
+    assert capped.n_workers_ == 40
+    with pytest.raises(ValueError, match=r"one index array per worker used: 40 \(n_workers=64 capped.*got 64 arrays"):
+        CodedGDRegressor(scheme="uncoded", n_workers=64, placement=singles + [np.array([0])] * 24).fit(X, y)
+    with pytest.raises(ValueError, match="placement must hold every row exactly once"):
+        CodedGDRegressor(scheme="uncoded", n_workers=2, placement=[np.arange(20), np.arange(19, 40)]).fit(X, y)
+    with pytest.raises(ValueError, match=r"placement\[1\] must lie in \[0, 39\]"):
+        CodedGDRegressor(scheme="uncoded", n_workers=2, placement=[np.arange(20), np.arange(20, 41)]).fit(X, y)
+
+
+def test_the_deadline_probe_binds_the_shards_training_uses(monkeypatch):
+    """The automatic deadline is priced on the scheme bound as training binds it: the same
+    shards (drawn from the training seed) and the same generator state after them."""
+    from lwpd.schemes import IgnoreStragglers
+
+    binds = []
+    real_bind = IgnoreStragglers.bind
+
+    def recording_bind(self, problem, n_workers, rng, shards=None):
+        binds.append((rng.bit_generator.state["state"], [np.asarray(s).tolist() for s in shards]))
+        return real_bind(self, problem, n_workers, rng, shards=shards)
+
+    monkeypatch.setattr(IgnoreStragglers, "bind", recording_bind)
+    X, y = _classification(3, m=240)
+    clf = CodedGDClassifier(scheme="ignore", n_workers=6, placement="dirichlet:alpha=0.1",
+                            stragglers=ShiftedExponential(1.0, 0.5), max_iter=3, tol=None, random_state=0).fit(X, y)
+    assert len(binds) == 2  # the probe, then training
+    (probe_state, probe_shards), (train_state, train_shards) = binds
+    assert probe_state == train_state and probe_shards == train_shards
+    # the label skew is there: workers lack whole classes (an i.i.d. shard of 40 rows never does)
+    counts = np.stack([np.bincount(y[s], minlength=3) for s in train_shards])
+    assert (counts == 0).sum() >= 3
+    assert clf.n_workers_ == 6

@@ -51,7 +51,8 @@ def _metrics_lines(metrics: dict[str, float]) -> list[str]:
 
 
 #: The library's argument names, as the flags a command-line user typed.
-_FLAGS = {"dim": "--dim", "q": "--q", "max_weight": "--max-weight", "n_codewords": "--compress"}
+_FLAGS = {"dim": "--dim", "q": "--q", "max_weight": "--max-weight", "n_codewords": "--compress",
+          "placement": "--placement"}
 
 
 def _as_flags(message: str) -> str:
@@ -87,12 +88,15 @@ def _cmd_codebook(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from lwpd import _experiment
+    from lwpd.placement import PLACEMENTS
 
     try:
         schemes = tuple(filter(None, args.schemes.split(",")))
         unknown = [name for name in schemes if name not in _experiment.SCHEMES]
         if unknown or not schemes:
             raise ValueError(f"--schemes takes names from {', '.join(_experiment.SCHEMES)}; got {args.schemes!r}")
+        if args.placement.partition(":")[0] not in PLACEMENTS:  # the library's message also offers index arrays
+            raise ValueError(f"--placement must be iid, sorted or dirichlet:alpha=A (A > 0); got {args.placement!r}")
         if args.workers < 2:
             raise ValueError(f"--workers must be >= 2, got {args.workers}")
         if args.max_steps < 1:
@@ -105,14 +109,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             dataset=args.dataset, model=args.model, schemes=schemes, workers=args.workers,
             stragglers=args.stragglers, policy=args.policy, backend=args.backend, seed=args.seed,
             max_steps=args.max_steps, latency=args.latency, bandwidth=args.bandwidth, out=args.out, progress=not args.quiet,
-            dask_address=args.dask_address,
+            dask_address=args.dask_address, placement=args.placement,
         )
     except (ValueError, TypeError, ImportError, ConnectionError) as exc:
         print(f"lwpd run: error: {_as_flags(str(exc))}", file=sys.stderr)
         return 2
     network = "compute only" if args.latency == 0 and args.bandwidth == float("inf") else \
         f"latency {args.latency:g}, bandwidth {args.bandwidth:g} floats per time unit"
-    print(f"{args.dataset}, {args.workers} workers, stragglers {args.stragglers}, "
+    # the default placement goes unsaid, so the first line of a default run reads as it always has
+    placement = "" if args.placement == "iid" else f", placement {args.placement}"
+    print(f"{args.dataset}, {args.workers} workers{placement}, stragglers {args.stragglers}, "
           f"policy {args.policy}, backend {args.backend}, seed {args.seed}, costs (lwpd.cost): {network}")
     print(_experiment.table(outcomes))
     print(f"\nwrote {args.out}/results.json and {args.out}/loss_vs_time.png")
@@ -153,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=16)
     run.add_argument("--stragglers", default="shifted-exp:shift=1,rate=0.5",
                      help="delay model name[:key=value,...], e.g. pareto:alpha=1.5 or slow:fraction=0.1,slowdown=10")
+    run.add_argument("--placement", default="iid", metavar="SPEC",
+                     help="which training rows each worker holds, the same for every scheme (lwpd.placement): iid "
+                     "(a seeded shuffle, default), sorted (contiguous rows in order of label, or of target for "
+                     "regression) or dirichlet:alpha=A (label skew: each worker's class proportions drawn from "
+                     "Dirichlet(A), e.g. dirichlet:alpha=0.5; small A, few classes per worker)")
     run.add_argument("--policy", choices=("first_k", "deadline", "async"), default="first_k",
                      help="first_k: each scheme waits until it can decode (default); deadline: 3 time units per step; "
                      "async: workers never wait, the master steps every quarter of the workers' results")

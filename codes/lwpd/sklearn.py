@@ -44,13 +44,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_co
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge, SGDClassifier, SGDRegressor
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from lwpd import _config
+from lwpd.placement import check_placement, shard_rows
 from lwpd.schemes import LWPD
 
 __all__ = ["CodedGDClassifier", "CodedGDRegressor"]
@@ -91,6 +92,14 @@ _COMMON_DOC = """
         Coordinates per block of the LWPD codebook (``scheme="lwpd"`` only).
     max_weight : int, default 2
         Largest Hamming weight of an LWPD codeword (``scheme="lwpd"`` only).
+    placement : str or sequence of array_like, default "iid"
+        Which rows of ``X`` each worker holds, for every scheme alike
+        (:mod:`lwpd.placement`): ``"iid"`` (a shuffle seeded by ``random_state``),
+        ``"sorted"`` (contiguous rows in order of {sorted_by}), ``"dirichlet:alpha=A"``
+        (label skew: each worker's {skew_over} proportions drawn from Dirichlet(A), A > 0;
+        small A gives each worker few {skew_what}) or one array of row indices per worker
+        used (``n_workers_``), together holding every row exactly once. Anything else is a
+        ``ValueError`` naming ``placement``.
     cluster : cluster or None, default None
         ``None``: a :class:`lwpd.cluster.SimulatedCluster` seeded by ``random_state``.
         Otherwise a cluster object (e.g. :class:`lwpd.cluster.ExecutorCluster`), used as is;
@@ -145,6 +154,8 @@ def _parameter_constraints(names: tuple[str, ...]) -> dict[str, list]:
         "learning_rate": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="neither")],
         "block_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "max_weight": [Interval(numbers.Integral, 1, None, closed="left")],
+        # the form of a named placement ("dirichlet:alpha=A") is checked in fit, by lwpd.placement
+        "placement": [str, "array-like"],
         "cluster": [HasMethods(["submit", "as_completed", "cancel"]), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -184,6 +195,7 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         learning_rate: str | float = "auto",
         block_size: int = 8,
         max_weight: int = 2,
+        placement: Any = "iid",
         cluster: Any = None,
         random_state: Any = None,
         verbose: int = 0,
@@ -198,6 +210,7 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         self.learning_rate = learning_rate
         self.block_size = block_size
         self.max_weight = max_weight
+        self.placement = placement
         self.cluster = cluster
         self.random_state = random_state
         self.verbose = verbose
@@ -242,6 +255,7 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         from lwpd.cluster import SimulatedCluster
 
         est = self._checked_estimator()
+        placement = self._checked_placement()
         m = X.shape[0]
         # scikit-learn's checks: one finite weight >= 0 per sample, not all zero
         sw = None if sample_weight is None else _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
@@ -258,10 +272,24 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         cluster_seed, train_seed, deadline_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=3))
         n_workers = self.cluster.n_workers if self.cluster is not None else self.n_workers
         scheme, n_workers = self._scheme(problem, n_workers, fixed=self.cluster is not None)
+        if not isinstance(placement, str) and len(placement) != n_workers:
+            if self.cluster is not None:
+                used = f"the cluster's {n_workers} workers"
+            elif n_workers < self.n_workers:
+                used = f"{n_workers} (n_workers={self.n_workers} capped at what the scheme can occupy on this data)"
+            else:
+                used = f"n_workers={n_workers}"
+            raise ValueError(f"placement must hold one index array per worker used: {used}; got {len(placement)} arrays")
+        if not isinstance(placement, str):  # a partition of the rows of X, checked before any work
+            try:
+                shard_rows(problem, n_workers, placement)
+            except IndexError as exc:  # a row that X does not have: a bad value, as scikit-learn reports them
+                raise ValueError(str(exc)) from None
         cluster = self.cluster
         if cluster is None:
             cluster = SimulatedCluster(n_workers, copy.deepcopy(self.stragglers), seed=cluster_seed)
-        deadline = self._deadline(scheme, problem, n_workers, train_seed, deadline_seed) if self.policy == "deadline" else None
+        deadline = (self._deadline(scheme, problem, n_workers, placement, train_seed, deadline_seed)
+                    if self.policy == "deadline" else None)
         lr = None if self.learning_rate == "auto" else float(self.learning_rate)
         if lr is None and self.policy == "async":
             lr = _config.ASYNC_STEP_FRACTION / problem.lipschitz()
@@ -292,7 +320,8 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
             with threadpool_limits(limits=1, user_api="blas"):
                 history = train(problem, scheme, cluster, lr=lr, max_steps=self.max_iter, policy=self.policy,
                                 deadline=deadline, callback=stop, progress=self.verbose > 0, seed=train_seed, theta0=theta0,
-                                track_error=False)  # a diagnostic pass per step: too slow for fit
+                                track_error=False,  # a diagnostic pass per step: too slow for fit
+                                placement=placement)
         except ValueError as exc:
             if str(exc).startswith("theta must be finite"):  # a step overflowed
                 raise FloatingPointError(diverged) from exc
@@ -336,11 +365,23 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
                 scheme.chunks = max(1, min(scheme.chunks, capacity // n_workers))
         return scheme, n_workers
 
-    def _deadline(self, scheme: Any, problem: Any, n_workers: int, train_seed: int, seed: int) -> float:
+    def _checked_placement(self) -> str | list[np.ndarray]:
+        """The validated ``placement`` (:func:`lwpd.placement.check_placement`); a bad one is
+        an ``InvalidParameterError`` (a ``ValueError``) naming ``placement``."""
+        try:
+            return check_placement(self.placement)
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameterError(f"The 'placement' parameter of {type(self).__name__} is invalid: {exc}") from None
+
+    def _deadline(self, scheme: Any, problem: Any, n_workers: int, placement: Any, train_seed: int, seed: int) -> float:
         """The automatic per-step deadline (rule in the class docstring, ``policy``), plus
         the most communication of a worker's results on a given cluster."""
+        # the probe sees what training will: lwpd.train draws the shards from its seed's
+        # generator, then binds the scheme with the same generator
+        rng = np.random.default_rng(train_seed)
+        shards = shard_rows(problem, n_workers, placement, rng)
         probe = copy.deepcopy(scheme)
-        probe.bind(problem, n_workers, np.random.default_rng(train_seed))
+        probe.bind(problem, n_workers, rng, shards=shards)
         work = np.zeros(n_workers)
         comm = np.zeros(n_workers)  # a given cluster's price of the results (lwpd.cost), not scaled by delays
         cost = getattr(self.cluster, "cost", None)
@@ -455,6 +496,7 @@ class CodedGDClassifier(ClassifierMixin, _CodedGD):
     True
     """,
         names=", ".join(f'"{n}"' for n in _CLASSIFIER_SCHEMES),
+        sorted_by="class label", skew_over="class", skew_what="classes",
     )
 
     _SUPPORTED = (LogisticRegression, SGDClassifier)
@@ -601,6 +643,7 @@ class CodedGDRegressor(RegressorMixin, _CodedGD):
     ([1.0, -2.0, 0.5], 3.0)
     """,
         names=", ".join(f'"{n}"' for n in _REGRESSOR_SCHEMES),
+        sorted_by="target", skew_over="target-decile", skew_what="deciles",
     )
 
     _SUPPORTED = (LinearRegression, Ridge, SGDRegressor)
