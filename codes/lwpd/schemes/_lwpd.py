@@ -278,10 +278,7 @@ class LWPD(Scheme):
         if self.layout != "sharded" and len(self.codebook_) < self.n_workers:
             raise ValueError(f"the codebook has {len(self.codebook_)} codewords, fewer than n_workers ({self.n_workers}): "
                              f"with layout={self.layout!r} each worker needs a codeword (layout='sharded' does not)")
-        answers = max(1, round(self.share * self.n_workers)) * len(self.codebook_)
-        if answers < self.n_workers:
-            raise ValueError(f"share={self.share} gives {answers} answers (codewords x max(1, round(share * n_workers))), "
-                             f"fewer than n_workers ({self.n_workers}): some worker would answer nothing; raise share")
+        self._check_share()
         self._rng = rng
         self._shards = self.shards_
         sizes = np.array([rows.size for rows in self._shards], dtype=float)
@@ -316,6 +313,14 @@ class LWPD(Scheme):
             self._curvature = curvature_shares(self.problem, self._shards) if groups > 1 else np.ones(1)
             self._step = -1
             self._staleness = (0.0, 0.0)
+
+    def _check_share(self) -> None:
+        """Every worker must answer something: each codeword goes to ``max(1, round(share *
+        n_workers))`` shards (:func:`_shared_codewords`)."""
+        answers = max(1, round(self.share * self.n_workers)) * len(self.codebook_)
+        if answers < self.n_workers:
+            raise ValueError(f"share={self.share} gives {answers} answers (codewords x max(1, round(share * n_workers))), "
+                             f"fewer than n_workers ({self.n_workers}): some worker would answer nothing; raise share")
 
     def _check_radius(self) -> None:
         """Warn when one worker holds more codewords of a block than the robust decoder
@@ -531,6 +536,9 @@ class RandomK(LWPD):
         n = self.problem.n_params
         size = min(self.block_size, n)
         return block_codebook(identity_codebook(size), Partition.uniform(n, size))
+
+    def _check_share(self) -> None:
+        """Nothing to check: every worker answers at least one coordinate (``_worker_shares``)."""
 
     def _worker_shares(self) -> list[np.ndarray]:
         n = len(self.codebook_)

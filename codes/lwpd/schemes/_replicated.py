@@ -109,7 +109,7 @@ class ReplicatedLWPD(Scheme):
         from lwpd.decoders import ProjectionDecoder
 
         if self.n_workers % 2:
-            raise ValueError(f"ReplicatedLWPD needs an even number of workers (groups of two), got {self.n_workers}")
+            raise ValueError(f"n_workers must be even for ReplicatedLWPD (groups of two workers), got {self.n_workers}")
         n = self.problem.n_params
         size = min(self.block_size, n)
         if self.chunks > size:
