@@ -484,6 +484,8 @@ def test_explicit_shards_one_per_worker_used():
         CodedGDRegressor(scheme="uncoded", n_workers=2, placement=[np.arange(20), np.arange(19, 40)]).fit(X, y)
     with pytest.raises(ValueError, match=r"placement\[1\] must lie in \[0, 39\]"):
         CodedGDRegressor(scheme="uncoded", n_workers=2, placement=[np.arange(20), np.arange(20, 41)]).fit(X, y)
+    with pytest.raises(ValueError, match=r"placement\[0\] must hold integer indices"):
+        CodedGDRegressor(scheme="uncoded", n_workers=2, placement=[halves[0] + 0.5, halves[1]]).fit(X, y)
 
 
 def test_the_deadline_probe_binds_the_shards_training_uses(monkeypatch):

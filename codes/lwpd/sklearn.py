@@ -272,19 +272,8 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         cluster_seed, train_seed, deadline_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=3))
         n_workers = self.cluster.n_workers if self.cluster is not None else self.n_workers
         scheme, n_workers = self._scheme(problem, n_workers, fixed=self.cluster is not None)
-        if not isinstance(placement, str) and len(placement) != n_workers:
-            if self.cluster is not None:
-                used = f"the cluster's {n_workers} workers"
-            elif n_workers < self.n_workers:
-                used = f"{n_workers} (n_workers={self.n_workers} capped at what the scheme can occupy on this data)"
-            else:
-                used = f"n_workers={n_workers}"
-            raise ValueError(f"placement must hold one index array per worker used: {used}; got {len(placement)} arrays")
-        if not isinstance(placement, str):  # a partition of the rows of X, checked before any work
-            try:
-                shard_rows(problem, n_workers, placement)
-            except IndexError as exc:  # a row that X does not have: a bad value, as scikit-learn reports them
-                raise ValueError(str(exc)) from None
+        if not isinstance(placement, str):
+            self._check_shards(problem, placement, n_workers)
         cluster = self.cluster
         if cluster is None:
             cluster = SimulatedCluster(n_workers, copy.deepcopy(self.stragglers), seed=cluster_seed)
@@ -372,6 +361,22 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
             return check_placement(self.placement)
         except (TypeError, ValueError) as exc:
             raise InvalidParameterError(f"The 'placement' parameter of {type(self).__name__} is invalid: {exc}") from None
+
+    def _check_shards(self, problem: Any, shards: list[np.ndarray], n_workers: int) -> None:
+        """Given shards: one index array per worker used (``n_workers``, after any cap), a
+        partition of the rows of ``X``; checked before any work, as ``ValueError``."""
+        if len(shards) != n_workers:
+            if self.cluster is not None:
+                used = f"the cluster's {n_workers} workers"
+            elif n_workers < self.n_workers:
+                used = f"{n_workers} (n_workers={self.n_workers} capped at what the scheme can occupy on this data)"
+            else:
+                used = f"n_workers={n_workers}"
+            raise ValueError(f"placement must hold one index array per worker used: {used}; got {len(shards)} arrays")
+        try:
+            shard_rows(problem, n_workers, shards)
+        except (IndexError, TypeError) as exc:  # a row X lacks, or not row indices: a bad value, as scikit-learn says
+            raise ValueError(str(exc)) from None
 
     def _deadline(self, scheme: Any, problem: Any, n_workers: int, placement: Any, train_seed: int, seed: int) -> float:
         """The automatic per-step deadline (rule in the class docstring, ``policy``), plus
