@@ -1,48 +1,62 @@
-"""Simulated time to a target loss for every scheme, on honest costs (:mod:`lwpd.cost`).
+"""Simulated time to a target loss for every scheme, on honest costs (:mod:`lwpd.cost`),
+across data placements, straggler models, networks and seeds.
 
 Every scheme trains the same problem on the same simulated 16-worker cluster with the same
-seed, and every task is charged by the one cost model of :mod:`lwpd.cost`: a task takes
-``delay * compute + latency + floats / bandwidth``, its compute counting everything the
-worker does (the forward pass over every row it reads, the derivative work) in units of one
-uncoded shard gradient, its communication the floats its result sends. Two network
-settings: ``compute`` (communication free) and ``comm`` (``bandwidth = n_params``, so
-sending a full gradient costs as much as one unit of compute; latency 0). One-off setup
-(moment encoding) is charged in the time.
+seed, placement and delays, and every task is charged by the one cost model of
+:mod:`lwpd.cost`: a task takes ``delay * compute + latency + floats / bandwidth``, its compute
+counting everything the worker does (the forward pass over every row it reads, the derivative
+work) in units of one uncoded shard gradient, its communication the floats its result sends.
 
-Straggler models: (a) shifted exponential (shift 1, rate 0.5), (b) 10% persistent 10x-slow
-workers, (c) Pareto(alpha=1.5), (d) Bernoulli failures, 10% of the workers each round.
+Axes
+----
+* **Placement** (``lwpd.placement``): ``iid`` (a seeded shuffle), ``sorted`` (rows in order of
+  label, or of target for regression) and ``dirichlet:alpha=0.1`` (label skew, class
+  proportions per worker from Dirichlet(0.1)). Every scheme builds its partitions from the
+  same shards.
+* **Straggler model**: (a) shifted exponential (shift 1, rate 0.5), (b) 10% persistent
+  10x-slow workers (2 of 16), (c) Pareto(alpha=1.5), (d) Bernoulli failures, 10% of the
+  workers each round. Ties between equal finish times are broken by a seeded random key.
+* **Network**: ``compute`` (communication free) and ``bandwidth = n_params x {0.25, 1, 4}``
+  floats per unit of time (sending a full gradient costs 4, 1 or 0.25 units of compute).
+* **Seeds**: each seed draws the delays, the placement (iid, Dirichlet) and the schemes'
+  assignments; tables report the median and the min-max over seeds.
 
-Workloads:
+Workloads (targets are below the bias floor that ignoring persistent stragglers reaches on
+non-i.i.d. shards, so a biased scheme cannot reach them):
 
-* ``digits`` -- scikit-learn's digits, softmax regression (650 parameters), target 2% of
-  the initial loss gap;
-* ``lstsq`` -- synthetic least squares, 20,000 x 400, target 1e-6 of the gap;
-* ``text`` -- a synthetic sparse bag-of-words logistic regression, 20,000 documents x
-  10,000 terms (10,001 parameters), target 5% of the gap: a problem where communication
-  matters.
+* ``digits`` -- scikit-learn's digits (train split), softmax regression, ``alpha = 1e-2``,
+  650 parameters, target 1e-3 of the initial loss gap;
+* ``lstsq`` -- least squares over 16 groups with their own feature distributions, regression
+  vectors and target offsets (4,000 x 120; 20,000 x 400 with ``--large``), target 1e-4 of the gap;
+* ``text`` -- a sparse bag-of-words logistic regression (4,000 x 2,000; 20,000 x 10,000 with
+  ``--large``), ``alpha = 1e-2``, target 1e-3 of the gap.
 
-Schemes. Baselines: uncoded (wait for all), ignore-stragglers (75% of the workers, and
-50%), ignore-stragglers streaming (each worker sends the gradients of the four quarters of
-its shard as it finishes them, 75% or 50% of the pieces: the streaming LWPD does, without
-the codes),
-replication (r=2), gradient coding s=1 (fractional repetition, cyclic MDS), partial-straggler
-gradient coding (s=1, each partition sent as it finishes), and for least squares LCC (K=6,
-any 11 of 16) and ``moments-uncoded`` (the moment-encoded gradient split by coordinates
-over the workers, waiting for all: what a reviewer would pit against moment encoding).
-LWPD variants: ``lwpd`` (the library default: each worker its shard, one codeword per
-coordinate, four chunks, 75% of the chunks), ``lwpd-half`` (each shard answers half the
-codebook: half the floats), each also waiting for 50% of the chunks (``-50%``, the same
-choice of fraction the ignore-stragglers baseline gets), ``lwpd-2x`` (weight-2 projective base, two codewords per
-coordinate), ``lwpd-full`` (every worker reads every row: the layout of the paper's
-experiments, priced honestly), and for least squares ``lwpd-moments`` (moment encoding,
-1.5 codewords per coordinate) and ``lwpd-moments-peel`` (the same, decoded by peeling as the
-LDPC moment encoding of Maity, Rawat and Mazumdar is). Every scheme waits "until ready" (``policy="first_k"``).
+Schemes. Baselines: ``uncoded`` (wait for all); ``ignore`` (the first 75% of the workers);
+``ignore-stream`` (each worker sends its shard's gradient in four pieces as it finishes them);
+``iag`` (ignore-stragglers with memory, the incremental aggregated gradient:
+``IgnoreStragglers(memory=True)``); ``randk-50%`` (random-k sparsified ignore-stragglers at
+the floats of ``lwpd-half``, streamed: ``RandomK(0.5)``); ``replication`` (r = 2); gradient
+coding ``gc-frc``, ``gc-cyclic`` (s = 1); ``gc-partial`` (``PartialGradientCoding(1)``); and for
+least squares ``lcc`` (K = 6, any 11 of 16). LWPD variants: ``lwpd`` (the library default:
+each worker its shard, one codeword per coordinate, four chunks, 75% of the chunks),
+``lwpd-half`` (each shard answers half the codebook), ``lwpd-2x`` (weight-2 projective base,
+two codewords per coordinate), ``lwpd-mem`` (``LWPD(memory=True)``), ``lwpd-fr`` (fractional
+repetition groups of two with complementary bases, exact: ``ReplicatedLWPD()``) and
+``lwpd-fr-mem`` (the same with memory). Every scheme waits "until ready"
+(``policy="first_k"``).
 
-Compute and floats per worker and step, and the master's measured decode time per step, are
-shown for column (a) without communication. Run ``python benchmarks/bench_stragglers.py`` (about 4 minutes on 2 cores; ``--quick`` for a
-smoke run). It prints one Markdown table per workload (simulated time to target, and the
-speed-up over uncoded) and a verdict per column: the best LWPD variant against the best
-baseline, all from one run; ``--json PATH`` also writes every number.
+Within a column (one workload, placement, model, network and seed) the exact baselines run
+first; every later run stops once its simulated time exceeds ``BUDGET`` times the best time to
+target so far (it could not be competitive), once it has stalled (its last 100 steps closed
+less than 1% of its distance to the target: it would need more than 10,000 further steps,
+past every run's limit of 1,500), or once the linear rate of its last 50 steps projects it
+past that limit or that budget; it is reported as not reaching the target, with the reason.
+
+Run ``python benchmarks/bench_stragglers.py`` (every axis, five seeds; see ``--help`` for
+subsets, ``--large`` for the 20,000-row problems) or ``--quick`` (the sorted placement,
+models (b) and (d), the compute network, five seeds and the main schemes). It prints Markdown
+tables and the verdicts; ``--json PATH`` writes every number (and what is done so far, during
+the run), ``--report-from PATH`` prints the tables of a saved run.
 """
 
 from __future__ import annotations
@@ -50,9 +64,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -60,8 +77,18 @@ from scipy.optimize import minimize
 
 N_WORKERS = 16
 MODELS = ("(a) shifted-exp", "(b) 10% 10x slow", "(c) Pareto 1.5", "(d) 10% fail")
-NETWORKS = ("compute", "comm")
+PLACEMENTS = ("iid", "sorted", "dirichlet:alpha=0.1")
+NETWORKS = ("compute", "bw=0.25n", "bw=n", "bw=4n")
+BANDWIDTH = {"compute": math.inf, "bw=0.25n": 0.25, "bw=n": 1.0, "bw=4n": 4.0}  # x n_params floats per unit
+SEEDS = (0, 1, 2, 3, 4)
+BUDGET = 3.0  # a run stops past this multiple of the best time to target in its column
+STALL_WINDOW, STALL_RATE = 100, 0.01  # ... or once a window of steps closes less than 1% of its distance to the target
+PROJECT_WINDOW = 50  # ... or once its recent linear rate projects it past the budget or the step limit
 TIE = 0.01  # times within 1% of each other are reported as a tie
+#: --quick: the non-i.i.d. regime the goal is about, on the compute network, with the main contenders
+QUICK = {"placements": ("sorted",), "models": ("(b) 10% 10x slow", "(d) 10% fail"), "networks": ("compute",),
+         "schemes": ("gc-partial", "replication", "lcc", "ignore", "iag", "uncoded", "lwpd", "lwpd-mem", "lwpd-fr",
+                     "lwpd-fr-mem")}
 
 
 def delay_model(name: str):
@@ -75,46 +102,48 @@ def delay_model(name: str):
     }[name]
 
 
-def make_schemes(workload: str) -> dict:
-    """Fresh scheme objects: name -> scheme (the LWPD variants' names start with ``lwpd``)."""
+#: Baselines, in the order they run (exact ones first: they set the column's time budget).
+BASELINES = ("gc-partial", "replication", "gc-frc", "gc-cyclic", "lcc", "ignore", "ignore-stream", "iag", "randk-50%",
+             "uncoded")
+VARIANTS = ("lwpd", "lwpd-half", "lwpd-2x", "lwpd-mem", "lwpd-fr", "lwpd-fr-mem")
+
+
+def make_scheme(name: str):
+    """A fresh scheme object by its table name."""
     from lwpd import schemes
 
-    out = {
-        "uncoded": schemes.Uncoded(),
-        "ignore": schemes.IgnoreStragglers(wait_for=0.75),
-        "ignore-50%": schemes.IgnoreStragglers(wait_for=0.5),
-        "ignore-stream": schemes.IgnoreStragglers(chunks=4),
-        "ignore-stream-50%": schemes.IgnoreStragglers(wait_for=0.5, chunks=4),
-        "replication": schemes.Replication(2),
-        "gc-frc": schemes.GradientCoding(1, kind="frc"),
-        "gc-cyclic": schemes.GradientCoding(1, kind="cyclic"),
-        "gc-partial": schemes.PartialGradientCoding(1),
-    }
-    if workload == "lstsq":
-        out["lcc"] = schemes.LCC(6)
-        out["moments-uncoded"] = schemes.LWPD(layout="moments", redundancy=1.0, chunks=1, wait_for=1.0, reassign=False)
-    out.update({
-        "lwpd": schemes.LWPD(),
-        "lwpd-50%": schemes.LWPD(wait_for=0.5),
-        "lwpd-half": schemes.LWPD(share=0.5),
-        "lwpd-half-50%": schemes.LWPD(share=0.5, wait_for=0.5),
-        "lwpd-2x": schemes.LWPD(redundancy=2.0),
-        "lwpd-full": schemes.LWPD(layout="full"),
-    })
-    if workload == "lstsq":
-        out["lwpd-moments"] = schemes.LWPD(layout="moments", redundancy=1.5)
-        # the LDPC moment encoding's decoder (Maity, Rawat, Mazumdar): peeling, not projection
-        out["lwpd-moments-peel"] = schemes.LWPD(layout="moments", redundancy=1.5, decoder="peeling")
-    return out
+    return {
+        "uncoded": lambda: schemes.Uncoded(),
+        "ignore": lambda: schemes.IgnoreStragglers(wait_for=0.75),
+        "ignore-stream": lambda: schemes.IgnoreStragglers(chunks=4),
+        "iag": lambda: schemes.IgnoreStragglers(memory=True),
+        "randk-50%": lambda: schemes.RandomK(share=0.5),
+        "replication": lambda: schemes.Replication(2),
+        "gc-frc": lambda: schemes.GradientCoding(1, kind="frc"),
+        "gc-cyclic": lambda: schemes.GradientCoding(1, kind="cyclic"),
+        "gc-partial": lambda: schemes.PartialGradientCoding(1),
+        "lcc": lambda: schemes.LCC(6),
+        "lwpd": lambda: schemes.LWPD(),
+        "lwpd-half": lambda: schemes.LWPD(share=0.5),
+        "lwpd-2x": lambda: schemes.LWPD(redundancy=2.0),
+        "lwpd-mem": lambda: schemes.LWPD(memory=True),
+        "lwpd-fr": lambda: schemes.ReplicatedLWPD(),
+        "lwpd-fr-mem": lambda: schemes.ReplicatedLWPD(memory=True),
+    }[name]()
 
 
-def _text_problem(quick: bool):
+def scheme_names(workload: str, quick: bool = False) -> list[str]:
+    names = [n for n in BASELINES if n != "lcc" or workload == "lstsq"] + list(VARIANTS)
+    return [n for n in names if n in QUICK["schemes"]] if quick else names
+
+
+def _text_problem(small: bool):
     """A bag-of-words logistic regression: Zipf-distributed terms, labels from a sparse
     linear rule with noise, rows scaled to unit norm."""
     from lwpd.problems import Logistic
 
     rng = np.random.default_rng(1)
-    m, vocab, per_doc = (4000, 2000, 30) if quick else (20000, 10000, 40)
+    m, vocab, per_doc = (4000, 2000, 30) if small else (20000, 10000, 40)
     ranks = np.arange(1, vocab + 1)
     p = 1.0 / ranks**1.1
     terms = rng.choice(vocab, size=(m, per_doc), p=p / p.sum())
@@ -125,146 +154,315 @@ def _text_problem(quick: bool):
     hot = rng.choice(vocab, size=vocab // 20, replace=False)
     w[hot] = rng.standard_normal(hot.size) * 4.0
     y = (X @ w + 0.3 * rng.standard_normal(m) > 0).astype(int)
-    return Logistic(X, y, alpha=1e-4)
+    return Logistic(X, y, alpha=1e-2)
 
 
-def workloads(quick: bool) -> dict:
-    """name -> (problem, target loss, max steps)."""
-    from lwpd._experiment import load_problem
+def _groups_problem(small: bool):
+    """Least squares over 16 groups, each with its own feature means and scales, regression
+    vector and target offset (3 per group), so sorting by target roughly groups them."""
     from lwpd.problems import LeastSquares
 
-    digits, _, _ = load_problem("digits", "softmax", seed=0)
     rng = np.random.default_rng(0)
-    m, d = (4000, 120) if quick else (20000, 400)
-    X = rng.standard_normal((m, d))
-    lstsq = LeastSquares(X, X @ rng.standard_normal(d) + 0.1 * rng.standard_normal(m), alpha=1e-3)
+    m, d, groups = (4000, 120, 16) if small else (20000, 400, 16)
+    g = np.arange(m) % groups
+    means, scales = rng.standard_normal((groups, d)), rng.uniform(0.5, 2.0, (groups, d))
+    X = means[g] + rng.standard_normal((m, d)) * scales[g]
+    W = rng.standard_normal((groups, d)) / np.sqrt(d)
+    y = np.einsum("ij,ij->i", X, W[g]) + 3.0 * g + 0.1 * rng.standard_normal(m)
+    return LeastSquares(X, y, alpha=1e-3)
+
+
+def workloads(small: bool, chosen: list[str] | None = None) -> dict:
+    """name -> (problem, target loss, max steps, optimal loss, initial loss)."""
+    from lwpd._experiment import load_problem
+    from lwpd.problems import Softmax
+
+    digits, _, _ = load_problem("digits", "softmax", seed=0)
+    makers = {
+        "digits": (lambda: Softmax(digits.X, digits.y, alpha=1e-2), 1e-3),
+        "lstsq": (lambda: _groups_problem(small), 1e-4),
+        "text": (lambda: _text_problem(small), 1e-3),
+    }
     out = {}
-    for name, prob, rel, steps in (("digits", digits, 2e-2, 3000), ("lstsq", lstsq, 1e-6, 1500),
-                                   ("text", _text_problem(quick), 5e-2, 1500)):
+    for name, (make, rel) in makers.items():
+        if chosen is not None and name not in chosen:
+            continue
+        prob = make()
         zero = np.zeros(prob.n_params)
         best = minimize(prob.loss, zero, jac=prob.gradient, method="L-BFGS-B",
-                        options={"maxiter": 5000, "gtol": 1e-13, "ftol": 1e-16})
+                        options={"maxiter": 20000, "gtol": 1e-13, "ftol": 1e-16})
         f_star, f_zero = float(best.fun), prob.loss(zero)
-        out[name] = (prob, f_star + rel * (f_zero - f_star), 80 if quick else steps)
+        out[name] = (prob, f_star + rel * (f_zero - f_star), 1500, f_star, f_zero)
     return out
 
 
 _WORKLOADS: dict = {}
 
 
-def _init_worker(quick: bool, chosen: list) -> None:
+def _init_worker(small: bool, chosen: list) -> None:
     """Build the workloads in each benchmark process (the same seeds: the same problems)."""
-    _WORKLOADS.update({k: v for k, v in workloads(quick).items() if k in chosen})
+    _WORKLOADS.update(workloads(small, chosen))
 
 
 def run_column(args: tuple) -> tuple:
-    """Every scheme on one (workload, straggler model, network) column."""
+    """Every scheme on one (workload, placement, straggler model, network, seed) column."""
     from threadpoolctl import threadpool_limits
 
     from lwpd import train
     from lwpd.cluster import SimulatedCluster
     from lwpd.cost import CostModel
 
-    workload, model, network, seed = args
-    problem, target, max_steps = _WORKLOADS[workload]
-    cost = CostModel(bandwidth=float(problem.n_params)) if network == "comm" else CostModel()
+    workload, placement, model, network, seed, names = args
+    problem, target, max_steps, f_star, _ = _WORKLOADS[workload]
+    cost = CostModel(bandwidth=BANDWIDTH[network] * problem.n_params)
     rows = {}
+    best = math.inf
     with threadpool_limits(1):
-        for name, scheme in make_schemes(workload).items():
+        for name in names:
             start = time.perf_counter()
             cluster = SimulatedCluster(N_WORKERS, delay_model(model), seed=seed, cost=cost)
-            history = train(problem, scheme, cluster, policy="first_k", max_steps=max_steps, target_loss=target,
-                            progress=False, seed=seed, track_error=False)
+            budget = BUDGET * best if math.isfinite(best) else None
+            stalled: list = []
+            limit = (max_steps, budget, f_star)
+            history = train(problem, make_scheme(name), cluster, policy="first_k", max_steps=max_steps,
+                            target_loss=target, time_budget=budget, progress=False, seed=seed, track_error=False,
+                            placement=placement, callback=lambda step, theta, h: _hopeless(h, target, limit, stalled))
             steps = max(1, len(history))
+            reached = history.time_to(target)
+            best = min(best, reached)
+            stop = "" if math.isfinite(reached) else stalled[0] if stalled else (
+                "budget" if budget is not None and history.time[-1] >= budget else "steps")
             rows[name] = {
-                "time": history.time_to(target),
+                "time": reached,
                 "steps": len(history),
-                "setup_time": history.setup_time,
+                "stopped": stop,
                 "compute_per_worker_step": sum(history.compute) / steps / N_WORKERS,
                 "floats_per_worker_step": sum(history.floats) / steps / N_WORKERS,
                 "decode_ms_per_step": 1e3 * sum(history.decode_time) / steps,
+                "mean_lr_ratio": float(np.nanmean(history.lr)) * problem.lipschitz(),
                 "wall": time.perf_counter() - start,
             }
     return args, rows
 
 
-def _fmt_time(t: float) -> str:
-    return "never" if not math.isfinite(t) else (f"{t:.0f}" if t >= 100 else f"{t:.1f}")
+def _hopeless(history, target: float, limit: tuple, why: list) -> bool:
+    """True (the reason noted in ``why``) once a run cannot reach the target in time:
+
+    * ``"stalled"``: its last ``STALL_WINDOW`` steps closed less than ``STALL_RATE`` of its
+      distance to the target, so at that pace it needs more than ``STALL_WINDOW /
+      STALL_RATE`` further steps, past every run's step limit (a biased scheme on its floor);
+    * ``"projected"``: at the linear rate of its last ``PROJECT_WINDOW`` steps (gradient
+      descent converges linearly on these problems) it would reach the target only after
+      its step limit or after the column's time budget.
+    """
+    loss, now = history.loss, history.time
+    max_steps, budget, f_star = limit
+    if loss[-1] <= target:
+        return False
+    if len(loss) > STALL_WINDOW and loss[-1 - STALL_WINDOW] - loss[-1] < STALL_RATE * (loss[-1] - target):
+        why.append("stalled")
+        return True
+    if len(loss) > 2 * PROJECT_WINDOW:
+        before, after = loss[-1 - PROJECT_WINDOW] - f_star, loss[-1] - f_star
+        if 0 < after < before:
+            rate = math.log(before / after) / PROJECT_WINDOW  # per step
+            steps = math.log(after / (target - f_star)) / rate
+            per_step = (now[-1] - now[-1 - PROJECT_WINDOW]) / PROJECT_WINDOW
+            if len(loss) + steps > max_steps or (budget is not None and now[-1] + steps * per_step > budget):
+                why.append("projected")
+                return True
+    return False
 
 
-def report(results: dict, workload: str, problem) -> str:
-    """One Markdown table for a workload: rows schemes, columns model x network."""
-    columns = [(m, n) for n in NETWORKS for m in MODELS]
-    names = list(results[(workload, MODELS[0], NETWORKS[0])])
-    head = "| scheme | compute / worker / step | floats / worker / step | decode ms / step | " + " | ".join(
-        f"{m.split()[0]} {n}" for m, n in columns) + " |"
-    lines = [head, "|---|---:|---:|---:|" + "---:|" * len(columns)]
-    for name in names:
-        ref = results[(workload, MODELS[0], NETWORKS[0])][name]
-        cells = []
-        for col in columns:
-            rows = results[(workload, *col)]
-            t, base = rows[name]["time"], rows["uncoded"]["time"]
-            speed = f" ({base / t:.2f}x)" if math.isfinite(t) and math.isfinite(base) else ""
-            cells.append(_fmt_time(t) + speed)
-        label = f"**{name}**" if name.startswith("lwpd") else name
-        lines.append(f"| {label} | {ref['compute_per_worker_step']:.2f} | {ref['floats_per_worker_step']:.0f} | "
-                     f"{ref['decode_ms_per_step']:.2f} | " + " | ".join(cells) + " |")
-    lines.append("| best LWPD vs best baseline | | | | " + " | ".join(verdicts(results, workload)) + " |")
-    return f"{workload}: {type(problem).__name__}, n_params = {problem.n_params}\n\n" + "\n".join(lines)
+def median_range(values: list[float]) -> tuple[float, float, float]:
+    """Median, min and max, ``inf`` counting as larger than every number."""
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2], ordered[0], ordered[-1]  # the lower median of an even count
 
 
-def verdicts(results: dict, workload: str) -> list[str]:
-    """Per column (model x network): the best LWPD variant against the best baseline."""
-    verdict = []
-    for col in [(m, n) for n in NETWORKS for m in MODELS]:
-        rows = results[(workload, *col)]
-        ours = min((r["time"], n) for n, r in rows.items() if n.startswith("lwpd"))
-        theirs = min((r["time"], n) for n, r in rows.items() if not n.startswith("lwpd"))
-        if not math.isfinite(ours[0]):
-            verdict.append("LWPD never")
-        elif math.isfinite(theirs[0]) and abs(ours[0] / theirs[0] - 1.0) < TIE:
-            verdict.append(f"tie: {ours[1]} and {theirs[1]}")
-        elif not math.isfinite(theirs[0]) or ours[0] < theirs[0]:
-            verdict.append(f"**won** {ours[1]} {theirs[0] / ours[0]:.2f}x vs {theirs[1]}")
-        else:
-            verdict.append(f"lost: {theirs[1]} {ours[0] / theirs[0]:.2f}x vs {ours[1]}")
-    return verdict
+def _fmt(t: float) -> str:
+    return "n/r" if not math.isfinite(t) else (f"{t:.0f}" if t >= 100 else f"{t:.1f}")
+
+
+def cell(results: dict, key: tuple, name: str, seeds: list) -> str:
+    med, lo, hi = median_range([results[(*key, s)][name]["time"] for s in seeds])
+    return _fmt(med) if lo == hi else f"{_fmt(med)} ({_fmt(lo)}-{_fmt(hi)})"
+
+
+def verdict(results: dict, key: tuple, seeds: list) -> dict:
+    """The best LWPD variant (lowest median time) against the best baseline (likewise): the
+    median and range over seeds of the baseline's time over the variant's."""
+    names = list(results[(*key, seeds[0])])
+    medians = {n: median_range([results[(*key, s)][n]["time"] for s in seeds])[0] for n in names}
+    ours = min((medians[n], n) for n in names if n in VARIANTS)
+    theirs = min((medians[n], n) for n in names if n not in VARIANTS)
+    ratios = []
+    for s in seeds:
+        a, b = results[(*key, s)][ours[1]]["time"], results[(*key, s)][theirs[1]]["time"]
+        ratios.append(b / a if math.isfinite(a) else (0.0 if math.isfinite(b) else math.nan))
+    finite = [r for r in ratios if not math.isnan(r)]
+    med, lo, hi = median_range(finite) if finite else (math.nan, math.nan, math.nan)
+    if not math.isfinite(ours[0]):
+        text = "LWPD never" + ("" if math.isfinite(theirs[0]) else " (nor any baseline)")
+    elif not math.isfinite(theirs[0]):
+        text = f"**won** {ours[1]} (no baseline reached it)"
+    elif abs(med - 1.0) < TIE:
+        text = f"tie: {ours[1]} and {theirs[1]}"
+    elif med > 1.0:
+        text = f"**won** {med:.2f}x ({lo:.2f}-{hi:.2f}) {ours[1]} vs {theirs[1]}"
+    else:
+        text = f"lost {1 / med:.2f}x ({1 / hi if hi else math.inf:.2f}-{1 / lo if lo else math.inf:.2f}) {ours[1]} vs {theirs[1]}"
+    return {"text": text, "variant": ours[1], "baseline": theirs[1], "ratio": med, "low": lo, "high": hi,
+            "won": math.isfinite(ours[0]) and (not math.isfinite(theirs[0]) or med > 1.0 + TIE)}
+
+
+@dataclass
+class _Info:
+    """What the tables say about a workload."""
+
+    n_params: int
+    problem: str
+    target_rel: float
+
+
+def report(results: dict, workload: str, info: _Info, axes: dict) -> str:
+    """Markdown for one workload: per network, schemes x (placement, model) of median time
+    to target (min-max over seeds), then the verdicts."""
+    seeds = axes["seeds"]
+    out = [f"### {workload}: {info.problem}, n_params = {info.n_params}, target {info.target_rel:.0e} of the "
+           "initial gap\n"]
+    columns = [(p, m) for p in axes["placements"] for m in axes["models"]]
+    names = list(results[(workload, columns[0][0], columns[0][1], axes["networks"][0], seeds[0])])
+    for network in axes["networks"]:
+        ref = results[(workload, axes["placements"][0], axes["models"][0], network, seeds[0])]
+        out.append(f"**{network}** (simulated time to target, median over {len(seeds)} seeds (min-max); compute and "
+                   f"floats per worker and step from {axes['placements'][0]}, {axes['models'][0]}, seed {seeds[0]})\n")
+        out.append("| scheme | compute | floats | " + " | ".join(f"{p.split(':')[0]} {m.split()[0]}" for p, m in columns) + " |")
+        out.append("|---|---:|---:|" + "---:|" * len(columns))
+        for name in names:
+            label = f"**{name}**" if name in VARIANTS else name
+            first = f"{ref[name]['compute_per_worker_step']:.2f} | {ref[name]['floats_per_worker_step']:.0f}"
+            out.append(f"| {label} | {first} | " + " | ".join(
+                cell(results, (workload, p, m, network), name, seeds) for p, m in columns) + " |")
+        out.append("| best LWPD vs best baseline | | | " + " | ".join(
+            verdict(results, (workload, p, m, network), seeds)["text"] for p, m in columns) + " |\n")
+    return "\n".join(out)
+
+
+def verdict_table(results: dict, chosen: list, axes: dict) -> str:
+    """Rows workload x placement x network, columns straggler models: the verdicts."""
+    lines = ["| workload | placement | network | " + " | ".join(axes["models"]) + " |",
+             "|---|---|---|" + "---|" * len(axes["models"])]
+    for w in chosen:
+        for p in axes["placements"]:
+            for n in axes["networks"]:
+                lines.append(f"| {w} | {p} | {n} | " + " | ".join(
+                    verdict(results, (w, p, m, n), axes["seeds"])["text"] for m in axes["models"]) + " |")
+    return "\n".join(lines)
+
+
+def goal_table(results: dict, chosen: list, axes: dict) -> tuple[str, int, int]:
+    """The issue's goal: on sorted and Dirichlet shards with persistent stragglers (b) and
+    failures (d), an LWPD variant faster than every baseline on the median over seeds."""
+    cells = [(w, p, m, n) for w in chosen for p in axes["placements"] if p != "iid"
+             for m in axes["models"] if m.startswith(("(b)", "(d)")) for n in axes["networks"]]
+    lines = ["| workload | placement | model | network | verdict |", "|---|---|---|---|---|"]
+    met = 0
+    for w, p, m, n in cells:
+        v = verdict(results, (w, p, m, n), axes["seeds"])
+        met += v["won"]
+        lines.append(f"| {w} | {p} | {m} | {n} | {'met' if v['won'] else 'missed'}: {v['text']} |")
+    return "\n".join(lines), met, len(cells)
+
+
+def _render(results: dict, chosen: list, axes: dict, seconds: float, jobs: int, info: dict) -> None:
+    """Print every table (from a run, or from a JSON written by one)."""
+    print(f"Simulated time to target, {N_WORKERS} workers, policy first_k, seeds {axes['seeds']}; n/r: not reached "
+          f"(a run stops when it has stalled, when its rate projects it past 1,500 steps or past {BUDGET:g}x the best "
+          f"time in its column, or at that budget).\n")
+    for workload in chosen:
+        print(report(results, workload, info[workload], axes))
+    print("### Verdicts: best LWPD variant against the best baseline (median over seeds, min-max)\n")
+    print(verdict_table(results, chosen, axes))
+    goals, met, total = goal_table(results, chosen, axes)
+    print(f"\n### Goal: non-i.i.d. shards, stragglers (b) and failures (d): met in {met} of {total}\n")
+    print(goals)
+    print(f"\ntotal wall time {seconds:.0f} s ({len(results)} columns, {jobs} processes)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small problems, few steps (smoke run)")
+    parser.add_argument("--quick", action="store_true",
+                        help="sorted placement, models (b) and (d), the compute network, the main schemes")
+    parser.add_argument("--large", action="store_true", help="the large lstsq and text problems (20,000 rows)")
     parser.add_argument("--json", default=None, help="also write every number to this JSON file")
+    parser.add_argument("--report-from", default=None, metavar="JSON", help="print the tables of a saved run, run nothing")
     parser.add_argument("--workloads", default="digits,lstsq,text", help="comma-separated subset")
+    parser.add_argument("--placements", default=None, help=f"comma-separated subset of {', '.join(PLACEMENTS)}")
+    parser.add_argument("--models", default=None, help="comma-separated letters, e.g. b,d")
+    parser.add_argument("--networks", default=None, help=f"comma-separated subset of {', '.join(NETWORKS)}")
+    parser.add_argument("--seeds", type=int, default=len(SEEDS), help="number of seeds (0, 1, ...)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the delays and of the schemes' assignments")
     args = parser.parse_args()
+    if args.report_from:
+        data = json.loads(open(args.report_from).read())
+        results = {tuple(k.split(" | ")[:4]) + (int(k.split(" | ")[4]),): v for k, v in data["columns"].items()}
+        chosen = list(data["workloads"])
+        info = {w: _Info(**v) for w, v in data["workloads"].items()}
+        _render(results, chosen, _complete(results, chosen, data["axes"]), data["seconds"], data.get("jobs", 2), info)
+        return
     start = time.perf_counter()
     chosen = [w for w in args.workloads.split(",") if w]
-    _init_worker(args.quick, chosen)
-    jobs = [(w, m, n, args.seed) for w in chosen for n in NETWORKS for m in MODELS]
+    pick = lambda given, allowed, default: [a for a in allowed if a in given.split(",")] if given else list(default)  # noqa: E731
+    letters = {m[1]: m for m in MODELS}
+    axes = {
+        "placements": pick(args.placements, PLACEMENTS, QUICK["placements"] if args.quick else PLACEMENTS),
+        "models": [letters[x] for x in args.models.split(",")] if args.models else
+                  list(QUICK["models"] if args.quick else MODELS),
+        "networks": pick(args.networks, NETWORKS, QUICK["networks"] if args.quick else NETWORKS),
+        "seeds": list(range(args.seeds)),
+    }
+    small = not args.large
+    _init_worker(small, chosen)
+    # network by network, so that a long run interrupted still has whole networks to report
+    jobs = [(w, p, m, n, s, scheme_names(w, args.quick)) for n in axes["networks"] for w in chosen
+            for p in axes["placements"] for m in axes["models"] for s in axes["seeds"]]
+    info = {w: _Info(_WORKLOADS[w][0].n_params, type(_WORKLOADS[w][0]).__name__,
+                     (_WORKLOADS[w][1] - _WORKLOADS[w][3]) / (_WORKLOADS[w][4] - _WORKLOADS[w][3])) for w in chosen}
     results = {}
-    import multiprocessing
-
-    # spawned processes (forking after OpenMP has started is unsafe), each building the problems
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(args.quick, chosen)) as pool:
-        for (*key, _), rows in pool.map(run_column, jobs):
-            key = tuple(key)
-            results[key] = rows
-            slowest = max(rows, key=lambda n: rows[n]["wall"])
-            print(f"  done {key}: slowest {slowest} {rows[slowest]['wall']:.1f} s", flush=True)
-    for workload in chosen:
-        print()
-        print(report(results, workload, _WORKLOADS[workload][0]))
-    print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
+                             initializer=_init_worker, initargs=(small, chosen)) as pool:
+        # spawned processes (forking after OpenMP has started is unsafe), each building the problems
+        for done, ((*key, _), rows) in enumerate(pool.map(run_column, jobs), start=1):
+            results[tuple(key)] = rows
+            if done % 10 == 0 or done == len(jobs):
+                print(f"  {done}/{len(jobs)} columns, {time.perf_counter() - start:.0f} s", flush=True)
+                if args.json:  # what is done so far (--report-from renders the complete networks)
+                    _save(args.json, results, chosen, axes, time.perf_counter() - start, args, info)
+    seconds = time.perf_counter() - start
+    print()
+    _render(results, chosen, axes, seconds, args.jobs, info)
     if args.json:
-        with open(args.json, "w") as fh:
-            everything = {" | ".join(k): v for k, v in results.items()}
-            everything["verdicts"] = {w: dict(zip((f"{m} {n}" for n in NETWORKS for m in MODELS), verdicts(results, w)))
-                                      for w in chosen}
-            json.dump(everything, fh, indent=1, allow_nan=True)
+        _save(args.json, results, chosen, axes, seconds, args, info)
+
+
+def _complete(results: dict, chosen: list, axes: dict) -> dict:
+    """``axes`` restricted to the networks every column of which is in ``results``."""
+    networks = [n for n in axes["networks"] if all((w, p, m, n, s) in results for w in chosen
+                for p in axes["placements"] for m in axes["models"] for s in axes["seeds"])]
+    return {**axes, "networks": networks}
+
+
+def _save(path: str, results: dict, chosen: list, axes: dict, seconds: float, args: Any, info: dict) -> None:
+    done = _complete(results, chosen, axes)
+    out = {"axes": axes, "complete_networks": done["networks"], "seconds": seconds, "jobs": args.jobs,
+           "quick": args.quick, "large": args.large, "workloads": {w: vars(i) for w, i in info.items()},
+           "columns": {" | ".join(map(str, k)): v for k, v in results.items()},
+           "verdicts": {f"{w} | {p} | {m} | {n}": verdict(results, (w, p, m, n), axes["seeds"])
+                        for w in chosen for p in axes["placements"] for m in axes["models"] for n in done["networks"]},
+           "goal": dict(zip(("met", "cells"), goal_table(results, chosen, done)[1:]))}
+    with open(path, "w") as fh:
+        json.dump(out, fh, indent=1, allow_nan=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 
 API = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
 MODULES = ["lwpd", "lwpd.cluster", "lwpd.robust", "lwpd.schemes", "lwpd.problems", "lwpd.stragglers", "lwpd.cost",
-           "lwpd.sklearn", "lwpd.torch"]
+           "lwpd.placement", "lwpd.sklearn", "lwpd.torch"]
 
 
 def documented() -> dict[str, set[str]]:

@@ -265,7 +265,7 @@ def test_any_arrivals_decode_as_the_row_weighted_mean_of_group_projections(confi
     projection; ready() is True exactly when every group spans every block."""
     problem_name, block_size, chunks = config
     problem = _problems()[problem_name]
-    scheme = ReplicatedLWPD(block_size=block_size, chunks=chunks)
+    scheme = ReplicatedLWPD(block_size=block_size, chunks=chunks, partial=True)
     _, groups = _bind(problem, scheme)
     V = scheme.codebook_.to_dense()
     sizes = _block_sizes(problem.n_params, block_size)
@@ -293,7 +293,7 @@ def test_any_arrivals_decode_as_the_row_weighted_mean_of_group_projections(confi
 @pytest.mark.parametrize("problem_name,block_size,chunks", CONFIGS)
 def test_a_block_one_group_misses_is_the_weighted_mean_of_the_spanning_groups(problem_name, block_size, chunks):
     problem = _problems()[problem_name]
-    scheme = ReplicatedLWPD(block_size=block_size, chunks=chunks)
+    scheme = ReplicatedLWPD(block_size=block_size, chunks=chunks, partial=True)
     _, groups = _bind(problem, scheme)
     V = scheme.codebook_.to_dense()
     sizes = _block_sizes(problem.n_params, block_size)
@@ -327,7 +327,7 @@ def test_a_block_no_group_spans_is_the_weighted_mean_of_the_projections(problem_
     """Only member 0's first chunk of every group: its unit vectors, so each group's
     projection is its gradient on those coordinates and zero elsewhere."""
     problem = _problems()[problem_name]
-    scheme = ReplicatedLWPD(block_size=block_size, chunks=chunks)
+    scheme = ReplicatedLWPD(block_size=block_size, chunks=chunks, partial=True)
     _, groups = _bind(problem, scheme)
     V = scheme.codebook_.to_dense()
     m = problem.n_samples
@@ -460,7 +460,7 @@ def test_memory_mixes_fresh_and_kept_codewords_of_a_group_by_projection():
 
 def test_without_memory_a_silent_group_is_left_out():
     problem = _problems()["softmax"]
-    scheme = ReplicatedLWPD(block_size=4, chunks=2)
+    scheme = ReplicatedLWPD(block_size=4, chunks=2, partial=True)
     _, groups = _bind(problem, scheme)
     rng = np.random.default_rng(14)
     theta0, theta1 = rng.standard_normal((2, problem.n_params)) * 0.5
@@ -477,6 +477,29 @@ def test_without_memory_a_silent_group_is_left_out():
     np.testing.assert_allclose(scheme.estimate(), expected, rtol=1e-9, atol=1e-12)
     assert not scheme.spanned()[0].any() and scheme.spanned()[1:].all()
     assert scheme.staleness() == (0.0, 0.0)
+
+
+def test_without_memory_or_partial_there_is_no_estimate_until_every_group_spans():
+    """The default is exact or nothing, as replication: one group silent, no estimate; all
+    groups, the exact gradient."""
+    problem = _problems()["softmax"]
+    scheme = ReplicatedLWPD(block_size=4, chunks=2)
+    _bind(problem, scheme)
+    theta = np.random.default_rng(15).standard_normal(problem.n_params) * 0.5
+    scheme.begin()
+    results = _chunk_results(scheme, theta)
+    for (worker, _c), result in results.items():
+        if worker // 2 != 0:
+            scheme.fold(worker, result)
+    assert scheme.estimate() is None and not scheme.ready(len(results))
+    for (worker, _c), result in results.items():
+        if worker // 2 == 0:
+            scheme.fold(worker, result)
+    assert scheme.ready(len(results))
+    np.testing.assert_allclose(scheme.estimate(), problem.gradient(theta), rtol=1e-9, atol=1e-12)
+    assert "partial=True" in repr(ReplicatedLWPD(partial=True))
+    with pytest.raises(TypeError, match="partial"):
+        ReplicatedLWPD(partial=1)
 
 
 def test_memory_ready_stops_at_wait_for_of_the_chunks():

@@ -80,6 +80,7 @@ from lwpd._validation import check_real
 __all__ = [
     "CostModel",
     "coded_combination_ops",
+    "chunk_supports",
     "codeword_support",
     "derivative_ops",
     "gradient_ops",
@@ -186,6 +187,18 @@ def moment_derivative_ops(n_params: int, touched: int, total_weight: float) -> f
 
 def codeword_support(codebook: Any, indices: Any) -> tuple[int, float]:
     """``(distinct coordinates touched, total weight)`` of the codewords ``indices``."""
-    sel = np.asarray(indices, dtype=np.int64).reshape(-1)
-    _, coords, _ = codebook._csr().selected_entries(sel)
-    return int(np.unique(coords).size), float(coords.size)
+    touched, weight = chunk_supports(codebook, [indices])
+    return int(touched[0]), float(weight[0])
+
+
+def chunk_supports(codebook: Any, chunks: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`codeword_support` of every chunk (a sequence of index arrays) in one pass:
+    ``(distinct coordinates touched, total weight)`` per chunk."""
+    chunks = [np.asarray(chunk, dtype=np.int64).reshape(-1) for chunk in chunks]
+    sizes = np.array([chunk.size for chunk in chunks], dtype=np.int64)
+    slot, coords, _ = codebook._csr().selected_entries(np.concatenate(chunks) if chunks else np.zeros(0, np.int64))
+    chunk_of = np.repeat(np.arange(len(chunks)), sizes)[slot]
+    weight = np.bincount(chunk_of, minlength=len(chunks)).astype(float)
+    pairs = np.unique(chunk_of * np.int64(codebook.dim) + coords)  # distinct (chunk, coordinate)
+    touched = np.bincount(pairs // codebook.dim, minlength=len(chunks))
+    return touched, weight

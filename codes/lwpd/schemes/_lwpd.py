@@ -9,7 +9,7 @@ import numpy as np
 
 from lwpd import _config
 from lwpd._validation import check_bool, check_choice, check_int, check_real
-from lwpd.cost import codeword_support, derivative_ops, moment_derivative_ops, moment_setup_ops
+from lwpd.cost import chunk_supports, derivative_ops, moment_derivative_ops, moment_setup_ops
 from lwpd.schemes._base import RowMemory, Scheme, Task, curvature_shares
 
 LAYOUTS = ("sharded", "full", "moments")
@@ -352,10 +352,11 @@ class LWPD(Scheme):
         self._worker_codewords = shares
         n, m = self.problem.n_params, self.problem.n_samples
         self._chunks = []
+        supports = iter(zip(*chunk_supports(self.codebook_, [chunk for chunks in parts for chunk in chunks])))
         for worker, chunks in enumerate(parts):
             charged = []
             for c, chunk in enumerate(chunks):
-                touched, weight = codeword_support(self.codebook_, chunk)
+                touched, weight = next(supports)
                 if self.layout == "moments":
                     ops = alone = moment_derivative_ops(n, touched, weight)
                 else:

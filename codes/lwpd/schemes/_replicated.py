@@ -59,7 +59,9 @@ class ReplicatedLWPD(Scheme):
     with both members working the block is done after about 1.5). The master decodes each
     group on its own (projection) and averages, per block, the groups that spanned it,
     weighted by their rows; a block no group spanned takes the mean of the groups'
-    projections. With ``memory=True`` a group whose fresh codewords do not span a block fills
+    projections -- with ``partial=True``; by default a step without memory has no estimate
+    until every group spans every block (the exact gradient or nothing, as replication and
+    gradient coding). With ``memory=True`` a group whose fresh codewords do not span a block fills
     it from the freshest of its kept values that span it (:class:`LWPD`'s memory, per group:
     codewords up to 1, 2, 4, ... steps old), so a group with one slow member still counts --
     its partner's late codewords usually span the block at age 1; the step rule of
@@ -84,6 +86,10 @@ class ReplicatedLWPD(Scheme):
     max_age : int, default 20
         With ``memory=True``: the oldest value (steps since its task was dispatched) a step
         may use.
+    partial : bool, default False
+        Without memory: decode what arrived when not every group spans (the row-weighted
+        mean of the spanning groups per block, above) instead of returning no estimate.
+        Biased where a missing group's data differs from the rest.
 
     Examples
     --------
@@ -95,7 +101,7 @@ class ReplicatedLWPD(Scheme):
     name = "lwpd-fr"
 
     def __init__(self, block_size: int = 8, chunks: int = 4, wait_for: float = 0.75, memory: bool = False,
-                 max_age: int = _config.MEMORY_MAX_AGE) -> None:
+                 max_age: int = _config.MEMORY_MAX_AGE, partial: bool = False) -> None:
         from lwpd.schemes._data_parallel import _check_fraction
 
         self.block_size = check_int("block_size", block_size, minimum=1)
@@ -103,6 +109,7 @@ class ReplicatedLWPD(Scheme):
         self.wait_for = _check_fraction(wait_for)
         self.memory = check_bool("memory", memory)
         self.max_age = check_int("max_age", max_age, minimum=0)
+        self.partial = check_bool("partial", partial)
 
     def _bind(self, rng: np.random.Generator) -> None:
         from lwpd import Codebook, Partition, block_codebook
@@ -216,6 +223,8 @@ class ReplicatedLWPD(Scheme):
                 if spanned[g].all():
                     break
         self._spanned = spanned
+        if not (self.memory or self.partial or spanned.all()):
+            return None  # the exact gradient or nothing
         # per block: the groups that spanned it, by their rows; else every group's projection
         weights = self._group_weights[:, None] * np.where(spanned.any(axis=0), spanned, True)
         weights = weights / weights.sum(axis=0)
@@ -245,5 +254,5 @@ class ReplicatedLWPD(Scheme):
         return self._spanned.copy()
 
     def __repr__(self) -> str:
-        extra = f", memory=True, max_age={self.max_age}" if self.memory else ""
+        extra = (f", memory=True, max_age={self.max_age}" if self.memory else "") + (", partial=True" if self.partial else "")
         return f"ReplicatedLWPD(block_size={self.block_size}, chunks={self.chunks}, wait_for={self.wait_for}{extra})"
