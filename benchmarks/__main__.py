@@ -189,10 +189,13 @@ class Outcome:
     headline_error: str = ""
 
 
-def run_one(bench: Benchmark, full: bool, scratch: Path) -> Outcome:
-    out_json = scratch / f"{bench.name}.json"
+def run_one(bench: Benchmark, full: bool, scratch: Path, saved: Path | None = None) -> Outcome:
+    """Run one benchmark script with ``--json``; with ``saved`` (a JSON an earlier run of the
+    script wrote), print its tables (``--report-from``) and read its headline instead."""
+    out_json = scratch / f"{bench.name}.json" if saved is None else saved
     script = HERE / f"bench_{bench.name}.py"
-    args = [*(bench.full if full else bench.quick), "--json", str(out_json)]
+    args = [*(bench.full if full else bench.quick), "--json", str(out_json)] if saved is None else \
+        ["--report-from", str(saved)]
     command = [sys.executable, str(script), *args]
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -221,7 +224,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render(outcomes: list[Outcome], full: bool, load_before: str, seconds: float) -> str:
+def render(outcomes: list[Outcome], full: bool, load_before: str, seconds: float, saved: tuple = ()) -> str:
     mode = "full" if full else "quick"
     lines = [
         "# lwpd benchmark report",
@@ -230,7 +233,8 @@ def render(outcomes: list[Outcome], full: bool, load_before: str, seconds: float
                                               "smoke-level numbers; `python -m benchmarks --full` for those)"),
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- commit: {_git_commit()}",
-        f"- command: `python -m benchmarks{' --full' if full else ''}`, total {seconds / 60:.1f} minutes",
+        f"- command: `python -m benchmarks{' --full' if full else ''}{''.join(f' --saved {s}' for s in saved)}`, "
+        f"total {seconds / 60:.1f} minutes",
         "- every ratio is measured in one run, on this machine; ratio > 1 means lwpd does better",
         "",
         "## Machine",
@@ -250,9 +254,14 @@ def render(outcomes: list[Outcome], full: bool, load_before: str, seconds: float
             lines.append(f"| {o.bench.name} | headline not read: {_cell(o.headline_error)} | | see its section |")
         lines += [f"| {o.bench.name} | {_cell(m)} | {_cell(r)} | {_cell(g)} |" for m, r, g in o.headline]
     for o in outcomes:
+        shown = o.command[2:] if "--report-from" in o.command else o.command[2:-2]
+        if "--report-from" in o.command:
+            shown = ["--report-from", Path(o.command[-1]).name]
         lines += ["", f"## {o.bench.title}", "",
-                  f"`{' '.join(['python', 'benchmarks/' + Path(o.command[1]).name, *o.command[2:-2]])}` "
-                  f"-- {o.seconds:.0f} s, exit status {o.returncode}", ""]
+                  f"`{' '.join(['python', 'benchmarks/' + Path(o.command[1]).name, *shown])}` "
+                  f"-- {o.seconds:.0f} s, exit status {o.returncode}"
+                  + (" (the tables of an earlier run; its own wall time is on the last line)"
+                     if "--report-from" in o.command else ""), ""]
         if o.returncode != 0:
             tail = "\n".join(o.stderr.strip().splitlines()[-30:])
             lines += ["It failed; the end of its error output:", "", "```text", tail, "```"]
@@ -268,7 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="the README's sizes instead of quick mode")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of: {', '.join(NAMES)}")
     parser.add_argument("--out", default=str(HERE / "REPORT.md"), help="where to write the report (default: %(default)s)")
+    parser.add_argument("--saved", action="append", default=[], metavar="NAME=JSON",
+                        help="report a benchmark from the JSON of an earlier (longer) run instead of running it, "
+                        "e.g. stragglers=stragglers_full.json (its scripts' --report-from)")
     args = parser.parse_args(argv)
+    saved = {}
+    for item in args.saved:
+        name, sep, path = item.partition("=")
+        if not sep or name not in NAMES or not Path(path).is_file():
+            parser.error(f"--saved takes NAME=JSON with NAME from {', '.join(NAMES)} and an existing file; got {item!r}")
+        saved[name] = Path(path).resolve()
     chosen = NAMES if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(chosen) - set(NAMES))
     if unknown or not chosen:
@@ -279,12 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lwpd-bench-") as scratch:
         for i, bench in enumerate(b for b in BENCHMARKS if b.name in chosen):
             print(f"[{i + 1}/{len(chosen)}] {bench.name} ...", file=sys.stderr, flush=True)
-            outcome = run_one(bench, args.full, Path(scratch))
+            outcome = run_one(bench, args.full, Path(scratch), saved.get(bench.name))
             status = "ok" if outcome.returncode == 0 else f"FAILED (exit status {outcome.returncode})"
             print(f"[{i + 1}/{len(chosen)}] {bench.name}: {status} in {outcome.seconds:.0f} s "
                   f"(total {(time.perf_counter() - start) / 60:.1f} min)", file=sys.stderr, flush=True)
             outcomes.append(outcome)
-    report = render(outcomes, args.full, load_before, time.perf_counter() - start)
+    report = render(outcomes, args.full, load_before, time.perf_counter() - start,
+                    tuple(f"{n}={p.name}" for n, p in saved.items()))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")

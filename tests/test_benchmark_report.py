@@ -59,15 +59,41 @@ def test_a_failing_benchmark_is_reported_and_fails_the_run(tmp_path: Path):
 
 
 def test_straggler_headline_counts_wins_losses_and_settings_nobody_reached():
+    """The tally per workload and placement, read from bench_stragglers' verdicts, and the
+    non-IID goal line."""
     runner = _runner()
-    finite = {"uncoded": {"time": 10.0}, "lwpd": {"time": 5.0}}
-    never = {"uncoded": {"time": math.inf}, "lwpd": {"time": math.inf}}
+    won = {"text": "**won** 2.00x (1.50-2.50) lwpd-mem vs iag", "variant": "lwpd-mem", "won": True}
+    never = {"text": "LWPD never (nor any baseline)", "variant": "lwpd", "won": False}
+    lost = {"text": "lost 1.20x (1.10-1.30) lwpd-fr vs replication", "variant": "lwpd-fr", "won": False}
+    tie = {"text": "tie: lwpd and ignore", "variant": "lwpd", "won": False}
     data = {
-        "w | (a) x | compute": finite,
-        "w | (a) x | comm": never,
-        "verdicts": {"w": {"(a) x compute": "**won** lwpd 2.00x vs uncoded", "(a) x comm": "LWPD never"}},
+        "axes": {"seeds": [0, 1, 2]},
+        "verdicts": {"w | sorted | (a) x | compute": won, "w | sorted | (b) y | compute": never,
+                     "w | sorted | (a) x | bw=n": lost, "w | iid | (a) x | compute": tie},
+        "goal": {"met": 1, "cells": 4},
     }
-    [(measure, result, detail)] = runner._stragglers(data)
-    assert measure.startswith("w: best LWPD vs best baseline") and "(2 settings)" in measure
-    assert result == "won 1, tied 0, lost 0, LWPD never reached 1 (in 1 of them no scheme reached it)"
-    assert "won lwpd 2.00x" in detail and "**" not in detail
+    rows = runner._stragglers(data)
+    assert rows[0] == ("w, sorted: best LWPD vs best baseline, time to target (3 settings, 3 seeds)",
+                       "won 1, tied 0, lost 1, LWPD never reached 1 (in 1 of them no scheme reached it)",
+                       "won by lwpd-mem")
+    assert rows[1] == ("w, iid: best LWPD vs best baseline, time to target (1 settings, 3 seeds)",
+                       "won 0, tied 1, lost 0, LWPD never reached 0", "-")
+    assert rows[2][1] == "met in 1 of 4 settings"
+
+
+@pytest.mark.slow
+def test_saved_runs_are_reported_without_running_them(tmp_path: Path):
+    """--saved stragglers=JSON prints the tables of an earlier run and reads its headline."""
+    bench = ROOT / "benchmarks" / "bench_stragglers.py"
+    saved = tmp_path / "stragglers.json"
+    proc = subprocess.run([sys.executable, str(bench), "--quick", "--workloads", "lstsq", "--seeds", "1", "--json",
+                           str(saved), "--jobs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "report.md"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "stragglers", "--saved", f"stragglers={saved}",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "--saved stragglers=stragglers.json" in text and "--report-from stragglers.json" in text
+    assert "| stragglers | lstsq, sorted: best LWPD vs best baseline" in text
+    assert "### Verdicts" in text and "| lstsq | sorted | compute |" in text
