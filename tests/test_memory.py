@@ -158,6 +158,24 @@ def test_step_rule_is_stable_on_the_scalar_delayed_quadratic():
     assert companion_radius(1.0, [2], [1.0]) > 1.0
 
 
+def test_the_sufficient_condition_the_theory_page_states():
+    """``x+ = x - sum_i p_i x_{-k_i}`` with ``p_i >= 0`` and ``sum_i p_i (2 k_i + 1) < 2`` is
+    stable (the condition behind the rule, docs/theory.md); at one delay it lies inside the
+    exact region ``p < 2 sin(pi / (2 (2k + 1)))`` (Levin and May), which the companion matrix
+    reproduces."""
+    rng = np.random.default_rng(1)
+    for _ in range(400):
+        n = int(rng.integers(1, 6))
+        delays = rng.integers(0, 40, size=n)
+        raw = rng.dirichlet(np.full(n, rng.choice([0.1, 0.5, 2.0])))
+        p = raw * 2.0 / float(raw @ (2 * delays + 1)) * rng.uniform(0.5, 0.999)
+        assert companion_radius(1.0, delays, p) < 1.0
+    for k in (1, 3, 10, 30):
+        exact = 2 * np.sin(np.pi / (2 * (2 * k + 1)))
+        assert 2 / (2 * k + 1) < exact
+        assert companion_radius(0.99 * exact, [k], [1.0]) < 1.0 < companion_radius(1.01 * exact, [k], [1.0])
+
+
 def test_lost_tasks_free_their_workers():
     """Bernoulli failures: a worker that never returns this round holds its task for good.
     With memory the step's end cancels it (counted dropped) and the worker gets the next
