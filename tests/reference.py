@@ -1,4 +1,5 @@
-"""Independent brute-force oracles for the tests, in plain Python and NumPy.
+"""Independent brute-force oracles for the tests, in plain Python and NumPy, and the small
+seeded problems several test modules share.
 
 Nothing here calls lwpd's kernels: every function recomputes its answer from a dense
 codebook matrix by the most direct method available.
@@ -96,3 +97,24 @@ class FixedDelays:
 
     def reset(self):
         """Stateless: nothing to forget."""
+
+
+def small_problems(m: int = 60) -> dict:
+    """One small seeded problem of each kind (5 features): least squares, binary logistic,
+    three-class softmax."""
+    from lwpd.problems import LeastSquares, Logistic, Softmax
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((m, 5))
+    return {
+        "least-squares": LeastSquares(X, X @ rng.standard_normal(5) + 0.1 * rng.standard_normal(m), alpha=0.1),
+        "logistic": Logistic(X, (X[:, 0] + 0.3 * rng.standard_normal(m) > 0).astype(int), alpha=0.05),
+        "softmax": Softmax(X, rng.integers(0, 3, m), alpha=0.05),
+    }
+
+
+def uneven_shards(m: int = 60, sizes: tuple = (3, 7, 10, 15, 5, 20), seed: int = 11) -> list[np.ndarray]:
+    """Explicit, deliberately unequal shards of ``range(m)``, as unsorted int32 arrays."""
+    assert sum(sizes) == m
+    perm = np.random.default_rng(seed).permutation(m).astype(np.int32)
+    return np.split(perm, np.cumsum(sizes)[:-1])

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
-from reference import FixedDelays
+from reference import FixedDelays, small_problems
 
 from lwpd import train
 from lwpd.cluster import SimulatedCluster
@@ -21,13 +21,7 @@ N = 6  # workers (= partitions) in every test below
 
 
 def _problems(m=60):
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((m, 5))
-    return {
-        "least-squares": LeastSquares(X, X @ rng.standard_normal(5) + 0.1 * rng.standard_normal(m), alpha=0.1),
-        "logistic": Logistic(X, (X[:, 0] + 0.3 * rng.standard_normal(m) > 0).astype(int), alpha=0.05),
-        "softmax": Softmax(X, rng.integers(0, 3, m), alpha=0.05),
-    }
+    return small_problems(m)
 
 
 PROBLEMS = ["least-squares", "logistic", "softmax"]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from reference import small_problems, uneven_shards
 from lwpd import _config, train
 from lwpd.cluster import SimulatedCluster
 from lwpd.placement import PLACEMENTS, check_placement, label_counts, shard_rows
@@ -32,20 +33,12 @@ N = 6  # workers in the scheme tests
 
 
 def _problems(m=60):
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((m, 5))
-    return {
-        "least-squares": LeastSquares(X, X @ rng.standard_normal(5) + 0.1 * rng.standard_normal(m), alpha=0.1),
-        "logistic": Logistic(X, (X[:, 0] + 0.3 * rng.standard_normal(m) > 0).astype(int), alpha=0.05),
-        "softmax": Softmax(X, rng.integers(0, 3, m), alpha=0.05),
-    }
+    return small_problems(m)
 
 
-def _uneven_placement(m=60, sizes=(3, 7, 10, 15, 5, 20), seed=11):
+def _uneven_placement(m=60):
     """Explicit, deliberately unequal shards (as unsorted int32 arrays)."""
-    assert sum(sizes) == m
-    perm = np.random.default_rng(seed).permutation(m).astype(np.int32)
-    return np.split(perm, np.cumsum(sizes)[:-1])
+    return uneven_shards(m)
 
 
 def _problem_of(kind, m, seed=0):

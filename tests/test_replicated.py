@@ -16,6 +16,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings, strategies as st
 
+from reference import small_problems, uneven_shards
 from lwpd import train
 from lwpd.cluster import SimulatedCluster
 from lwpd.placement import shard_rows
@@ -27,19 +28,12 @@ N = 6  # workers: three groups of two
 
 
 def _problems(m=60):
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((m, 5))
-    return {
-        "least-squares": LeastSquares(X, X @ rng.standard_normal(5) + 0.1 * rng.standard_normal(m), alpha=0.1),
-        "logistic": Logistic(X, (X[:, 0] + 0.3 * rng.standard_normal(m) > 0).astype(int), alpha=0.05),
-        "softmax": Softmax(X, rng.integers(0, 3, m), alpha=0.05),
-    }
+    return small_problems(m)
 
 
-def _uneven_placement(m=60, sizes=(3, 7, 10, 15, 5, 20), seed=11):
+def _uneven_placement(m=60):
     """Explicit, deliberately unequal shards, so the groups weigh differently."""
-    perm = np.random.default_rng(seed).permutation(m)
-    return [np.sort(part) for part in np.split(perm, np.cumsum(sizes)[:-1])]
+    return [np.sort(part).astype(np.int64) for part in uneven_shards(m)]
 
 
 def _block_sizes(n, block_size):
