@@ -17,7 +17,8 @@ from lwpd import _config
 
 DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "synthetic")
 MODELS = ("auto", "least_squares", "logistic", "softmax")
-SCHEMES = ("uncoded", "ignore", "replication", "gc-frc", "gc-cyclic", "gc-partial", "lcc", "lwpd")
+SCHEMES = ("uncoded", "ignore", "iag", "randk", "replication", "gc-frc", "gc-cyclic", "gc-partial", "lcc", "lwpd",
+           "lwpd-memory", "lwpd-fr")
 DEFAULT_SCHEMES = ("uncoded", "ignore", "replication", "gc-cyclic", "gc-partial", "lwpd")
 _NATURAL_MODEL = {"digits": "softmax", "breast_cancer": "logistic", "wine": "softmax", "diabetes": "least_squares", "synthetic": "least_squares"}
 _STRAGGLERS = {
@@ -87,7 +88,9 @@ def make_scheme(name: str, n_workers: int, n_params: int, *, block_size: int = 8
     """A scheme by name. Uncoded, ignore-stragglers and LWPD (the library default: each
     worker its shard, streaming its partial derivatives in chunks) do about one unit of
     compute per worker and step; replication and gradient coding do two, LCC ``N / K``.
-    ``block_size`` and ``max_weight`` shape the LWPD codebook."""
+    ``iag`` and ``lwpd-memory`` keep every row's latest value across steps; ``randk`` is
+    random-k ignore-stragglers at half the floats; ``lwpd-fr`` pairs workers on the same data
+    with complementary bases. ``block_size`` and ``max_weight`` shape the LWPD codebooks."""
     from lwpd import schemes
 
     if name == "uncoded":
@@ -104,7 +107,13 @@ def make_scheme(name: str, n_workers: int, n_params: int, *, block_size: int = 8
         return schemes.PartialGradientCoding(1)
     if name == "lcc":
         return schemes.LCC(max(1, (n_workers - max(1, n_workers // 4) + 1) // 2))
-    return schemes.LWPD(block_size=block_size, max_weight=max_weight, wait_for=0.75)
+    if name == "iag":  # ignore-stragglers with memory: the incremental aggregated gradient
+        return schemes.IgnoreStragglers(wait_for=0.75, memory=True)
+    if name == "randk":  # random-k sparsified ignore-stragglers at half the floats
+        return schemes.RandomK(share=0.5)
+    if name == "lwpd-fr":  # fractional-repetition pairs with complementary bases (even n_workers)
+        return schemes.ReplicatedLWPD(block_size=block_size)
+    return schemes.LWPD(block_size=block_size, max_weight=max_weight, wait_for=0.75, memory=name == "lwpd-memory")
 
 
 def _score(test: Any, theta: np.ndarray) -> tuple[str, float]:

@@ -246,6 +246,8 @@ class LWPD(Scheme):
         self.share = share
         self.memory = check_bool("memory", memory)
         self.max_age = check_int("max_age", max_age, minimum=0)
+        if self.memory:
+            self.name = "lwpd-memory"
         if self.memory and self.decoder == "robust":
             raise ValueError("memory=True cannot be used with decoder='robust': values kept from earlier steps "
                              "differ from this step's as corrupted values do; use the projection or peeling decoder")
