@@ -331,15 +331,15 @@ def report(results: dict, workload: str, info: _Info, axes: dict) -> str:
     seeds = axes["seeds"]
     out = [f"### {workload}: {info.problem}, n_params = {info.n_params}, target {info.target_rel:.0e} of the "
            "initial gap\n"]
-    columns = [(p, m) for p in axes["placements"] for m in axes["models"]]
-    names = list(results[(workload, columns[0][0], columns[0][1], axes["networks"][0], seeds[0])])
     for network in axes["networks"]:
-        ref = results[(workload, axes["placements"][0], axes["models"][0], network, seeds[0])]
+        models = axes["models_of"][network]
+        columns = [(p, m) for p in axes["placements"] for m in models]
+        ref = results[(workload, axes["placements"][0], models[0], network, seeds[0])]
         out.append(f"**{network}** (simulated time to target, median over {len(seeds)} seeds (min-max); compute and "
-                   f"floats per worker and step from {axes['placements'][0]}, {axes['models'][0]}, seed {seeds[0]})\n")
+                   f"floats per worker and step from {axes['placements'][0]}, {models[0]}, seed {seeds[0]})\n")
         out.append("| scheme | compute | floats | " + " | ".join(f"{p.split(':')[0]} {m.split()[0]}" for p, m in columns) + " |")
         out.append("|---|---:|---:|" + "---:|" * len(columns))
-        for name in names:
+        for name in ref:
             label = f"**{name}**" if name in VARIANTS else name
             first = f"{ref[name]['compute_per_worker_step']:.2f} | {ref[name]['floats_per_worker_step']:.0f}"
             out.append(f"| {label} | {first} | " + " | ".join(
@@ -349,23 +349,30 @@ def report(results: dict, workload: str, info: _Info, axes: dict) -> str:
     return "\n".join(out)
 
 
+def _cells(chosen: list, axes: dict) -> list[tuple]:
+    """Every (workload, placement, model, network) the axes hold."""
+    return [(w, p, m, n) for n in axes["networks"] for w in chosen for p in axes["placements"]
+            for m in axes["models_of"][n]]
+
+
 def verdict_table(results: dict, chosen: list, axes: dict) -> str:
-    """Rows workload x placement x network, columns straggler models: the verdicts."""
-    lines = ["| workload | placement | network | " + " | ".join(axes["models"]) + " |",
-             "|---|---|---|" + "---|" * len(axes["models"])]
-    for w in chosen:
-        for p in axes["placements"]:
-            for n in axes["networks"]:
+    """Rows workload x placement x network, columns straggler models: the verdicts ("-"
+    where a network was run without that model)."""
+    models = [m for m in MODELS if any(m in ms for ms in axes["models_of"].values())]
+    lines = ["| workload | placement | network | " + " | ".join(models) + " |", "|---|---|---|" + "---|" * len(models)]
+    for n in axes["networks"]:
+        for w in chosen:
+            for p in axes["placements"]:
                 lines.append(f"| {w} | {p} | {n} | " + " | ".join(
-                    verdict(results, (w, p, m, n), axes["seeds"])["text"] for m in axes["models"]) + " |")
+                    verdict(results, (w, p, m, n), axes["seeds"])["text"] if m in axes["models_of"][n] else "-"
+                    for m in models) + " |")
     return "\n".join(lines)
 
 
 def goal_table(results: dict, chosen: list, axes: dict) -> tuple[str, int, int]:
     """The issue's goal: on sorted and Dirichlet shards with persistent stragglers (b) and
     failures (d), an LWPD variant faster than every baseline on the median over seeds."""
-    cells = [(w, p, m, n) for w in chosen for p in axes["placements"] if p != "iid"
-             for m in axes["models"] if m.startswith(("(b)", "(d)")) for n in axes["networks"]]
+    cells = [c for c in _cells(chosen, axes) if c[1] != "iid" and c[2].startswith(("(b)", "(d)"))]
     lines = ["| workload | placement | model | network | verdict |", "|---|---|---|---|---|"]
     met = 0
     for w, p, m, n in cells:
@@ -376,7 +383,7 @@ def goal_table(results: dict, chosen: list, axes: dict) -> tuple[str, int, int]:
 
 
 def _render(results: dict, chosen: list, axes: dict, seconds: float, jobs: int, info: dict) -> None:
-    """Print every table (from a run, or from a JSON written by one)."""
+    """Print every table (from a run, or from the JSONs written by runs)."""
     print(f"Simulated time to target, {N_WORKERS} workers, policy first_k, seeds {axes['seeds']}; n/r: not reached "
           f"(a run stops when it has stalled, when its rate projects it past 1,500 steps or past {BUDGET:g}x the best "
           f"time in its column, or at that budget).\n")
@@ -390,26 +397,48 @@ def _render(results: dict, chosen: list, axes: dict, seconds: float, jobs: int, 
     print(f"\ntotal wall time {seconds:.0f} s ({len(results)} columns, {jobs} processes)")
 
 
+def _load(paths: list[str]) -> tuple[dict, list, dict, float, dict]:
+    """Merge the JSONs of one or more runs (the same seeds): ``(results, workloads, axes,
+    seconds, info)``, ``axes`` holding every placement, model and network any run covered."""
+    results, axes, seconds, info = {}, None, 0.0, {}
+    for path in paths:
+        with open(path) as fh:
+            data = json.load(fh)
+        results.update({tuple(k.split(" | ")[:4]) + (int(k.split(" | ")[4]),): v for k, v in data["columns"].items()})
+        info.update({w: _Info(**v) for w, v in data["workloads"].items()})
+        seconds += data["seconds"]
+        run = data["axes"]
+        if axes is None:
+            axes = {key: list(run[key]) for key in ("placements", "models", "networks", "seeds")}
+        elif run["seeds"] != axes["seeds"]:
+            raise SystemExit(f"--report-from: {path} has seeds {run['seeds']}, the first run {axes['seeds']}")
+        for key in ("placements", "models", "networks"):
+            axes[key] += [x for x in run[key] if x not in axes[key]]
+    axes["models"] = [m for m in MODELS if m in axes["models"]]
+    return results, list(info), axes, seconds, info
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="sorted placement, models (b) and (d), the compute network, the main schemes")
     parser.add_argument("--large", action="store_true", help="the large lstsq and text problems (20,000 rows)")
     parser.add_argument("--json", default=None, help="also write every number to this JSON file")
-    parser.add_argument("--report-from", default=None, metavar="JSON", help="print the tables of a saved run, run nothing")
+    parser.add_argument("--report-from", nargs="+", default=None, metavar="JSON",
+                        help="print the tables of saved runs (merged; with --json, write the merged JSON), run nothing")
     parser.add_argument("--workloads", default="digits,lstsq,text", help="comma-separated subset")
     parser.add_argument("--placements", default=None, help=f"comma-separated subset of {', '.join(PLACEMENTS)}")
     parser.add_argument("--models", default=None, help="comma-separated letters, e.g. b,d")
     parser.add_argument("--networks", default=None, help=f"comma-separated subset of {', '.join(NETWORKS)}")
     parser.add_argument("--seeds", type=int, default=len(SEEDS), help="number of seeds (0, 1, ...)")
+    parser.add_argument("--schemes", default=None, help="comma-separated subset of the schemes (default: all)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     args = parser.parse_args()
     if args.report_from:
-        data = json.loads(open(args.report_from).read())
-        results = {tuple(k.split(" | ")[:4]) + (int(k.split(" | ")[4]),): v for k, v in data["columns"].items()}
-        chosen = list(data["workloads"])
-        info = {w: _Info(**v) for w, v in data["workloads"].items()}
-        _render(results, chosen, _complete(results, chosen, data["axes"]), data["seconds"], data.get("jobs", 2), info)
+        results, chosen, axes, seconds, info = _load(args.report_from)
+        _render(results, chosen, _complete(results, chosen, axes), seconds, args.jobs, info)
+        if args.json:
+            _save(args.json, results, chosen, axes, seconds, args, info)
         return
     start = time.perf_counter()
     chosen = [w for w in args.workloads.split(",") if w]
@@ -427,7 +456,9 @@ def main() -> None:
     small = not args.large
     _init_worker(small, chosen)
     # network by network, so that a long run interrupted still has whole networks to report
-    jobs = [(w, p, m, n, s, scheme_names(w, args.quick)) for n in axes["networks"] for w in chosen
+    chosen_schemes = lambda w: [x for x in scheme_names(w, args.quick) if not args.schemes  # noqa: E731
+                                or x in args.schemes.split(",")]
+    jobs = [(w, p, m, n, s, chosen_schemes(w)) for n in axes["networks"] for w in chosen
             for p in axes["placements"] for m in axes["models"] for s in axes["seeds"]]
     info = {w: _Info(_WORKLOADS[w][0].n_params, type(_WORKLOADS[w][0]).__name__,
                      (_WORKLOADS[w][1] - _WORKLOADS[w][3]) / (_WORKLOADS[w][4] - _WORKLOADS[w][3])) for w in chosen}
@@ -443,25 +474,27 @@ def main() -> None:
                     _save(args.json, results, chosen, axes, time.perf_counter() - start, args, info)
     seconds = time.perf_counter() - start
     print()
-    _render(results, chosen, axes, seconds, args.jobs, info)
+    _render(results, chosen, _complete(results, chosen, axes), seconds, args.jobs, info)
     if args.json:
         _save(args.json, results, chosen, axes, seconds, args, info)
 
 
 def _complete(results: dict, chosen: list, axes: dict) -> dict:
-    """``axes`` restricted to the networks every column of which is in ``results``."""
-    networks = [n for n in axes["networks"] if all((w, p, m, n, s) in results for w in chosen
-                for p in axes["placements"] for m in axes["models"] for s in axes["seeds"])]
-    return {**axes, "networks": networks}
+    """``axes`` with ``models_of``: per network, the straggler models every column of which
+    (all workloads, placements and seeds) is in ``results``; networks with none are left out."""
+    models_of = {n: [m for m in axes["models"] if all((w, p, m, n, s) in results for w in chosen
+                                                     for p in axes["placements"] for s in axes["seeds"])]
+                 for n in axes["networks"]}
+    return {**axes, "networks": [n for n in axes["networks"] if models_of[n]], "models_of": models_of}
 
 
 def _save(path: str, results: dict, chosen: list, axes: dict, seconds: float, args: Any, info: dict) -> None:
     done = _complete(results, chosen, axes)
-    out = {"axes": axes, "complete_networks": done["networks"], "seconds": seconds, "jobs": args.jobs,
-           "quick": args.quick, "large": args.large, "workloads": {w: vars(i) for w, i in info.items()},
+    out = {"axes": {k: v for k, v in axes.items() if k != "models_of"}, "complete": done["models_of"],
+           "seconds": seconds, "jobs": args.jobs, "quick": args.quick, "large": args.large,
+           "workloads": {w: vars(i) for w, i in info.items()},
            "columns": {" | ".join(map(str, k)): v for k, v in results.items()},
-           "verdicts": {f"{w} | {p} | {m} | {n}": verdict(results, (w, p, m, n), axes["seeds"])
-                        for w in chosen for p in axes["placements"] for m in axes["models"] for n in done["networks"]},
+           "verdicts": {" | ".join(c): verdict(results, c, axes["seeds"]) for c in _cells(chosen, done)},
            "goal": dict(zip(("met", "cells"), goal_table(results, chosen, done)[1:]))}
     with open(path, "w") as fh:
         json.dump(out, fh, indent=1, allow_nan=True)
