@@ -42,7 +42,9 @@ each worker its shard, one codeword per coordinate, four chunks, 75% of the chun
 ``lwpd-half`` (each shard answers half the codebook), ``lwpd-2x`` (weight-2 projective base,
 two codewords per coordinate), ``lwpd-mem`` (``LWPD(memory=True)``), ``lwpd-fr`` (fractional
 repetition groups of two with complementary bases, exact: ``ReplicatedLWPD()``) and
-``lwpd-fr-mem`` (the same with memory). Every scheme waits "until ready"
+``lwpd-fr-mem`` (the same with memory); with ``--schemes``, also ``lwpd-fr-identity`` (the
+uncoded twin of ``lwpd-fr``: the second member streams the unit vectors in reverse order).
+Every scheme waits "until ready"
 (``policy="first_k"``).
 
 Within a column (one workload, placement, model, network and seed) the exact baselines run
@@ -105,7 +107,9 @@ def delay_model(name: str):
 #: Baselines, in the order they run (exact ones first: they set the column's time budget).
 BASELINES = ("gc-partial", "replication", "gc-frc", "gc-cyclic", "lcc", "ignore", "ignore-stream", "iag", "randk-50%",
              "uncoded")
-VARIANTS = ("lwpd", "lwpd-half", "lwpd-2x", "lwpd-mem", "lwpd-fr", "lwpd-fr-mem")
+VARIANTS = ("lwpd", "lwpd-half", "lwpd-2x", "lwpd-mem", "lwpd-fr", "lwpd-fr-mem", "lwpd-fr-identity")
+#: Run only when named with --schemes (the uncoded twin of lwpd-fr, for the code-against-twin table)
+EXTRA = ("lwpd-fr-identity",)
 
 
 def make_scheme(name: str):
@@ -129,12 +133,17 @@ def make_scheme(name: str):
         "lwpd-mem": lambda: schemes.LWPD(memory=True),
         "lwpd-fr": lambda: schemes.ReplicatedLWPD(),
         "lwpd-fr-mem": lambda: schemes.ReplicatedLWPD(memory=True),
+        "lwpd-fr-identity": lambda: schemes.ReplicatedLWPD(second="identity"),
     }[name]()
 
 
-def scheme_names(workload: str, quick: bool = False) -> list[str]:
+def scheme_names(workload: str, quick: bool = False, chosen: str | None = None) -> list[str]:
+    """The schemes of a column, in running order: the quick set, a ``--schemes`` subset
+    (which may name the extras), or every baseline and variant but the extras."""
     names = [n for n in BASELINES if n != "lcc" or workload == "lstsq"] + list(VARIANTS)
-    return [n for n in names if n in QUICK["schemes"]] if quick else names
+    if chosen:
+        return [n for n in names if n in chosen.split(",")]
+    return [n for n in names if n in QUICK["schemes"]] if quick else [n for n in names if n not in EXTRA]
 
 
 def _text_problem(small: bool):
@@ -456,9 +465,7 @@ def main() -> None:
     small = not args.large
     _init_worker(small, chosen)
     # network by network, so that a long run interrupted still has whole networks to report
-    chosen_schemes = lambda w: [x for x in scheme_names(w, args.quick) if not args.schemes  # noqa: E731
-                                or x in args.schemes.split(",")]
-    jobs = [(w, p, m, n, s, chosen_schemes(w)) for n in axes["networks"] for w in chosen
+    jobs = [(w, p, m, n, s, scheme_names(w, args.quick, args.schemes)) for n in axes["networks"] for w in chosen
             for p in axes["placements"] for m in axes["models"] for s in axes["seeds"]]
     info = {w: _Info(_WORKLOADS[w][0].n_params, type(_WORKLOADS[w][0]).__name__,
                      (_WORKLOADS[w][1] - _WORKLOADS[w][3]) / (_WORKLOADS[w][4] - _WORKLOADS[w][3])) for w in chosen}

@@ -473,6 +473,37 @@ def test_without_memory_a_silent_group_is_left_out():
     assert scheme.staleness() == (0.0, 0.0)
 
 
+@pytest.mark.parametrize("s", range(1, 17))
+def test_the_identity_twin_spans_from_every_complementary_prefix(s):
+    first, second = complementary_bases(s, second="identity")
+    np.testing.assert_array_equal(second, np.eye(s)[::-1])
+    for p in range(s + 1):
+        assert np.linalg.matrix_rank(np.vstack([first[:p], second[: s - p]])) == s
+
+
+@pytest.mark.parametrize("problem_name", ["least-squares", "softmax"])
+def test_the_identity_twin_is_exact_and_costs_what_replication_does(problem_name):
+    """With the second member on the reversed unit vectors, every arrival still decodes the
+    exact gradient, and a worker's whole basis costs two units of compute (replication's),
+    where the weight-2 basis costs more: its codewords touch two coordinates."""
+    problem = _problems()[problem_name]
+    twin = ReplicatedLWPD(block_size=4, chunks=2, second="identity")
+    coded = ReplicatedLWPD(block_size=4, chunks=2)
+    for scheme in (twin, coded):
+        _bind(problem, scheme)
+        scheme.begin()
+    theta = np.random.default_rng(16).standard_normal(problem.n_params) * 0.5
+    for (worker, _c), result in _chunk_results(twin, theta).items():
+        twin.fold(worker, result)
+    np.testing.assert_allclose(twin.estimate(), problem.gradient(theta), rtol=1e-9, atol=1e-12)
+    work = lambda scheme, member: sum(t.work for t in scheme.tasks(theta) if t.worker == member)  # noqa: E731
+    assert work(twin, 1) == pytest.approx(work(twin, 0))
+    assert work(coded, 1) > work(coded, 0) == pytest.approx(work(twin, 0))
+    assert "second='identity'" in repr(twin)
+    with pytest.raises(ValueError, match="second"):
+        ReplicatedLWPD(second="hadamard")
+
+
 def test_without_memory_or_partial_there_is_no_estimate_until_every_group_spans():
     """The default is exact or nothing, as replication: one group silent, no estimate; all
     groups, the exact gradient."""

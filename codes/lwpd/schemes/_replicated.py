@@ -9,21 +9,26 @@ from typing import Any
 import numpy as np
 
 from lwpd import _config
-from lwpd._validation import check_bool, check_int
+from lwpd._validation import check_bool, check_choice, check_int
 from lwpd.cost import codeword_support, derivative_ops
 from lwpd.schemes._base import RowMemory, Scheme, Task, curvature_shares, group_rows
 from lwpd.schemes._lwpd import _codeword_chunk
 
 
-def complementary_bases(size: int) -> tuple[np.ndarray, np.ndarray]:
+#: The second member's basis: the projective weight-2 codewords, or the unit vectors reversed.
+SECOND_BASES = ("weight-2", "identity")
+
+
+def complementary_bases(size: int, second: str = "weight-2") -> tuple[np.ndarray, np.ndarray]:
     """Two bases of ``R^size`` in the order their holders process them: the unit vectors
-    ``e_0, e_1, ..., e_{s-1}`` for the first member, and for the second the weight-2
-    codewords ``e_{s-2} + e_{s-1}, e_{s-3} + e_{s-2}, ..., e_0 + e_1``, then ``e_0 - e_1``
-    (points of ``PG(s-1, 3)`` lifted to ``{0, +1, -1}``). For every ``p``, the first ``p`` of
-    the first basis and the first ``s - p`` of the second span ``R^size``: the second's first
-    ``s - p`` codewords restricted to coordinates ``p..s-1`` are triangular with unit
-    diagonal. So a group is exact as soon as its two members have together finished one
-    basis' worth of codewords, whoever did more.
+    ``e_0, e_1, ..., e_{s-1}`` for the first member, and for the second (``second=
+    "weight-2"``) the weight-2 codewords ``e_{s-2} + e_{s-1}, e_{s-3} + e_{s-2}, ..., e_0 +
+    e_1``, then ``e_0 - e_1`` (points of ``PG(s-1, 3)`` lifted to ``{0, +1, -1}``), or
+    (``second="identity"``, the uncoded twin) the unit vectors in reverse order. For every
+    ``p``, the first ``p`` of the first basis and the first ``s - p`` of the second span
+    ``R^size``: the second's first ``s - p`` codewords restricted to coordinates ``p..s-1``
+    are triangular with unit diagonal. So a group is exact as soon as its two members have
+    together finished one basis' worth of codewords, whoever did more.
 
     Examples
     --------
@@ -32,9 +37,14 @@ def complementary_bases(size: int) -> tuple[np.ndarray, np.ndarray]:
     [[0, 1, 1], [1, 1, 0], [1, -1, 0]]
     >>> all(np.linalg.matrix_rank(np.vstack([first[:p], second[:3 - p]])) == 3 for p in range(4))
     True
+    >>> complementary_bases(3, second="identity")[1].astype(int).tolist()
+    [[0, 0, 1], [0, 1, 0], [1, 0, 0]]
     """
     size = check_int("size", size, minimum=1)
+    check_choice("second", second, SECOND_BASES)
     first = np.eye(size)
+    if second == "identity":
+        return first, first[::-1].copy()
     if size == 1:
         return first, first.copy()
     second = np.zeros((size, size))
@@ -90,6 +100,10 @@ class ReplicatedLWPD(Scheme):
         Without memory: decode what arrived when not every group spans (the row-weighted
         mean of the spanning groups per block, above) instead of returning no estimate.
         Biased where a missing group's data differs from the rest.
+    second : {"weight-2", "identity"}, default "weight-2"
+        The second member's basis: the projective weight-2 codewords, or the unit vectors in
+        reverse order -- the uncoded twin, whose codewords touch one coordinate each and so
+        cost less (:func:`complementary_bases`).
 
     Examples
     --------
@@ -101,7 +115,7 @@ class ReplicatedLWPD(Scheme):
     name = "lwpd-fr"
 
     def __init__(self, block_size: int = 8, chunks: int = 4, wait_for: float = 0.75, memory: bool = False,
-                 max_age: int = _config.MEMORY_MAX_AGE, partial: bool = False) -> None:
+                 max_age: int = _config.MEMORY_MAX_AGE, partial: bool = False, second: str = "weight-2") -> None:
         from lwpd.schemes._data_parallel import _check_fraction
 
         self.block_size = check_int("block_size", block_size, minimum=1)
@@ -110,6 +124,7 @@ class ReplicatedLWPD(Scheme):
         self.memory = check_bool("memory", memory)
         self.max_age = check_int("max_age", max_age, minimum=0)
         self.partial = check_bool("partial", partial)
+        self.second = check_choice("second", second, SECOND_BASES)
 
     def _bind(self, rng: np.random.Generator) -> None:
         from lwpd import Codebook, Partition, block_codebook
@@ -124,7 +139,8 @@ class ReplicatedLWPD(Scheme):
         self._groups = group_rows(self.shards_, np.arange(self.n_workers).reshape(-1, 2))
         self._group_weights = np.array([rows.size for rows in self._groups], dtype=float) / self.problem.n_samples
         partition = Partition.uniform(n, size)
-        self.codebook_ = block_codebook(lambda s: Codebook.from_dense(np.vstack(complementary_bases(s))), partition)
+        self.codebook_ = block_codebook(lambda s: Codebook.from_dense(np.vstack(complementary_bases(s, self.second))),
+                                        partition)
         # codeword k of block b is 2 s_b positions from the block's first codeword: member 0 owns
         # the first s_b, member 1 the next s_b, each cut into `chunks` runs in processing order
         first = np.concatenate([[0], np.cumsum(2 * partition.sizes)[:-1]])
@@ -254,5 +270,6 @@ class ReplicatedLWPD(Scheme):
         return self._spanned.copy()
 
     def __repr__(self) -> str:
-        extra = (f", memory=True, max_age={self.max_age}" if self.memory else "") + (", partial=True" if self.partial else "")
+        extra = ((f", memory=True, max_age={self.max_age}" if self.memory else "") + (", partial=True" if self.partial else "")
+                 + (f", second={self.second!r}" if self.second != "weight-2" else ""))
         return f"ReplicatedLWPD(block_size={self.block_size}, chunks={self.chunks}, wait_for={self.wait_for}{extra})"
