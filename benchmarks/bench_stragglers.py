@@ -300,7 +300,8 @@ def cell(results: dict, key: tuple, name: str, seeds: list) -> str:
 
 def verdict(results: dict, key: tuple, seeds: list) -> dict:
     """The best LWPD variant (lowest median time) against the best baseline (likewise): the
-    median and range over seeds of the baseline's time over the variant's."""
+    median and range over seeds of the baseline's time over the variant's -- LWPD's speed-up,
+    above 1 a win, below 1 a loss (0 where only the baseline reached the target in a seed)."""
     names = list(results[(*key, seeds[0])])
     medians = {n: median_range([results[(*key, s)][n]["time"] for s in seeds])[0] for n in names}
     ours = min((medians[n], n) for n in names if n in VARIANTS)
@@ -317,10 +318,8 @@ def verdict(results: dict, key: tuple, seeds: list) -> dict:
         text = f"**won** {ours[1]} (no baseline reached it)"
     elif abs(med - 1.0) < TIE:
         text = f"tie: {ours[1]} and {theirs[1]}"
-    elif med > 1.0:
-        text = f"**won** {med:.2f}x ({lo:.2f}-{hi:.2f}) {ours[1]} vs {theirs[1]}"
-    else:
-        text = f"lost {1 / med:.2f}x ({1 / hi if hi else math.inf:.2f}-{1 / lo if lo else math.inf:.2f}) {ours[1]} vs {theirs[1]}"
+    else:  # the speed-up of LWPD over the baseline, median (min-max over seeds): > 1 won, < 1 lost
+        text = f"{'**won**' if med > 1.0 else 'lost'} {med:.2f}x ({lo:.2f}-{hi:.2f}) {ours[1]} vs {theirs[1]}"
     return {"text": text, "variant": ours[1], "baseline": theirs[1], "ratio": med, "low": lo, "high": hi,
             "won": math.isfinite(ours[0]) and (not math.isfinite(theirs[0]) or med > 1.0 + TIE)}
 
