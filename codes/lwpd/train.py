@@ -221,7 +221,7 @@ def train(
         Stop once the cluster clock passes this.
     policy : {"deadline", "first_k", "async"}, default "deadline"
         ``"deadline"``: each step decodes what arrived within ``deadline`` time units of its
-        start (or steps as soon as every task of the step has arrived). ``"first_k"``: each step waits for the first ``k`` results. ``"async"``:
+        start (or steps as soon as no task is outstanding). ``"first_k"``: each step waits for the first ``k`` results. ``"async"``:
         workers never wait -- every result is folded in the moment it arrives, its task is
         re-dispatched with the newest parameters, and the master steps once ``k`` results
         (default a quarter of the tasks) have been folded since its last step and the scheme
