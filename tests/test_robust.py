@@ -97,22 +97,34 @@ def test_past_the_radius_the_failure_is_reported_never_a_wrong_gradient():
     assert dec.report.rejected.tolist() == [14] and dec.recovered_fraction() == 0.5
 
 
-def test_without_redundancy_lies_are_detected_not_corrected():
+def test_without_redundancy_nothing_can_be_verified():
+    """Four unit vectors: any value is consistent, so with max_errors=1 the block is left out
+    (unverified); it is decoded when the user trusts it (unverified='use', or max_errors=0)."""
     cb = block_codebook(projective_codebook(4, q=3, max_weight=1), Partition.uniform(4, 4))  # 4 unit vectors
-    dec = RobustDecoder(cb)
-    dec.update(np.arange(4), np.array([1.0, 2.0, 3.0, 4.0]))
-    np.testing.assert_allclose(dec.estimate(), [1, 2, 3, 4])  # consistent: nothing to detect
     assert block_code_limits(cb)[0].tolist() == [0]
+    for decoder, expected, unverified in [(RobustDecoder(cb), [0, 0, 0, 0], [0]),
+                                          (RobustDecoder(cb, unverified="use"), [1, 2, 3, 4], [0]),
+                                          (RobustDecoder(cb, max_errors=0), [1, 2, 3, 4], [])]:
+        decoder.update(np.arange(4), np.array([1.0, 2.0, 3.0, 4.0]))
+        np.testing.assert_allclose(decoder.estimate(), expected)
+        assert decoder.report.unverified_blocks.tolist() == unverified
 
 
 def test_clean_values_decode_as_the_projection_decoder():
+    """Trusted (max_errors=0) or verified, clean values decode as the projection decoder does;
+    a block that received no spare codeword is left out unless trusted."""
     cb, g, values = encode_block(2)
-    keep = np.array([0, 3, 5, 12, 13, 20])
-    robust, plain = RobustDecoder(cb), ProjectionDecoder(cb)
-    robust.update(keep, values[keep])
+    keep = np.r_[0, 3, 5, 12:24]  # block 0: 3 rows (rank 3, no spare), block 1: all 12 (4 spare)
+    plain = ProjectionDecoder(cb)
     plain.update(keep, values[keep])
-    np.testing.assert_allclose(robust.estimate(), plain.estimate(), atol=1e-12)
-    assert robust.report.rejected.size == 0
+    trusted, checked = RobustDecoder(cb, max_errors=0), RobustDecoder(cb, max_errors=1)
+    for robust in (trusted, checked):
+        robust.update(keep, values[keep])
+    np.testing.assert_allclose(trusted.estimate(), plain.estimate(), atol=1e-12)
+    estimate = checked.estimate()
+    np.testing.assert_array_equal(estimate[:4], 0.0)
+    np.testing.assert_allclose(estimate[4:], plain.estimate()[4:], atol=1e-12)
+    assert checked.report.unverified_blocks.tolist() == [0] and checked.report.rejected.size == 0
 
 
 def test_robust_decoder_bad_input():
@@ -271,13 +283,13 @@ def test_honest_runs_near_the_optimum_exclude_nothing(layout):
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((400, 8))
-    problem = LeastSquares(X, X @ np.arange(8.0) + 0.1 * rng.standard_normal(400))
+    problem = LeastSquares(X, X @ np.arange(8.0) + 0.1 * rng.standard_normal(400), fit_intercept=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DecodingFailureWarning)
         h = train(problem, LWPD(layout=layout, block_size=4, redundancy=3.0, decoder="robust", max_errors=2),
                   SimulatedCluster(8, seed=0), deadline=100.0, max_steps=150, progress=False, seed=0)
-    assert sum(h.excluded) == 0
-    best = problem.loss(np.linalg.lstsq(np.c_[X, np.ones(400)], problem.y, rcond=None)[0])
+    assert sum(h.excluded) == 0 and sum(h.unverified) == 0
+    best = problem.loss(np.linalg.lstsq(X, problem.y, rcond=None)[0])
     assert h.loss[-1] <= best * (1 + 1e-9)
 
 
@@ -294,3 +306,106 @@ def test_too_many_liars_are_reported_not_decoded():
         h = train(problem, scheme, cluster, deadline=10.0, max_steps=5, progress=False, seed=0)
     assert scheme.report.failed_blocks.tolist() == [0, 1]
     np.testing.assert_allclose(h.loss, problem.loss(np.zeros(8)))  # no step was taken on a wrong gradient
+
+
+def test_a_block_that_received_only_its_rank_is_left_out_not_decoded_wrongly():
+    """The minimal form: four independent codewords of one block of 4, one of them 5 off. No
+    check is possible (radius 0), so the block is left out and reported, unless the user asks
+    for it with unverified='use' (then the lie goes through, as the flag says)."""
+    cb = block_codebook(base12(), Partition.uniform(4, 4))
+    g = np.array([1.0, -2.0, 0.5, 3.0])
+    rows = [0, 1, 2, 3]
+    assert np.linalg.matrix_rank(cb.to_dense()[rows]) == 4
+    values = cb.encode(g)[rows]
+    values[2] += 5.0
+    dec = RobustDecoder(cb, max_errors=1)
+    dec.update(rows, values)
+    np.testing.assert_array_equal(dec.estimate(), 0.0)
+    assert dec.report.unverified_blocks.tolist() == [0] and dec.recovered_fraction() == 0.0
+    taken = RobustDecoder(cb, max_errors=1, unverified="use")
+    taken.update(rows, values)
+    assert np.abs(taken.estimate() - g).max() > 1.0 and taken.report.unverified_blocks.tolist() == [0]
+    with pytest.raises(ValueError, match="unverified"):
+        RobustDecoder(cb, unverified="keep")
+    with pytest.raises(ValueError, match="unverified='use' applies to decoder='robust' only"):
+        LWPD(unverified="use")
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_every_block_is_exact_or_left_out_never_wrong(data):
+    """Any received subset of each block, any assumed bound m and at most m lies of any size:
+    each block of the estimate is the projection of the truth on the received rows (NumPy
+    pinv oracle) or zero and reported (failed or unverified) -- never a wrong value."""
+    cb = block_codebook(base12(), Partition.uniform(8, 4))
+    dense = cb.to_dense()
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    g = rng.standard_normal(8)
+    m = data.draw(st.integers(0, 2))
+    received, lied = [], []
+    for block in range(2):
+        size = data.draw(st.integers(1, 12))
+        rows = 12 * block + rng.choice(12, size, replace=False)
+        received.append(np.sort(rows))
+        lies = data.draw(st.integers(0, min(m, size)))
+        lied.append(rng.choice(rows, lies, replace=False))
+    idx = np.concatenate(received)
+    values = cb.encode(g)
+    for bad in lied:
+        values[bad] += rng.choice([-1, 1], bad.size) * rng.uniform(0.5, 10.0, bad.size)
+    dec = RobustDecoder(cb, max_errors=m)
+    dec.update(idx, values[idx])
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DecodingFailureWarning)
+            estimate = dec.estimate()
+    report = dec.report
+    for block, rows in enumerate(received):
+        A = dense[rows][:, 4 * block: 4 * block + 4]
+        truth = np.linalg.pinv(A) @ (A @ g[4 * block: 4 * block + 4])
+        got = estimate[4 * block: 4 * block + 4]
+        left_out = block in report.failed_blocks or block in report.unverified_blocks
+        if left_out:
+            np.testing.assert_array_equal(got, 0.0)
+        else:
+            np.testing.assert_allclose(got, truth, atol=1e-8)
+
+
+def test_training_never_steps_on_an_unverified_block():
+    """The issue's run: redundancy 3 under a deadline, one liar in twelve. Blocks that
+    received only their rank are counted and left out, so every step is a projection of the
+    true gradient and the least-squares loss never rises (step 1 / L); taking them unchecked
+    lets a lie in."""
+    from lwpd.stragglers import ShiftedExponential
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 8))
+    problem = LeastSquares(X, X @ rng.standard_normal(8) + 0.1 * rng.standard_normal(600))
+
+    def run(unverified):
+        cluster = SimulatedCluster(12, ShiftedExponential(0.2, 0.5), faults=Byzantine(1 / 12, seed=1), seed=0)
+        scheme = LWPD(layout="full", redundancy=3.0, decoder="robust", max_errors=1, block_size=4,
+                      unverified=unverified)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return train(problem, scheme, cluster, policy="deadline", deadline=3.0, max_steps=60, progress=False,
+                         seed=0)
+
+    safe = run("drop")
+    assert sum(safe.unverified) > 0
+    assert np.all(np.diff(safe.loss) <= 1e-12 * np.abs(safe.loss[:-1]))
+    taken = run("use")
+    assert sum(taken.unverified) == sum(safe.unverified) and np.any(np.diff(taken.loss) > 0)
+
+
+def test_a_block_that_can_never_be_verified_is_warned_at_bind():
+    """Nine parameters in blocks of 4: the last block has one coordinate and one codeword
+    (PG(0, q) has one point), so no lie in it can ever be detected."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100, 9))
+    with pytest.warns(UserWarning, match=r"1 block\(s\) \(\[2\]\) cannot detect max_errors=1"):
+        coded("robust").bind(LeastSquares(X, X.sum(axis=1), fit_intercept=False), 12, np.random.default_rng(0))

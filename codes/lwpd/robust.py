@@ -30,6 +30,8 @@ __all__ = ["Byzantine", "DecodingFailureWarning", "RobustAggregation", "RobustDe
            "block_code_limits"]
 
 ATTACKS = ("random", "sign_flip", "constant", "scaled")
+#: What :class:`RobustDecoder` does with a block that cannot verify its values.
+UNVERIFIED = ("drop", "use")
 
 
 class Byzantine:
@@ -153,12 +155,17 @@ class RobustReport:
     radius : numpy.ndarray
         Per block, the corrupted values it could correct with what it received (-1 where it
         received nothing).
+    unverified_blocks : numpy.ndarray
+        Blocks that received too few spare rows to detect ``max_errors`` corrupted values
+        (every lie would look consistent): left out (zero) with ``unverified="drop"``, decoded
+        unchecked with ``unverified="use"``.
     """
 
     rejected: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     corrected_blocks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     failed_blocks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     radius: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    unverified_blocks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 class _BlockCode:
@@ -279,13 +286,19 @@ class RobustDecoder(_Decoder):
     codeword's value is kept (a repeat replaces nothing: every value received is a row).
     :meth:`estimate` decodes each block from its received rows ``A`` and values ``y``:
 
+    0. Let ``s`` be the rows that may be removed with the rank kept (:func:`block_code_limits`)
+       and ``m = max_errors``, the corrupted values a block is assumed to hold at most. A block
+       with ``s < m`` cannot *verify* its values: ``m`` lies could make a wrong gradient look
+       consistent (with ``s = 0``, as when a block received exactly its rank, any lie does).
+       By default (``unverified="drop"``) such a block is left out of the estimate (zero),
+       like a failed block, and listed in :attr:`report` as unverified; ``unverified="use"``
+       decodes it anyway (steps 1-2 with ``t = floor(s / 2)``), unchecked.
     1. If ``y`` lies in the column space of ``A`` (residual below ``tol * ||y||``), the block
        is clean and decoded by least squares.
-    2. Otherwise it looks for the smallest set ``T`` of at most ``t`` rows whose removal makes
-       the rest consistent, ``t = min(max_errors, floor(s / 2))`` with ``s`` the rows that may
-       be removed with the rank kept (:func:`block_code_limits`). For every ``T`` at once it
-       uses the residual after deleting ``T``, ``||e||^2 - e_T^T (I - H_TT)^{-1} e_T`` (``e``
-       the least-squares residual, ``H`` the hat matrix); the winner is refitted and checked.
+    2. Otherwise it looks for the smallest set ``T`` of at most ``t = min(m, s - m)`` rows
+       whose removal makes the rest consistent. For every ``T`` at once it uses the residual
+       after deleting ``T``, ``||e||^2 - e_T^T (I - H_TT)^{-1} e_T`` (``e`` the least-squares
+       residual, ``H`` the hat matrix); the winner is refitted and checked.
     3. If no such set exists the block has more corrupted values than it corrects: it is left
        out of the estimate (zero), listed in :attr:`report` and a
        :class:`DecodingFailureWarning` is issued -- never decoded wrongly.
@@ -297,9 +310,11 @@ class RobustDecoder(_Decoder):
     consistent with all but ``t`` rows agrees with the truth on all but ``2 t <= s`` rows,
     hence is the truth. So up to ``t`` corrupted values per block are corrected exactly, and
     with ``e`` corrupted values, ``t < e <= s - t``, the block is inconsistent after every
-    removal of ``t`` rows and the failure is detected. Past ``s - t`` an adversary who knows
-    the code could make a wrong gradient look consistent; random corruption (a Gaussian
-    attack) is detected with probability one up to ``r - k - 1`` corrupted values.
+    removal of ``t`` rows and the failure is detected. With ``t = min(m, s - m)`` every
+    pattern of at most ``m`` lies is corrected or detected (``t + m <= s``). Past ``s - t`` an
+    adversary who knows the code could make a wrong gradient look consistent; random
+    corruption (a Gaussian attack) is detected with probability one up to ``r - k - 1``
+    corrupted values.
 
     Parameters
     ----------
@@ -316,6 +331,9 @@ class RobustDecoder(_Decoder):
         difference of large terms (near an optimum, ``A theta - b``) carry rounding errors of
         the size of the terms, not of the result; :class:`~lwpd.schemes.LWPD` sets ``atol``
         every step from the size of the terms (:meth:`lwpd.schemes.LWPD.tasks`).
+    unverified : {"drop", "use"}, default "drop"
+        What to do with a block that received too few spare rows to detect ``max_errors``
+        corrupted values (step 0 above): leave it out, or decode it unchecked.
 
     Examples
     --------
@@ -331,13 +349,22 @@ class RobustDecoder(_Decoder):
     >>> dec.update(np.arange(12), values)
     >>> np.allclose(dec.estimate(), g), dec.report.rejected
     (True, array([5]))
+
+    A block that received only its rank cannot tell a lie from the truth, so it is left out:
+
+    >>> dec.reset()
+    >>> dec.update(np.arange(4), values[:4])
+    >>> dec.estimate(), dec.report.unverified_blocks
+    (array([0., 0., 0., 0.]), array([0]))
     """
 
-    def __init__(self, codebook: Any, max_errors: int = 1, tol: float | None = None, atol: float = 0.0) -> None:
+    def __init__(self, codebook: Any, max_errors: int = 1, tol: float | None = None, atol: float = 0.0,
+                 unverified: str = "drop") -> None:
         super().__init__(codebook)
         self.max_errors = check_int("max_errors", max_errors, minimum=0)
         self.tol = _config.ROBUST_TOL if tol is None else check_real("tol", tol, positive=True)
         self.atol = check_real("atol", atol, nonnegative=True)
+        self.unverified = check_choice("unverified", unverified, UNVERIFIED)
         self._cache: dict[bytes, _BlockCode] = {}
         self.reset()
 
@@ -367,7 +394,7 @@ class RobustDecoder(_Decoder):
         idx = np.concatenate(self._indices) if self._indices else np.zeros(0, np.int64)
         vals = np.concatenate(self._values) if self._values else np.zeros(0)
         radius = np.full(cb.blocks.n_blocks, -1, dtype=np.int64)
-        rejected, corrected, failed = [], [], []
+        rejected, corrected, failed, unverified = [], [], [], []
         offsets = cb.blocks.offsets
         self._rank = 0
         patterns: dict[bytes, tuple[np.ndarray, list]] = {}
@@ -376,14 +403,23 @@ class RobustDecoder(_Decoder):
             patterns.setdefault(key, (A, []))[1].append((block, positions))
         for A, members in patterns.values():
             code = _code(self._cache, A, 2 * self.max_errors)
-            t = min(self.max_errors, code.spare // 2)
+            blocks = np.array([block for block, _ in members])
+            verified = code.spare >= self.max_errors
+            if not verified:
+                unverified.extend(blocks.tolist())
+            if verified:  # every pattern of at most max_errors lies is corrected or detected
+                t = min(self.max_errors, code.spare - self.max_errors)
+            elif self.unverified == "use":
+                t = min(self.max_errors, code.spare // 2)
+            else:  # left out, like a failed block
+                radius[blocks] = 0
+                continue
             # Every block of one received pattern at once: fit, residual, clean or not.
             Y = vals[np.stack([positions for _, positions in members])]  # (blocks, rows)
             X = Y @ code.pinv.T
             E = Y - X @ A.T
             clean = np.sqrt(np.einsum("ij,ij->i", E, E)) <= _allowance(np.sqrt(np.einsum("ij,ij->i", Y, Y)),
                                                                         A.shape[0], self.tol, self.atol)
-            blocks = np.array([block for block, _ in members])
             radius[blocks] = t
             columns = offsets[blocks][:, None] + np.arange(A.shape[1])
             g[columns[clean]] = X[clean]
@@ -400,9 +436,11 @@ class RobustDecoder(_Decoder):
                 g[columns[i]] = x
         failed.sort()
         corrected.sort()
+        unverified.sort()
         self._report = RobustReport(
             np.sort(np.concatenate(rejected)) if rejected else np.zeros(0, np.int64),
-            np.array(corrected, dtype=np.int64), np.array(failed, dtype=np.int64), radius)
+            np.array(corrected, dtype=np.int64), np.array(failed, dtype=np.int64), radius,
+            np.array(unverified, dtype=np.int64))
         if failed:
             warnings.warn(f"{len(failed)} block(s) received more corrupted values than they can correct (radius per "
                           f"block {int(radius[failed].min())} here) and were left out of the estimate: blocks "
@@ -427,7 +465,8 @@ class RobustDecoder(_Decoder):
         self._report = RobustReport()
 
     def __repr__(self) -> str:
-        return f"RobustDecoder({self._codebook!r}, max_errors={self.max_errors}, n_received={self._n_received})"
+        extra = ", unverified='use'" if self.unverified == "use" else ""
+        return f"RobustDecoder({self._codebook!r}, max_errors={self.max_errors}{extra}, n_received={self._n_received})"
 
 
 def _allowance(norm_y: Any, rows: int, tol: float, atol: float) -> Any:

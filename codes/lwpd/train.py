@@ -18,10 +18,10 @@ from lwpd._validation import as_rng, check_bool, check_choice, check_int, check_
 __all__ = ["History", "train"]
 
 _FIELDS = ("time", "loss", "grad_error", "received", "dropped", "staleness", "compute", "floats", "decode_time",
-           "dispatched", "failed", "rejected", "excluded", "late", "oldest", "lr")
-_COUNTS = ("received", "dropped", "dispatched", "failed", "rejected", "excluded", "late")
+           "dispatched", "failed", "rejected", "excluded", "late", "unverified", "oldest", "lr")
+_COUNTS = ("received", "dropped", "dispatched", "failed", "rejected", "excluded", "late", "unverified")
 _SETUP = ("setup_time", "setup_compute", "setup_floats", "outstanding")
-_FAULTS = ("dispatched", "failed", "rejected", "excluded", "late")
+_FAULTS = ("dispatched", "failed", "rejected", "excluded", "late", "unverified")
 _OPTIONAL = _FAULTS + ("oldest", "lr")  # fields a record may leave out (counts 0, the rest nan)
 
 
@@ -51,7 +51,10 @@ class History:
     robust decoder, as corrupted; they are also counted in ``received``), ``late`` (results
     folded in this step that were computed at an earlier step: a scheme with memory lets a
     busy worker's task run on across steps; they are also counted in ``received``, in the
-    step they arrived). For synchronous steps without memory ``dispatched == received +
+    step they arrived), ``unverified`` (blocks the step's estimate could not check against
+    corrupted values -- a robust decoder with too few codewords beyond a block's rank -- and so
+    left out, or took unchecked with ``unverified="use"``; a count of blocks, not of
+    tasks). For synchronous steps without memory ``dispatched == received +
     failed + rejected + dropped``; with ``policy="async"`` or memory the sums over the run
     balance the same way once ``outstanding`` (tasks still running when the run ended, then
     cancelled) is added to the right-hand side: every task is counted once, when it ends.
@@ -80,6 +83,7 @@ class History:
     rejected: list = field(default_factory=list)
     excluded: list = field(default_factory=list)
     late: list = field(default_factory=list)
+    unverified: list = field(default_factory=list)
     oldest: list = field(default_factory=list)
     lr: list = field(default_factory=list)
     #: Parameters at the end of the run (not saved by :meth:`save`).
@@ -87,7 +91,7 @@ class History:
 
     def record(self, **values: float) -> None:
         """Append one step: every field of :data:`_FIELDS` (the counts ``dispatched``,
-        ``failed``, ``rejected``, ``excluded`` and ``late`` default to 0, ``oldest`` and ``lr``
+        ``failed``, ``rejected``, ``excluded``, ``late`` and ``unverified`` default to 0, ``oldest`` and ``lr``
         to nan)."""
         unknown = set(values) - set(_FIELDS)
         if unknown:
@@ -384,12 +388,14 @@ class _StepCost:
         self.floats = 0.0
         self.decode_time = 0.0
         self.dispatched = self.received = self.failed = self.rejected = self.excluded = self.dropped = self.late = 0
+        self.unverified = 0
 
     def counts(self) -> dict[str, float]:
         """The step's record for :meth:`History.record` (all but time, loss, error, staleness)."""
         return {"compute": self.compute, "floats": self.floats, "decode_time": self.decode_time,
                 "dispatched": self.dispatched, "received": self.received, "failed": self.failed,
-                "rejected": self.rejected, "excluded": self.excluded, "dropped": self.dropped, "late": self.late}
+                "rejected": self.rejected, "excluded": self.excluded, "dropped": self.dropped, "late": self.late,
+                "unverified": self.unverified}
 
     def forget_outstanding(self, cancelled: int) -> None:
         """``cancelled`` outstanding tasks were cancelled: their results will never be received."""
@@ -447,6 +453,7 @@ class _StepCost:
         """The scheme's estimate (timed), noting the results its decoder excluded."""
         estimate = self.timed(scheme.estimate)
         self.excluded = int(scheme.excluded()) if estimate is not None else 0
+        self.unverified = int(scheme.unverified_blocks()) if estimate is not None else 0
         return estimate
 
     def timed(self, fn: Callable[..., Any], *args: Any) -> Any:

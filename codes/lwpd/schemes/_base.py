@@ -139,6 +139,11 @@ class Scheme(ABC):
         decoding); 0 for schemes that trust every result."""
         return 0
 
+    def unverified_blocks(self) -> int:
+        """Blocks of the last estimate whose values could not be checked against corrupted ones
+        (robust decoding with too few spare codewords); 0 for schemes that trust every result."""
+        return 0
+
     def ready(self, received: int) -> bool:
         """Whether a step waiting "until ready" may stop after ``received`` results.
 

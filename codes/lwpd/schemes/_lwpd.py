@@ -159,6 +159,11 @@ class LWPD(Scheme):
         worker does not erase the same directions every step.
     max_errors : int, default 1
         With ``decoder="robust"``: corrupted values per block to correct at most.
+    unverified : {"drop", "use"}, default "drop"
+        With ``decoder="robust"``: a block that received too few codewords beyond its rank to
+        detect ``max_errors`` corrupted values (e.g. exactly its rank) is left out of the step
+        (``"drop"``, like a failed block) or decoded unchecked (``"use"``); either way it is
+        counted in ``History.unverified`` (:class:`~lwpd.robust.RobustDecoder`).
     memory : bool, default False
         Keep the latest value of every (shard, codeword) across steps -- of every codeword
         with ``layout="full"`` or ``"moments"`` -- and decode each step from the freshest
@@ -212,6 +217,7 @@ class LWPD(Scheme):
         max_errors: int = 1,
         memory: bool = False,
         max_age: int = _config.MEMORY_MAX_AGE,
+        unverified: str = "drop",
     ) -> None:
         from lwpd.schemes._data_parallel import _check_fraction
 
@@ -232,6 +238,11 @@ class LWPD(Scheme):
         self.compress = compress or ("logdet" if redundancy is not None else None)
         self.decoder = check_choice("decoder", decoder, ("projection", "peeling", "robust"))
         self.max_errors = check_int("max_errors", max_errors, minimum=0)
+        from lwpd.robust import UNVERIFIED
+
+        self.unverified = check_choice("unverified", unverified, UNVERIFIED)
+        if self.unverified != "drop" and self.decoder != "robust":
+            raise ValueError(f"unverified={self.unverified!r} applies to decoder='robust' only")
         self.wait_for = _check_fraction(wait_for)
         self.chunks = None if chunks is None else check_int("chunks", chunks, minimum=1)
         self.reassign = check_bool("reassign", reassign)
@@ -298,7 +309,7 @@ class LWPD(Scheme):
         if self.decoder == "robust":
             from lwpd.robust import RobustDecoder
 
-            self._decoder = RobustDecoder(self.codebook_, max_errors=self.max_errors)
+            self._decoder = RobustDecoder(self.codebook_, max_errors=self.max_errors, unverified=self.unverified)
             self._check_radius()
             # The size of the terms a value sums, for the decoder's rounding allowance:
             # ||grad f(theta)|| <= L ||theta|| + ||grad f(0)||, times the largest codeword L1 norm.
@@ -329,6 +340,15 @@ class LWPD(Scheme):
         corrects: a single Byzantine worker would then make every such block fail."""
         import warnings
 
+        from lwpd.robust import block_code_limits
+
+        detects = block_code_limits(self.codebook_, max_errors=self.max_errors)[1]
+        blind = np.flatnonzero(detects < self.max_errors)
+        if blind.size and self.unverified == "drop":
+            warnings.warn(f"{blind.size} block(s) ({blind[:10].tolist()}{'...' if blind.size > 10 else ''}) cannot "
+                          f"detect max_errors={self.max_errors} corrupted values even when every codeword arrives, so "
+                          "they will be left out of every step (History.unverified): raise the redundancy, choose a "
+                          "block_size that divides the parameters, or pass unverified='use'", UserWarning, stacklevel=4)
         per_block = np.bincount(self.codebook_.block_of)
         most = int(math.ceil(per_block.max() / self.n_workers))
         if most > self.max_errors:
@@ -444,6 +464,12 @@ class LWPD(Scheme):
         return sum(bool(np.isin(indices, report.rejected).any() or np.isin(block_of[indices], report.failed_blocks).any())
                    for indices in self._folded)
 
+    def unverified_blocks(self) -> int:
+        """Blocks of the last estimate the robust decoder could not verify (too few spare
+        codewords to detect ``max_errors`` corrupted values): left out, or with
+        ``unverified="use"`` taken unchecked."""
+        return int(self._decoder.report.unverified_blocks.size) if self.decoder == "robust" else 0
+
     @property
     def report(self) -> Any:
         """With ``decoder="robust"``: the :class:`~lwpd.robust.RobustReport` of the last estimate."""
@@ -492,6 +518,7 @@ class LWPD(Scheme):
             f"redundancy={self.redundancy}, compress={self.compress!r}, decoder={self.decoder!r}, "
             f"wait_for={self.wait_for}, chunks={self.chunks}, reassign={self.reassign}, share={self.share}"
             + (f", max_errors={self.max_errors}" if self.decoder == "robust" else "")
+            + (f", unverified={self.unverified!r}" if self.unverified != "drop" else "")
             + (f", memory=True, max_age={self.max_age})" if self.memory else ")")
         )
 
