@@ -130,3 +130,61 @@ def test_validation_messages():
         _lcc.split_blocks(np.zeros((2, 1)), np.zeros(2), 3)
     with pytest.raises(ValueError, match="y"):
         _lcc.split_blocks(np.zeros((2, 1)), np.zeros(3), 1)
+
+
+#: Every (K, N) with K <= 8 and N <= 60 the clustering test covers.
+CLUSTERED = [(K, N) for K in range(2, 9) for N in sorted({_lcc.recovery_threshold(K) + 3, 16, 40, 60})
+             if N >= _lcc.recovery_threshold(K)]
+
+
+@pytest.mark.parametrize("K,N", CLUSTERED)
+def test_clustered_workers_never_give_a_silently_wrong_gradient(K, N):
+    """Every window of ``threshold`` consecutive workers (their Chebyshev points cluster: the
+    worst subsets), and random subsets: the scheme's estimate is the exact gradient (NumPy
+    oracle) to 1e-6, or there is none. The whole cluster always decodes."""
+    from lwpd.schemes import LCC
+
+    rng = np.random.default_rng(K * 100 + N)
+    X = rng.normal(size=(12 * N, 5))
+    problem = LeastSquares(X, X @ rng.normal(size=5) + 0.3 * rng.normal(size=12 * N) + 1.0)
+    scheme = LCC(K)
+    scheme.bind(problem, N, np.random.default_rng(0))
+    theta = rng.normal(size=problem.n_params)
+    tasks = scheme.tasks(theta)
+    results = [task.fn(*task.args) for task in tasks]
+    exact = problem.gradient(theta)
+    threshold = scheme.threshold
+    subsets = [np.arange(s, s + threshold) for s in range(N - threshold + 1)]
+    subsets += [rng.choice(N, rng.integers(threshold, N + 1), replace=False) for _ in range(20)]
+    subsets.append(np.arange(N))
+    declined = 0
+    for subset in subsets:
+        scheme.begin()
+        for worker in subset:
+            scheme.fold(int(worker), results[worker])
+        estimate = scheme.estimate()
+        if estimate is None:
+            declined += 1
+            assert scheme.error_bound > 1e-8
+            continue
+        assert np.linalg.norm(estimate - exact) <= 1e-6 * np.linalg.norm(exact), (subset, scheme.error_bound)
+    assert estimate is not None  # all N arrived: spread over [-1, 1]
+    if (K, N) == (5, 60):
+        assert declined > 0  # the issue's case: workers 0..8 gave a relative error of 0.30
+
+
+def test_a_clustered_step_waits_for_more_results():
+    """K = 5 of N = 60 under first-k: the first nine results alone would be ill-conditioned,
+    so the step waits on; every step that decodes is exact to 1e-6."""
+    from lwpd import train
+    from lwpd.cluster import SimulatedCluster
+    from lwpd.schemes import LCC
+    from lwpd.stragglers import Trace
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 5))
+    problem = LeastSquares(X, X @ rng.normal(size=5) + 1.0)
+    in_order = Trace(1.0 + 0.01 * np.arange(60)[None, :])  # worker i arrives i-th: 0..8 first, clustered near +1
+    h = train(problem, LCC(5), SimulatedCluster(60, in_order, seed=0), policy="first_k", max_steps=5,
+              progress=False, seed=0)
+    assert len(h) == 5 and max(h.grad_error) <= 1e-6 and min(h.received) > 9

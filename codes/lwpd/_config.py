@@ -177,6 +177,13 @@ DASK_SCATTER_MIN_BYTES: int = 1024
 #: start) before giving up with an error naming the address.
 DASK_CONNECT_TIMEOUT: float = 10.0
 
+#: Lagrange coded computing (lwpd.schemes.LCC): the largest relative error bound of the
+#: interpolation a step may decode with. The bound is machine epsilon times the condition
+#: number of the column-scaled Chebyshev-Vandermonde matrix of the arrived workers' points
+#: (within a factor of about 10 of the worst error measured on clustered subsets); above it the
+#: scheme waits for more results, or reports the step as not decodable (no estimate).
+LCC_MAX_ERROR: float = 1e-8
+
 #: Robust decoding (lwpd.robust): values count as consistent with a block's code when the
 #: least-squares residual is below this fraction of their norm.
 ROBUST_TOL: float = 1e-8

@@ -45,11 +45,16 @@ error. :func:`reconstruction_error` measures the relative error against the exac
 gradient: on random Gaussian data with ``N = threshold + 3`` workers, the worst case over
 every arrival subset was ``4e-15`` (``K = 2``), ``6e-15`` (``K = 3``), ``3.5e-14``
 (``K = 4``) and ``6.7e-13`` (``K = 6``); it grows with ``K`` (ill-conditioning of
-real-valued polynomial codes), so LCC over the reals suits small ``K``.
+real-valued polynomial codes), so LCC over the reals suits small ``K``. With many more
+workers than the threshold, the subset that arrives matters: the first workers' points
+cluster near ``+1``, and ``K = 5`` of ``N = 60`` decoded from workers 0..8 had a relative
+error of 0.3. :func:`decode_error_bound` estimates the error of a subset before decoding, and
+the scheme (:class:`lwpd.schemes.LCC`) declines to decode above ``_config.LCC_MAX_ERROR``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -60,6 +65,7 @@ from lwpd._validation import as_real_array, check_finite, check_int, check_real
 __all__ = [
     "chebyshev_points",
     "decode",
+    "decode_error_bound",
     "encode",
     "encoding_matrix",
     "exact_block_sum",
@@ -397,6 +403,46 @@ def decode(results: Any, arrived_alphas: Any, betas: Any, K: int) -> np.ndarray:
     coef, *_ = np.linalg.lstsq(V / scale, R, rcond=None)
     weights = _cheb.chebvander(betas, degree).sum(axis=0) / scale
     return weights @ coef
+
+
+def decode_error_bound(arrived_alphas: Any, K: int) -> float:
+    """Estimated relative error of :func:`decode` from the workers at ``arrived_alphas``.
+
+    Machine epsilon times the 2-norm condition number of the column-scaled Chebyshev
+    Vandermonde matrix that :func:`decode` fits (the factor by which the interpolation
+    amplifies the results' rounding errors). Points spread over ``[-1, 1]`` keep it near
+    ``1e-15``; points clustered at one end (the first workers of many, near ``+1``) make it
+    grow like ``n^(2(n-m))`` (Fahim and Cadambe, 2019) -- up to ``O(1)`` for ``K = 5`` of ``N =
+    60``. Measured against the exact block sum on clustered subsets, the true error stayed
+    within about 10 times this bound. ``inf`` with fewer than ``recovery_threshold(K)`` points.
+
+    Parameters
+    ----------
+    arrived_alphas : array_like, shape (n,)
+        Evaluation points of the workers that arrived (distinct).
+    K : int
+        Number of data blocks.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> betas, alphas = lcc_points(5, 60)
+    >>> decode_error_bound(alphas, 5) < 1e-13           # every worker: well spread
+    True
+    >>> decode_error_bound(alphas[:9], 5) > 1e-2         # the first nine: clustered near +1
+    True
+    """
+    K = check_int("K", K, minimum=1)
+    alphas = _check_points("arrived_alphas", arrived_alphas)
+    threshold = recovery_threshold(K)
+    if alphas.size < threshold:
+        return math.inf
+    V = _cheb.chebvander(alphas, threshold - 1)
+    V = V / np.linalg.norm(V, axis=0)
+    return float(np.finfo(float).eps * np.linalg.cond(V))
 
 
 def exact_block_sum(blocks: Any, theta: Any) -> np.ndarray:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from lwpd import _config
 from lwpd import _lcc as lcc
 from lwpd._validation import check_int
 from lwpd.cost import gradient_ops
@@ -17,8 +20,12 @@ class LCC(PerWorkerResults):
     through the blocks evaluated at its Chebyshev point ``alpha_i`` and returns the degree-2
     computation ``X_i^T (X_i theta - y_i)`` on that coded data. Any ``2(K-1)+1`` results
     determine the polynomial ``f(u(z))``, whose values at the data points sum to the exact
-    gradient; with fewer there is no estimate. Decoding over the reals loses a little
-    accuracy as ``K`` grows: the training history's gradient error reports what it achieves.
+    gradient; with fewer there is no estimate. Decoding over the reals loses accuracy as
+    ``K`` grows and when the arrived workers' points cluster (the interpolation's condition
+    number): a step whose estimated relative error (:func:`lwpd._lcc.decode_error_bound`)
+    exceeds ``lwpd._config.LCC_MAX_ERROR`` has no estimate -- a step waiting "until ready"
+    waits for more results, a deadline step is reported as not decodable (``lr`` nan) --
+    rather than a wrong gradient. :attr:`error_bound` holds the last bound.
 
     Parameters
     ----------
@@ -37,6 +44,7 @@ class LCC(PerWorkerResults):
 
     def __init__(self, K: int = 2) -> None:
         self.K = check_int("K", K, minimum=1)
+        self.error_bound = math.inf  # of the last estimate (decode_error_bound)
 
     @property
     def threshold(self) -> int:
@@ -71,9 +79,13 @@ class LCC(PerWorkerResults):
         return [Task(i, lcc.worker_result, (self._coded[i], self._theta), self._work, floats=n) for i in range(self.n_workers)]
 
     def estimate(self) -> np.ndarray | None:
+        self.error_bound = math.inf
         if len(self._results) < self.threshold:
             return None
         arrived = np.fromiter(sorted(self._results), dtype=int)
+        self.error_bound = lcc.decode_error_bound(self._alphas[arrived], self.K)
+        if self.error_bound > _config.LCC_MAX_ERROR:
+            return None  # clustered points: the interpolation would amplify rounding past the tolerance
         block_sum = lcc.decode(np.stack([self._results[i] for i in arrived]), self._alphas[arrived], self._betas, self.K)
         return lcc.full_gradient(block_sum, self._theta, self.problem.n_samples, self.problem.alpha)
 
