@@ -389,3 +389,34 @@ def test_batches_are_solved_when_read_and_agree_with_single_updates_and_the_orac
     np.testing.assert_array_equal(one_shot.block_ranks, dec.block_ranks)
     dec.reset()
     assert dec.rank == 0 and not dec.estimate().any()
+
+
+@pytest.mark.parametrize("scale", [1e-150, 1e-100, 1e-20, 1.0, 1e20, 1e100, 1e150])
+def test_codebooks_at_extreme_scales_decode_as_pinv(scale):
+    """Entries anywhere in the accepted range decode exactly (NumPy pinv oracle)."""
+    cb = Codebook.from_dense(np.array([[scale, 0.0], [0.0, scale], [scale, scale]]))
+    g = np.array([1.5, -2.0]) / scale  # values of order one
+    values = cb.to_dense() @ g
+    dec = ProjectionDecoder(cb)
+    dec.update(np.arange(3), values)
+    np.testing.assert_allclose(dec.estimate(), np.linalg.pinv(cb.to_dense()) @ values, rtol=1e-12)
+    assert dec.recovered_fraction() == 1.0
+
+
+@pytest.mark.parametrize("scale", [1e155, 1e300, 1e-170, 1e-300])
+def test_codebooks_whose_products_overflow_or_underflow_are_refused(scale):
+    with pytest.raises(ValueError, match=r"array has an entry of magnitude .*CODEBOOK_ENTRY_RANGE"):
+        Codebook.from_dense(np.array([[scale, 0.0], [0.0, scale], [scale, scale]]))
+
+
+def test_results_too_large_to_sum_are_refused_and_nothing_is_folded():
+    cb = Codebook.from_dense(np.eye(2))
+    dec = ProjectionDecoder(cb)
+    with pytest.raises(ValueError, match="values must have magnitude at most"):
+        dec.update([0, 0], [1e308, 1e308])
+    with pytest.raises(ValueError, match="value must have magnitude at most"):
+        dec.update(0, 1e308)
+    assert dec.n_received == 0
+    dec.update(0, 1e150)
+    dec.update(0, 1e150)
+    assert np.isfinite(dec.estimate()).all() and dec.estimate()[0] == pytest.approx(1e150)

@@ -177,6 +177,15 @@ DASK_SCATTER_MIN_BYTES: int = 1024
 #: start) before giving up with an error naming the address.
 DASK_CONNECT_TIMEOUT: float = 10.0
 
+#: Codebooks: the range of the magnitude of every nonzero entry. A decoder works with the
+#: information matrix ``V^T V``, whose entries are products of two entries: outside this range
+#: they overflow to inf or underflow to 0 and the decode silently loses rank.
+CODEBOOK_ENTRY_RANGE: tuple[float, float] = (1e-150, 1e150)
+
+#: Decoders: the largest magnitude of a result folded in. Sums of many results and their
+#: products with codeword entries must stay finite; a larger value is refused (state unchanged).
+VALUE_MAX_MAGNITUDE: float = 1e150
+
 #: Lagrange coded computing (lwpd.schemes.LCC): the largest relative error bound of the
 #: interpolation a step may decode with. The bound is machine epsilon times the condition
 #: number of the column-scaled Chebyshev-Vandermonde matrix of the arrived workers' points

@@ -349,6 +349,15 @@ class Codebook:
         if (weights == 0).any():
             row = int(np.flatnonzero(weights == 0)[0])
             raise ValueError(f"{name} has a zero row (row {row}); every codeword must be nonzero")
+        low, high = _config.CODEBOOK_ENTRY_RANGE
+        magnitude = np.abs(csr.data[csr.data != 0])
+        smallest, largest = (float(magnitude.min()), float(magnitude.max())) if magnitude.size else (low, high)
+        if smallest < low or largest > high:
+            bad = smallest if smallest < low else largest
+            raise ValueError(f"{name} has an entry of magnitude {bad:.3g}; nonzero entries must lie in [{low:g}, {high:g}] "
+                             "(lwpd._config.CODEBOOK_ENTRY_RANGE) so that decoding, which multiplies entries, neither "
+                             "overflows nor underflows: scale the codewords (a codeword's scale does not change what "
+                             "it spans)")
         blocks = partition if partition is not None else Partition([dim])
         first = blocks.block_of_coordinate(csr.indices[csr.indptr[:-1]])
         last = blocks.block_of_coordinate(csr.indices[csr.indptr[1:] - 1])

@@ -109,8 +109,8 @@ class _Decoder:
         # Fast path for the common call update(int, float): the general checks below cost
         # more than folding the result in.
         if type(index) is int and type(value) is float:
-            if 0 <= index < self._n_codewords and math.isfinite(value):
-                return index, value
+            if 0 <= index < self._n_codewords and -_config.VALUE_MAX_MAGNITUDE <= value <= _config.VALUE_MAX_MAGNITUDE:
+                return index, value  # (NaN fails the comparison and takes the checks below)
         if not isinstance(index, numbers.Integral) or isinstance(index, (bool, np.bool_)):
             return None
         j = operator.index(index)
@@ -122,6 +122,7 @@ class _Decoder:
         v = float(value)
         if not math.isfinite(v):
             raise ValueError(f"value must be finite, got {v} for codeword {j}")
+        _check_magnitude("value", abs(v))
         return j, v
 
     def _many(self, indices: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +133,16 @@ class _Decoder:
                 f"values must have one entry per index: got {idx.shape[0]} indices and {vals.shape[0]} values"
             )
         check_finite("values", vals)
+        if vals.size:
+            _check_magnitude("values", float(np.abs(vals).max()))
         return idx, np.ascontiguousarray(vals)
+
+
+def _check_magnitude(name: str, largest: float) -> None:
+    """Refuse results so large that their sums or products with codeword entries overflow."""
+    if largest > _config.VALUE_MAX_MAGNITUDE:
+        raise ValueError(f"{name} must have magnitude at most {_config.VALUE_MAX_MAGNITUDE:g} "
+                         f"(lwpd._config.VALUE_MAX_MAGNITUDE: sums of such results would overflow); got {largest:.3g}")
 
 
 class ProjectionDecoder(_Decoder):
