@@ -216,3 +216,101 @@ def test_dask_run_survives_a_worker_killed_mid_training(dask):
     assert pids[victim] not in cluster.client.run(os.getpid).values()  # the process did die
     assert h.loss[-1] <= TARGET
     assert_balanced(h)
+
+
+class Malform:
+    """A fault model that spoils the first ``times`` results of ``worker``: the last floating
+    array in the result is cut short ("short"), turned into a column ("column"), blown up to
+    finite values too large to sum ("huge"), or the whole result replaced by text ("text")."""
+
+    def __init__(self, kind, worker=0, times=3):
+        self.kind, self.worker, self.times = kind, worker, times
+
+    def bind(self, n_workers):
+        self.reset()
+
+    def reset(self):
+        self.left = self.times
+
+    def corrupt(self, worker, result):
+        if worker != self.worker or self.left == 0:
+            return result
+        self.left -= 1
+        if self.kind == "text":
+            return "not a result"
+        return self._spoil(result)
+
+    def _spoil(self, part):
+        if isinstance(part, tuple):
+            return part[:-1] + (self._spoil(part[-1]),)
+        values = np.asarray(part, dtype=float)
+        return {"short": values[:-1], "column": values[:, None], "huge": np.full_like(values, 1e300)}[self.kind]
+
+
+def malform_schemes():
+    from lwpd.schemes import (GradientCoding, IgnoreStragglers, LCC, PartialGradientCoding, ReplicatedLWPD,
+                              Replication, Uncoded)
+
+    return {"lwpd": lambda: LWPD(), "lwpd-memory": lambda: LWPD(memory=True), "lwpd-full": lambda: LWPD(layout="full"),
+            "uncoded": Uncoded, "ignore-stream": lambda: IgnoreStragglers(chunks=2),
+            "iag": lambda: IgnoreStragglers(memory=True), "replication": lambda: Replication(2),
+            "gc": lambda: GradientCoding(1), "gc-partial": lambda: PartialGradientCoding(1), "lcc": lambda: LCC(2),
+            "lwpd-fr": ReplicatedLWPD}
+
+
+@pytest.mark.parametrize("kind", ["short", "column", "huge", "text"])
+@pytest.mark.parametrize("name", sorted(malform_schemes()))
+def test_a_malformed_result_is_rejected_and_the_run_goes_on(name, kind):
+    """Every scheme: a result without the structure its task promises, or too large to sum,
+    is counted as rejected, never folded, and the run reaches the optimum."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((240, 8))
+    prob = LeastSquares(X, X @ np.arange(1.0, 9.0) + 1.0)
+    target = prob.loss(np.linalg.lstsq(np.c_[X, np.ones(240)], prob.y, rcond=None)[0]) + 1e-8
+    cluster = SimulatedCluster(8, seed=0, faults=Malform(kind))
+    h = train(prob, malform_schemes()[name](), cluster, policy="first_k", max_steps=400, target_loss=target,
+              progress=False, seed=0)
+    assert sum(h.rejected) == 3 and sum(h.skipped) == 0
+    totals = h.totals()
+    assert totals["dispatched"] == sum(h.received) + totals["failed"] + totals["rejected"] + sum(h.dropped) + h.outstanding
+    assert h.loss[-1] <= target and np.isfinite(h.loss).all()
+
+
+def test_threads_async_rejects_malformed_results():
+    with ThreadPoolExecutor(4) as pool:
+        cluster = ExecutorCluster(pool, 4, seed=0, faults=Malform("short", worker=1))
+        h = train(problem(), LWPD(layout="full", block_size=4, redundancy=1.0, chunks=1), cluster, policy="async",
+                  max_steps=60, progress=False, seed=0)
+    # (a spoiled result may instead arrive too stale, dropped before it is looked at)
+    assert 1 <= sum(h.rejected) <= 3 and len(h) == 60 and np.isfinite(h.loss).all()
+
+
+def test_a_step_whose_estimate_overflows_is_skipped_and_counted():
+    """Results each within the accepted magnitude whose mean overflows: no step is taken on
+    an infinite estimate; the step is counted as skipped."""
+    from lwpd.schemes import Uncoded
+
+    class Overflowing(Uncoded):  # the first step's estimate overflows
+        def begin(self):
+            super().begin()
+            self.steps = getattr(self, "steps", 0) + 1
+
+        def estimate(self):
+            estimate = super().estimate()
+            return estimate * np.inf if estimate is not None and self.steps == 2 else estimate
+
+    h = train(problem(), Overflowing(), SimulatedCluster(4, seed=0), policy="first_k", max_steps=3, progress=False)
+    assert h.skipped == [1, 0, 0] and np.isnan(h.lr[0]) and h.loss[0] == problem().loss(np.zeros(8))
+
+
+def test_an_error_that_stops_a_run_carries_its_history():
+    class Broken(LWPD):
+        def begin(self):
+            super().begin()
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls == 4:
+                raise KeyError("a bug in a user's scheme")
+
+    with pytest.raises(KeyError) as info:
+        train(problem(), Broken(), SimulatedCluster(4, seed=0), policy="first_k", max_steps=10, progress=False)
+    assert len(info.value.history) == 3 and np.isfinite(info.value.history.loss).all()

@@ -332,8 +332,11 @@ def test_lwpd_chunk_errors():
     problem = _problems()["least-squares"]
     with pytest.raises(ValueError, match="chunks"):
         LWPD(block_size=2, chunks=0)
-    with pytest.raises(ValueError, match=r"chunks \(50\) exceeds the codewords of a worker"):
-        LWPD(block_size=2, chunks=50).bind(problem, 6, np.random.default_rng(0))
+    capped = LWPD(block_size=2, chunks=50)
+    capped.bind(problem, 6, np.random.default_rng(0))  # more chunks than codewords: one result per codeword
+    assert all(len(chunks) == len(part) for chunks, part in zip(capped._chunks, capped._worker_codewords))
+    with pytest.raises(ValueError, match=r"fewer than n_workers \(40\)"):
+        LWPD(layout="full", block_size=2).bind(problem, 40, np.random.default_rng(0))
     with pytest.raises(TypeError, match="reassign must be True or False"):
         LWPD(reassign="yes")
     with pytest.raises(ValueError, match="layout must be one of"):
@@ -373,3 +376,16 @@ def test_a_deadline_step_ends_when_every_task_has_arrived():
     history = train(problem, IgnoreStragglers(), SimulatedCluster(3, FixedDelays([1.0, 1.0, np.inf]), seed=0),
                     policy="deadline", deadline=10.0, max_steps=2, progress=False, seed=0)
     assert history.time == pytest.approx([10.0, 20.0]) and history.received == [2, 2]
+
+
+def test_a_codeword_dealt_to_a_doubly_loaded_worker_still_arrives():
+    """Nine parameters (blocks of 8 and 1) on 8 workers, full layout: the intercept's single
+    codeword always shares a worker with a codeword of the first block. Sent as its own
+    result it arrives in time, so first-k reaches the optimum (it used to stall, the intercept
+    never updated, at a loss of 0.49)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((240, 8))
+    problem = LeastSquares(X, X @ np.arange(1.0, 9.0) + 1.0)
+    history = train(problem, LWPD(layout="full"), SimulatedCluster(8, seed=0), policy="first_k", max_steps=400,
+                    target_loss=1e-10, progress=False, seed=0)
+    assert history.loss[-1] <= 1e-10 and abs(history.theta[-1] - 1.0) < 1e-4

@@ -14,14 +14,15 @@ import numpy as np
 
 from lwpd import _config
 from lwpd._validation import as_rng, check_bool, check_choice, check_int, check_real
+from lwpd.schemes._base import MalformedResult
 
 __all__ = ["History", "train"]
 
 _FIELDS = ("time", "loss", "grad_error", "received", "dropped", "staleness", "compute", "floats", "decode_time",
-           "dispatched", "failed", "rejected", "excluded", "late", "unverified", "oldest", "lr")
-_COUNTS = ("received", "dropped", "dispatched", "failed", "rejected", "excluded", "late", "unverified")
+           "dispatched", "failed", "rejected", "excluded", "late", "unverified", "skipped", "oldest", "lr")
+_COUNTS = ("received", "dropped", "dispatched", "failed", "rejected", "excluded", "late", "unverified", "skipped")
 _SETUP = ("setup_time", "setup_compute", "setup_floats", "outstanding")
-_FAULTS = ("dispatched", "failed", "rejected", "excluded", "late", "unverified")
+_FAULTS = ("dispatched", "failed", "rejected", "excluded", "late", "unverified", "skipped")
 _OPTIONAL = _FAULTS + ("oldest", "lr")  # fields a record may leave out (counts 0, the rest nan)
 
 
@@ -47,14 +48,16 @@ class History:
     ``dispatched`` (tasks submitted in the step), ``failed`` (tasks that raised, or that
     their executor lost, e.g. a Dask worker that died while running them too often; never
     folded), ``rejected`` (results that arrived but were refused before folding: not finite,
-    :meth:`Scheme.accepts`), ``excluded`` (results folded in but left out of the decode by a
+    :meth:`Scheme.accepts`, or without the structure its task promises: a
+    :class:`~lwpd.schemes.MalformedResult`), ``excluded`` (results folded in but left out of the decode by a
     robust decoder, as corrupted; they are also counted in ``received``), ``late`` (results
     folded in this step that were computed at an earlier step: a scheme with memory lets a
     busy worker's task run on across steps; they are also counted in ``received``, in the
     step they arrived), ``unverified`` (blocks the step's estimate could not check against
     corrupted values -- a robust decoder with too few codewords beyond a block's rank -- and so
     left out, or took unchecked with ``unverified="use"``; a count of blocks, not of
-    tasks). For synchronous steps without memory ``dispatched == received +
+    tasks), ``skipped`` (1 when the step's decoded estimate was not finite and was not
+    applied, else 0). For synchronous steps without memory ``dispatched == received +
     failed + rejected + dropped``; with ``policy="async"`` or memory the sums over the run
     balance the same way once ``outstanding`` (tasks still running when the run ended, then
     cancelled) is added to the right-hand side: every task is counted once, when it ends.
@@ -84,6 +87,7 @@ class History:
     excluded: list = field(default_factory=list)
     late: list = field(default_factory=list)
     unverified: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
     oldest: list = field(default_factory=list)
     lr: list = field(default_factory=list)
     #: Parameters at the end of the run (not saved by :meth:`save`).
@@ -91,7 +95,7 @@ class History:
 
     def record(self, **values: float) -> None:
         """Append one step: every field of :data:`_FIELDS` (the counts ``dispatched``,
-        ``failed``, ``rejected``, ``excluded``, ``late`` and ``unverified`` default to 0, ``oldest`` and ``lr``
+        ``failed``, ``rejected``, ``excluded``, ``late``, ``unverified`` and ``skipped`` default to 0, ``oldest`` and ``lr``
         to nan)."""
         unknown = set(values) - set(_FIELDS)
         if unknown:
@@ -265,6 +269,14 @@ def train(
     -------
     History
 
+    Raises
+    ------
+    Exception
+        Whatever stops a run (an error of the problem, the scheme or the cluster) carries the
+        :class:`History` recorded up to that point as its ``history`` attribute. A worker's
+        bad result never stops a run: one that raised counts as failed; one that is not
+        finite, too large or malformed as rejected; a step whose estimate overflowed as skipped.
+
     Examples
     --------
     >>> import numpy as np
@@ -316,6 +328,12 @@ def train(
             _asynchronous(run, scheme, cluster, k, max_staleness)
         else:
             _synchronous(run, scheme, cluster, policy, deadline, k)
+    except Exception as err:  # a run that must stop still hands back what it recorded
+        err.history = run.history
+        if hasattr(err, "add_note"):  # Python >= 3.11
+            err.add_note(f"lwpd.train: the History of the {len(run.history)} steps recorded before the error is "
+                         "in this exception's .history")
+        raise
     finally:
         run.history.outstanding = cluster.cancel()  # tasks still running when the run ended
         run.close()
@@ -345,6 +363,9 @@ class _Run:
         the step size is ``lr / (1 + staleness)`` (:func:`train`)."""
         error = math.nan
         lr = math.nan
+        skipped = estimate is not None and not bool(np.isfinite(estimate).all())
+        if skipped:  # an overflow in the decode: never step on it
+            estimate = None
         if estimate is not None:
             if self.track_error:
                 g = self.problem.gradient(self.theta)
@@ -357,7 +378,7 @@ class _Run:
         loss = self.problem.loss(self.theta)
         now = self.cluster.now
         self.history.record(time=now, loss=loss, grad_error=error, staleness=staleness, oldest=oldest, lr=lr,
-                            **cost.counts())
+                            skipped=int(skipped), **cost.counts())
         cost.clear()
         if self.bar is not None:
             self.bar.update(1)
@@ -441,11 +462,15 @@ class _StepCost:
         if not scheme.accepts(done.result):
             self.rejected += 1
             return False
-        if age is None:
-            self.timed(scheme.fold, done.worker, done.result)
-        else:
-            self.timed(lambda: scheme.fold(done.worker, done.result, age=age))
-            self.late += age > 0
+        try:
+            if age is None:
+                self.timed(scheme.fold, done.worker, done.result)
+            else:
+                self.timed(lambda: scheme.fold(done.worker, done.result, age=age))
+        except MalformedResult:  # refused before the scheme changed any state
+            self.rejected += 1
+            return False
+        self.late += age is not None and age > 0
         self.received += 1
         return True
 

@@ -5,7 +5,7 @@ then per step ``begin``, ``tasks(theta)``, ``fold(worker, result)`` as results a
 ``estimate()``. Compared on the same problem, cluster and seed by :func:`lwpd.train`.
 """
 
-from lwpd.schemes._base import Scheme, Task
+from lwpd.schemes._base import MalformedResult, Scheme, Task
 from lwpd.schemes._data_parallel import IgnoreStragglers, Replication, Uncoded
 from lwpd.schemes._gradient_coding import GradientCoding
 from lwpd.schemes._lcc import LCC
@@ -13,4 +13,4 @@ from lwpd.schemes._lwpd import LWPD, RandomK
 from lwpd.schemes._partial_gc import PartialGradientCoding
 from lwpd.schemes._replicated import ReplicatedLWPD
 
-__all__ = ["GradientCoding", "IgnoreStragglers", "LCC", "LWPD", "PartialGradientCoding", "RandomK", "ReplicatedLWPD", "Replication", "Scheme", "Task", "Uncoded"]
+__all__ = ["GradientCoding", "IgnoreStragglers", "LCC", "LWPD", "MalformedResult", "PartialGradientCoding", "RandomK", "ReplicatedLWPD", "Replication", "Scheme", "Task", "Uncoded"]

@@ -31,17 +31,56 @@ class Task:
     rerun_work: float | None = None
 
 
-def all_finite(result: Any) -> bool:
-    """True when every floating (or complex) value in ``result`` is finite; integer, boolean and
-    non-numeric parts (codeword indices, piece numbers) are not checked."""
+def all_bounded(result: Any) -> bool:
+    """True when every floating (or complex) value in ``result`` is finite and at most
+    ``_config.VALUE_MAX_MAGNITUDE`` in magnitude (larger ones overflow once summed); integer,
+    boolean and non-numeric parts (codeword indices, piece numbers) are not checked."""
     if isinstance(result, (tuple, list)):
-        return all(all_finite(part) for part in result)
+        return all(all_bounded(part) for part in result)
     if isinstance(result, dict):
-        return all(all_finite(part) for part in result.values())
+        return all(all_bounded(part) for part in result.values())
     arr = np.asarray(result) if isinstance(result, (np.ndarray, np.generic, float, complex)) else None
     if arr is None or arr.dtype.kind not in "fc":
         return True
-    return bool(np.isfinite(arr).all())
+    from lwpd import _config
+
+    return bool(np.isfinite(arr).all()) and (arr.size == 0 or float(np.abs(arr).max()) <= _config.VALUE_MAX_MAGNITUDE)
+
+
+class MalformedResult(ValueError):
+    """A worker's result does not have the structure its task promises (a vector of the wrong
+    length, a pair that is not one, an index out of range). Raised by :meth:`Scheme.fold`
+    before it changes any state; the training loop counts the result as rejected."""
+
+
+def result_vector(result: Any, size: int, what: str = "result") -> np.ndarray:
+    """``result`` as a float vector of length ``size``, or :class:`MalformedResult`."""
+    try:
+        arr = np.asarray(result, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise MalformedResult(f"{what} must be a vector of {size} floats: {err}") from None
+    if arr.shape != (size,):
+        raise MalformedResult(f"{what} must have shape ({size},), got {arr.shape}")
+    return arr
+
+
+def result_pair(result: Any, n_rows: int, size: int | None = None) -> tuple[Any, np.ndarray]:
+    """``(key, values)`` of a result that is a pair: with ``size`` given, ``key`` an integer in
+    ``[0, n_rows)`` (a piece or partition) and ``values`` a vector of ``size`` floats; without,
+    ``key`` a 1-D integer array of row indices in ``[0, n_rows)`` (codewords) and ``values`` one
+    float per index. :class:`MalformedResult` otherwise."""
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise MalformedResult(f"result must be a pair (key, values), got {type(result).__name__}")
+    key, values = result
+    keys = np.asarray(key)
+    if keys.dtype.kind not in "iu" or keys.ndim != (0 if size is not None else 1):
+        raise MalformedResult(f"result's key must be {'an integer' if size is not None else 'a 1-D integer array'}, "
+                              f"got dtype {keys.dtype} and shape {keys.shape}")
+    if keys.size and (int(keys.min()) < 0 or int(keys.max()) >= n_rows):
+        raise MalformedResult(f"result's key must lie in [0, {n_rows}), got {int(keys.min())}..{int(keys.max())}")
+    if size is not None:
+        return int(keys), result_vector(values, size, "result's values")
+    return keys.astype(np.int64), result_vector(values, keys.size, "result's values")
 
 
 def shard_gradient(problem: Any, theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -99,7 +138,9 @@ class Scheme(ABC):
 
     @abstractmethod
     def fold(self, worker: int, result: Any) -> None:
-        """Fold one worker's result in, the moment it arrives."""
+        """Fold one worker's result in, the moment it arrives. A result without the structure
+        its task promises raises :class:`MalformedResult` before any state changes (the
+        training loop counts it rejected and goes on)."""
 
     @abstractmethod
     def estimate(self) -> np.ndarray | None:
@@ -126,8 +167,9 @@ class Scheme(ABC):
     def accepts(self, result: Any) -> bool:
         """Whether a result that arrived may be folded in: by default every floating value in
         it (arrays, nested in tuples or lists) is finite. The training loop counts a refused
-        result as rejected and never folds it (a NaN would poison the whole decode)."""
-        return all_finite(result)
+        result as rejected and never folds it (a NaN would poison the whole decode); so is a
+        value above ``_config.VALUE_MAX_MAGNITUDE``, whose sums would overflow."""
+        return all_bounded(result)
 
     def staleness(self) -> tuple[float, float]:
         """``(weighted mean age, oldest age)`` in steps of the values the last estimate used:
@@ -164,7 +206,8 @@ class PerWorkerResults(Scheme):
         self._results: dict[int, np.ndarray] = {}
 
     def fold(self, worker: int, result: Any) -> None:
-        self._results.setdefault(self._result_key(int(worker)), np.asarray(result, dtype=float))
+        value = result_vector(result, self.problem.n_params)
+        self._results.setdefault(self._result_key(int(worker)), value)
 
     def _result_key(self, worker: int) -> int:
         return worker

@@ -10,7 +10,8 @@ import numpy as np
 from lwpd import _config
 from lwpd._validation import check_bool, check_int, check_real
 from lwpd.cost import gradient_ops
-from lwpd.schemes._base import PerWorkerResults, RowMemory, Task, curvature_shares, group_rows, shard_gradient
+from lwpd.schemes._base import (PerWorkerResults, RowMemory, Task, curvature_shares, group_rows, result_pair,
+                                result_vector, shard_gradient)
 
 
 def _check_fraction(value: float) -> float:
@@ -152,14 +153,13 @@ class IgnoreStragglers(_Sharded):
         ]
 
     def fold(self, worker: int, result: Any, age: int = 0) -> None:
-        piece, value = (0, result) if self.chunks == 1 else result
+        n = self.problem.n_params
+        piece, value = (0, result_vector(result, n)) if self.chunks == 1 else result_pair(result, self.chunks, n)
         if self.memory:
-            group = int(worker) * self.chunks + int(piece)
+            group = int(worker) * self.chunks + piece
             self._memory.store(group, slice(None), value, self._step - int(age))
-        elif self.chunks == 1:
-            super().fold(worker, result)
         else:
-            self._results.setdefault((int(worker), int(piece)), np.asarray(value, dtype=float))
+            self._results.setdefault(int(worker) if self.chunks == 1 else (int(worker), piece), value)
 
     def ready(self, received: int) -> bool:
         return received >= math.ceil(self.wait_for * self.n_workers * self.chunks)

@@ -10,7 +10,7 @@ import numpy as np
 from lwpd import _config
 from lwpd._validation import check_bool, check_choice, check_int, check_real
 from lwpd.cost import chunk_supports, derivative_ops, moment_derivative_ops, moment_setup_ops
-from lwpd.schemes._base import RowMemory, Scheme, Task, curvature_shares
+from lwpd.schemes._base import RowMemory, Scheme, Task, curvature_shares, result_pair
 
 LAYOUTS = ("sharded", "full", "moments")
 
@@ -153,7 +153,8 @@ class LWPD(Scheme):
     chunks : int, optional
         Results per worker and step: a worker's codewords are split into ``chunks`` tasks
         run one after another, each folded in the moment it finishes (the forward pass is
-        charged to the first). Default: 4, or fewer when a worker has fewer codewords.
+        charged to the first). Default 4; a worker with fewer codewords sends one result per
+        codeword.
     reassign : bool, default True
         Deal the codewords (and chunk orders) afresh every step, so a persistently slow
         worker does not erase the same directions every step.
@@ -298,13 +299,8 @@ class LWPD(Scheme):
         self._scale = sizes * self.n_workers / self.problem.n_samples  # sum_w (|S_w|/m) g_w = mean_w c_w g_w
         self._moments = None
         self._moment_parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._chunks_ = self.chunks
-        if self._chunks_ is None:
-            self._chunks_ = max(1, min(4, min(part.size for part in self._worker_shares())))
+        self._chunks_ = 4 if self.chunks is None else self.chunks
         self._deal()
-        smallest = min(len(part) for part in self._worker_codewords)
-        if smallest < self._chunks_:
-            raise ValueError(f"chunks ({self._chunks_}) exceeds the codewords of a worker ({smallest})")
         self._folded = []
         if self.decoder == "robust":
             from lwpd.robust import RobustDecoder
@@ -366,11 +362,12 @@ class LWPD(Scheme):
     def _deal(self) -> None:
         """Assign the codewords to workers, split each worker's share into chunks, and
         charge every chunk by :mod:`lwpd.cost`."""
-        if self.layout == "sharded":
-            shares = self._worker_shares()
-            parts = [[np.sort(c) for c in np.array_split(self._rng.permutation(share), self._chunks_)] for share in shares]
-        else:
-            shares, parts = deal_codewords(self.codebook_.block_of, self.n_workers, self._chunks_, self._rng)
+        shares = self._worker_shares()
+        # At most `chunks` per worker, one per codeword for a worker with fewer: a worker dealt
+        # more codewords than the rest (codewords do not divide evenly) sends its first early,
+        # so no codeword rides on the slowest task every step.
+        parts = [[np.sort(c) for c in np.array_split(self._rng.permutation(share), min(self._chunks_, share.size))]
+                 for share in shares]
         self._worker_codewords = shares
         n, m = self.problem.n_params, self.problem.n_samples
         self._chunks = []
@@ -444,13 +441,13 @@ class LWPD(Scheme):
         self._folded: list[np.ndarray] = []  # the codewords of each result folded in this step
 
     def fold(self, worker: int, result: Any, age: int = 0) -> None:
-        indices, values = result
+        indices, values = result_pair(result, len(self.codebook_))
         if self.memory:
             group = int(worker) if self.layout == "sharded" else 0
-            self._memory.store(group, np.asarray(indices, dtype=np.int64), values, self._step - int(age))
+            self._memory.store(group, indices, values, self._step - int(age))
         else:
             self._decoder.update(indices, values)
-        self._folded.append(np.asarray(indices))
+        self._folded.append(indices)
 
     def excluded(self) -> int:
         """Results of this step the robust decoder left out, in part or whole: a value located
@@ -546,7 +543,7 @@ class RandomK(LWPD):
     wait_for : float, default 0.75
         Fraction of the chunks a step waits for when it waits "until ready".
     chunks : int, optional
-        Results per worker and step (default 4, or fewer when a worker has fewer coordinates).
+        Results per worker and step (default 4; a worker with fewer coordinates sends one per coordinate).
 
     Examples
     --------

@@ -11,7 +11,7 @@ import numpy as np
 from lwpd import _gradient_coding as gc
 from lwpd import cost
 from lwpd._validation import check_choice, check_int
-from lwpd.schemes._base import Scheme, Task
+from lwpd.schemes._base import MalformedResult, Scheme, Task, result_pair
 
 
 def partition_chunk(problem: Any, theta: np.ndarray, partition: int, rows: np.ndarray) -> tuple[int, np.ndarray]:
@@ -132,12 +132,13 @@ class PartialGradientCoding(Scheme):
         self._sources: dict[int, int] = {}
 
     def fold(self, worker: int, result: Any) -> None:
-        partition, value = result
-        worker, partition = int(worker), int(partition)
+        partition, value = result_pair(result, self.n_workers, self.problem.n_params)
+        worker = int(worker)
         if partition not in self._held[worker]:
-            raise ValueError(f"worker {worker} does not hold partition {partition} (it holds {sorted(self._held[worker])})")
+            raise MalformedResult(f"worker {worker} does not hold partition {partition} (it holds "
+                                  f"{sorted(self._held[worker])})")
         if partition not in self._parts:  # every copy of a partition is the same vector
-            self._parts[partition] = np.asarray(value, dtype=float)
+            self._parts[partition] = value
             self._sources[partition] = worker
 
     def estimate(self) -> np.ndarray | None:

@@ -11,7 +11,7 @@ import numpy as np
 from lwpd import _config
 from lwpd._validation import check_bool, check_choice, check_int
 from lwpd.cost import codeword_support, derivative_ops
-from lwpd.schemes._base import RowMemory, Scheme, Task, curvature_shares, group_rows
+from lwpd.schemes._base import RowMemory, Scheme, Task, curvature_shares, group_rows, result_pair
 from lwpd.schemes._lwpd import _codeword_chunk
 
 
@@ -184,8 +184,8 @@ class ReplicatedLWPD(Scheme):
         self._received[:] = False
 
     def fold(self, worker: int, result: Any, age: int = 0) -> None:
-        indices, values = result
-        group, indices = int(worker) // 2, np.asarray(indices, dtype=np.int64)
+        indices, values = result_pair(result, len(self.codebook_))
+        group = int(worker) // 2
         self._memory.store(group, indices, values, self._step - int(age))
         self._received[group, indices] = True
 
