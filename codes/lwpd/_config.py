@@ -158,6 +158,15 @@ SETUP_MAX_ROUNDS: int = 100
 #: every worker is failing, and re-dispatching would loop forever.
 ASYNC_MAX_UNFOLDED: int = 10
 
+#: Training with ``policy="async"``: a task outstanding for more than this many times the
+#: median duration of the results so far is taken as lost (a failed or hung worker): it is
+#: cancelled, counted as dropped and dispatched again, so its worker is never held for good.
+ASYNC_LOST_AFTER: float = 10.0
+
+#: Training with ``policy="async"`` stops (with a warning) once nothing outstanding could
+#: finish in this many fresh rounds of delays in a row: every worker keeps failing.
+ASYNC_MAX_DEAD_ROUNDS: int = 100
+
 #: Problems: directional derivatives touching more than this fraction of the features
 #: compute (and cache, per row set and parameters) the product with all columns instead of
 #: gathering the touched ones -- gathering a tenth of the columns of a C-ordered or CSR

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -593,12 +594,20 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
     new estimate. A result computed on parameters more than ``max_staleness`` steps old is
     dropped (and counted); a task that failed is counted and dispatched again. A scheme with
     memory keeps its rows across steps instead of starting afresh, accepts results up to its
-    own ``max_age``, steps with the staleness-aware step of :func:`train`, and its lost tasks
-    are cancelled and dispatched again after each step."""
+    own ``max_age`` and steps with the staleness-aware step of :func:`train`.
+
+    A task that will not finish -- one the cluster knows is lost (a failed worker), or one
+    outstanding for more than ``_config.ASYNC_LOST_AFTER`` times the median duration of the
+    results so far (a hung worker) -- holds its worker only until the master steps, or until
+    that timeout if no step comes (a scheme that needs every worker): it is then cancelled
+    (counted dropped) and dispatched again in a fresh round of delays. When nothing
+    outstanding can finish for ``_config.ASYNC_MAX_DEAD_ROUNDS`` fresh rounds in a row, the
+    run stops with a warning saying why."""
     memory = _has_memory(scheme)
     oldest_allowed = scheme.max_age if memory else max_staleness
     version = 0
-    issued: dict[int, tuple[int, Any]] = {}  # task id -> (parameter version, task key)
+    issued: dict[int, tuple[int, Any, float]] = {}  # task id -> (parameter version, task key, submitted at)
+    durations: list[float] = []  # of the results so far (the timeout for a task that never finishes)
     cost = _StepCost()
 
     def current_tasks() -> dict[Any, Any]:
@@ -607,7 +616,25 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
     def dispatch(keys: Iterable[Any], alone: bool = False) -> None:
         tasks = current_tasks()
         for key in keys:
-            issued[cost.submit(cluster, tasks[key], alone)] = (version, key)
+            issued[cost.submit(cluster, tasks[key], alone)] = (version, key, cluster.now)
+
+    def redispatch(task_ids: list[int], fresh_round: bool) -> None:
+        """Cancel ``task_ids`` (dropped) and dispatch their tasks again (in a fresh round of
+        delays when no step has drawn one since they were lost)."""
+        if not task_ids:
+            return
+        keys = [issued.pop(tid)[1] for tid in task_ids]
+        cost.cancel(cluster, task_ids)
+        if fresh_round:
+            cluster.new_round()
+        dispatch(keys, alone=True)
+
+    def overdue() -> list[int]:
+        if not durations:
+            return []
+        limit = _config.ASYNC_LOST_AFTER * float(np.median(durations))
+        now = cluster.now
+        return sorted(tid for tid, (_, _, at) in issued.items() if now - at > limit)
 
     cluster.new_round()
     scheme.begin()
@@ -616,13 +643,24 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
     lag_sum = 0
     lag_max = 0
     unfolded = 0  # results in a row that could not be folded in
+    dead_rounds = 0  # fresh rounds in a row in which nothing outstanding could finish
     while True:
         done = next(iter(cluster.as_completed(k=1, errors="return")), None)
-        if done is None:  # nothing outstanding can ever finish (every worker failed)
-            run.step(None, math.nan, cost)
-            return
-        computed_on, key = issued.pop(done.task_id)
+        if done is None:  # nothing outstanding can finish in this round: free the lost tasks in a fresh one
+            dead_rounds += 1
+            if dead_rounds > _config.ASYNC_MAX_DEAD_ROUNDS or not issued:
+                warnings.warn(f"policy='async' stopped after {len(run.history)} steps: no outstanding task could "
+                              f"finish in {dead_rounds} fresh rounds of delays in a row (every worker failed)",
+                              RuntimeWarning, stacklevel=3)
+                run.step(None, math.nan, cost)
+                return
+            redispatch(sorted(issued), fresh_round=True)
+            continue
+        dead_rounds = 0
+        computed_on, key, _ = issued.pop(done.task_id)
         lag = version - computed_on
+        if done.ok:
+            durations.append(done.finished - done.submitted)
         if cost.take(scheme, done, fold=lag <= oldest_allowed, age=lag if memory else None):
             lag_sum += lag
             lag_max = max(lag_max, lag)
@@ -634,6 +672,7 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
                     f"{unfolded} results in a row could not be folded in ({cost.failed} failed, {cost.rejected} "
                     f"rejected, {cost.dropped} too stale this step): every worker keeps failing") from done.error
         dispatch([key], alone=True)  # the same task again, on the newest parameters
+        stepped = False
         if cost.received >= k:
             estimate = cost.decode(scheme)
             if estimate is not None:
@@ -647,11 +686,11 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
                 cluster.new_round()
                 scheme.begin()
                 lag_sum = lag_max = 0
-                if memory:  # a lost task would hold its worker for good: dispatch it again this round
-                    lost = _lost(cluster)
-                    keys = [issued.pop(tid)[1] for tid in lost]
-                    cost.cancel(cluster, lost)
-                    dispatch(keys, alone=True)
+                stepped = True
+                # a lost task would hold its worker for good: dispatch it again in this fresh round
+                redispatch(sorted(set(_lost(cluster)).union(overdue())), fresh_round=False)
+        if not stepped:
+            redispatch(overdue(), fresh_round=True)
 
 
 def _progress(total: int, name: str):
