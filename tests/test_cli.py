@@ -1,3 +1,4 @@
+import json
 import math
 import re
 
@@ -153,7 +154,11 @@ def test_run_is_deterministic_for_a_seed(tmp_path, capsys):
         (["run", "--bandwidth", "0"], "--bandwidth must be > 0"),
         (["run", "--latency", "-1"], "--latency must be >= 0"),
         (["run", "--stragglers", "pareto:beta=2"], "keys alpha, scale"),
-        (["run", "--schemes", "uncoded,magic"], "--schemes takes names from"),
+        (["run", "--schemes", "uncoded,magic"], "--schemes takes distinct names"),
+        (["run", "--schemes", "uncoded,,lwpd"], "--schemes takes distinct names"),
+        (["run", "--schemes", "lwpd,lwpd"], "--schemes takes distinct names"),
+        (["run", "--stragglers", "pareto:alpha=nan"], "--stragglers pareto:alpha=nan: alpha must be finite"),
+        (["run", "--seed", "-1"], "--seed must be an integer in [0, 2**32 - 1], got -1"),
         (["run", "--dataset", "digits", "--model", "logistic"], "needs two classes"),
         (["run", "--dataset", "diabetes", "--model", "softmax"], "needs class labels"),
         (["run", "--schemes", "lcc"], "least squares only"),
@@ -242,3 +247,16 @@ def test_run_gives_every_scheme_the_same_placement(tmp_path, monkeypatch):
     assert uncoded.scheme == "uncoded"
     assert uncoded.final_loss == direct.loss[-1] and uncoded.history.loss == direct.loss
     np.testing.assert_array_equal(uncoded.history.theta, direct.theta)
+
+
+def test_results_json_is_strict_json(tmp_path):
+    """No NaN or Infinity (a strict parser refuses them): null, documented as 'not a finite number'."""
+    argv = ["run", "--dataset", "wine", "--schemes", "uncoded,ignore", "--workers", "4", "--max-steps", "2",
+            "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 0
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    data = json.loads((tmp_path / "results.json").read_text(), parse_constant=refuse)
+    assert data["results"][0]["time_to_target"] is None  # two steps: never reached

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference as ref
-from lwpd import Codebook, Partition, block_codebook, projective_codebook, random_codebook
+from lwpd import Codebook, Partition, block_codebook, identity_codebook, projective_codebook, random_codebook
 
 
 # ---------------------------------------------------------------------------- Partition
@@ -218,3 +218,19 @@ def test_codebook_equality_compares_contents():
     tiled = block_codebook(projective_codebook(3), Partition.uniform(7, 3))
     assert tiled == Codebook.from_dense(tiled.to_dense(), tiled.partition)
     assert tiled != "codebook"
+
+
+def test_partition_sizes_that_would_overflow_are_refused_with_the_cause():
+    with pytest.raises(ValueError, match=r"sizes must sum to at most .* got 9,223,372,036,854,775,808"):
+        Partition([2**62, 2**62])
+    with pytest.raises(ValueError, match=r"sizes must sum to at most .*got a block of 1e\+20"):
+        Partition([1e20])
+    assert Partition([2**40, 2**40]).dim == 2**41
+
+
+def test_encode_into_a_read_only_out_names_out():
+    cb = identity_codebook(4)
+    out = np.zeros(4)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out must be a writeable"):
+        cb.encode(np.ones(4), out=out)

@@ -420,3 +420,12 @@ def test_results_too_large_to_sum_are_refused_and_nothing_is_folded():
     dec.update(0, 1e150)
     dec.update(0, 1e150)
     assert np.isfinite(dec.estimate()).all() and dec.estimate()[0] == pytest.approx(1e150)
+
+
+def test_peeling_fill_must_be_a_finite_number_named():
+    dec = PeelingDecoder(identity_codebook(3))
+    dec.update(0, 1.0)
+    with pytest.raises(TypeError, match="fill must be a real number"):
+        dec.estimate(fill="x")
+    with pytest.raises(ValueError, match="fill must be finite"):
+        dec.estimate(fill=np.nan)

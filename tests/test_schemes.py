@@ -389,3 +389,18 @@ def test_a_codeword_dealt_to_a_doubly_loaded_worker_still_arrives():
     history = train(problem, LWPD(layout="full"), SimulatedCluster(8, seed=0), policy="first_k", max_steps=400,
                     target_loss=1e-10, progress=False, seed=0)
     assert history.loss[-1] <= 1e-10 and abs(history.theta[-1] - 1.0) < 1e-4
+
+
+def test_history_saves_strict_json_and_reads_null_back_as_nan(tmp_path):
+    import json
+
+    from lwpd import History
+
+    h = History(scheme="demo")
+    h.record(time=1.0, loss=0.5, grad_error=float("nan"), received=0, dropped=0, staleness=float("inf"),
+             compute=1.0, floats=0.0, decode_time=0.0)
+    h.save(tmp_path / "h.json")
+    raw = (tmp_path / "h.json").read_text()
+    assert "NaN" not in raw and "Infinity" not in raw and json.loads(raw)["grad_error"] == [None]
+    back = History.load(tmp_path / "h.json")
+    assert np.isnan(back.grad_error[0]) and np.isnan(back.staleness[0]) and back.loss == [0.5]

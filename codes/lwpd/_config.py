@@ -186,6 +186,10 @@ DASK_SCATTER_MIN_BYTES: int = 1024
 #: start) before giving up with an error naming the address.
 DASK_CONNECT_TIMEOUT: float = 10.0
 
+#: Partitions and codebooks: the most coordinates a parameter vector may have (int64
+#: offsets and every index array stay exact far below this).
+MAX_DIM: int = 2**53
+
 #: Codebooks: the range of the magnitude of every nonzero entry. A decoder works with the
 #: information matrix ``V^T V``, whose entries are products of two entries: outside this range
 #: they overflow to inf or underflow to 0 and the decode silently loses rank.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -50,7 +49,10 @@ def parse_stragglers(spec: str) -> Any:
             kwargs[key] = float(value)
         except ValueError:
             raise ValueError(f"--stragglers {name}: {key} must be a number, got {value!r}") from None
-    return getattr(stragglers, cls_name)(**kwargs)
+    try:
+        return getattr(stragglers, cls_name)(**kwargs)
+    except (TypeError, ValueError) as err:  # the model's own message, with the flag it came from
+        raise ValueError(f"--stragglers {spec}: {err}") from None
 
 
 def load_problem(dataset: str, model: str, seed: int):
@@ -273,6 +275,8 @@ def _write(out: Path, outcomes: list[Outcome], config: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from lwpd.train import strict_json
+
     out.mkdir(parents=True, exist_ok=True)
     data = {
         "config": config,
@@ -283,7 +287,7 @@ def _write(out: Path, outcomes: list[Outcome], config: dict[str, Any]) -> None:
             for o in outcomes
         ],
     }
-    (out / "results.json").write_text(json.dumps(data, indent=1, allow_nan=True))
+    (out / "results.json").write_text(strict_json(data, indent=1))  # null: not a finite number (e.g. never reached)
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for o in outcomes:
         gap = np.maximum(np.asarray(o.history.loss) - config["optimal_loss"], 1e-12)

@@ -91,12 +91,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from lwpd.placement import PLACEMENTS
 
     try:
-        schemes = tuple(filter(None, args.schemes.split(",")))
+        schemes = tuple(name.strip() for name in args.schemes.split(","))
         unknown = [name for name in schemes if name not in _experiment.SCHEMES]
-        if unknown or not schemes:
-            raise ValueError(f"--schemes takes names from {', '.join(_experiment.SCHEMES)}; got {args.schemes!r}")
+        if unknown or not schemes or len(set(schemes)) < len(schemes):
+            raise ValueError(f"--schemes takes distinct names, comma-separated, from {', '.join(_experiment.SCHEMES)}; got {args.schemes!r}")
         if args.placement.partition(":")[0] not in PLACEMENTS:  # the library's message also offers index arrays
             raise ValueError(f"--placement must be iid, sorted or dirichlet:alpha=A (A > 0); got {args.placement!r}")
+        if not 0 <= args.seed < 2**32:
+            raise ValueError(f"--seed must be an integer in [0, 2**32 - 1], got {args.seed}")
         if args.workers < 2:
             raise ValueError(f"--workers must be >= 2, got {args.workers}")
         if args.max_steps < 1:

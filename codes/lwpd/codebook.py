@@ -52,11 +52,18 @@ class Partition:
             raise ValueError(f"sizes must be a non-empty 1-D sequence of block sizes, got shape {arr.shape}")
         if arr.dtype.kind not in "iu":
             if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
+                if np.abs(arr).max() > _config.MAX_DIM:
+                    raise ValueError(f"sizes must sum to at most {_config.MAX_DIM:,} coordinates "
+                                     f"(lwpd._config.MAX_DIM), got a block of {np.abs(arr).max():.3g}")
                 arr = arr.astype(np.int64)
             else:
                 raise TypeError(f"sizes must hold integers, got dtype {arr.dtype}")
         if (arr < 1).any():
             raise ValueError(f"sizes must all be >= 1, got {int(arr.min())} at block {int(np.argmin(arr))}")
+        total = sum(int(size) for size in arr)  # Python integers: no wrap-around
+        if total > _config.MAX_DIM:
+            raise ValueError(f"sizes must sum to at most {_config.MAX_DIM:,} coordinates (lwpd._config.MAX_DIM), "
+                             f"got {total:,}")
         self._sizes = _readonly(arr.astype(np.int64))
         self._offsets = _readonly(np.concatenate([[0], np.cumsum(self._sizes)]).astype(np.int64))
 
@@ -641,8 +648,9 @@ class Codebook:
         shape = (self.n_codewords,) if arr.ndim == 1 else (batch.shape[0], self.n_codewords)
         if out is None:
             out = np.empty(shape, dtype=batch.dtype)
-        elif not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != batch.dtype or not out.flags.c_contiguous:
-            raise ValueError(f"out must be a C-contiguous numpy array of shape {shape} and dtype {batch.dtype}")
+        elif (not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != batch.dtype
+              or not out.flags.c_contiguous or not out.flags.writeable):
+            raise ValueError(f"out must be a writeable C-contiguous numpy array of shape {shape} and dtype {batch.dtype}")
         result = out
         out = out.reshape(batch.shape[0], self.n_codewords)
         if self._tile is not None and self._tile_blocks:

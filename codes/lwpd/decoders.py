@@ -12,7 +12,7 @@ import numpy as np
 
 from lwpd import _config
 from lwpd._kernels import cpu
-from lwpd._validation import as_index_array, as_real_array, check_choice, check_codebook, check_finite
+from lwpd._validation import as_index_array, as_real_array, check_choice, check_codebook, check_finite, check_real
 from lwpd.codebook import Codebook
 
 __all__ = ["ProjectionDecoder", "PeelingDecoder", "decode"]
@@ -449,7 +449,9 @@ class PeelingDecoder(_Decoder):
         return self._out(np.where(known.astype(bool), coords, np.nan))
 
     def estimate(self, fill: float = 0.0) -> np.ndarray:
-        """Recovered coordinates with ``fill`` where a coordinate is still unknown."""
+        """Recovered coordinates with ``fill`` (a finite real number; :meth:`values` gives NaN)
+        where a coordinate is still unknown."""
+        fill = check_real("fill", fill)
         _, known, coords = self._host()
         return self._out(np.where(known.astype(bool), coords, float(fill)))
 

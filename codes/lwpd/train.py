@@ -143,19 +143,26 @@ class History:
                 **{name: getattr(self, name) for name in _SETUP}}
 
     def save(self, path: str | Path) -> None:
-        """Write the history as JSON."""
-        Path(path).write_text(json.dumps(self.as_dict(), allow_nan=True))
+        """Write the history as strict JSON: a value that is not a finite number (a NaN
+        gradient error, an infinite time) is written as ``null``; :meth:`load` reads it back
+        as NaN."""
+        Path(path).write_text(strict_json(self.as_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> "History":
         """Read a history written by :meth:`save`."""
         data = json.loads(Path(path).read_text())
         steps = len(data["time"])
+
+        def numbers(values: Any) -> Any:  # null (not a finite number when saved) -> NaN
+            return math.nan if values is None else [math.nan if v is None else v for v in values] \
+                if isinstance(values, list) else values
+
         # files written before a field existed: NaN per step (zero for the fault counts and
         # the one-off setup)
         return cls(scheme=data.get("scheme", ""),
-                   **{name: data.get(name, [0 if name in _FAULTS else math.nan] * steps) for name in _FIELDS},
-                   **{name: data.get(name, 0.0) for name in _SETUP})
+                   **{name: numbers(data.get(name, [0 if name in _FAULTS else math.nan] * steps)) for name in _FIELDS},
+                   **{name: numbers(data.get(name, 0.0)) for name in _SETUP})
 
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:
         """Loss against time (log scale) on ``ax`` (a new figure if ``None``); returns ``ax``."""
@@ -340,6 +347,22 @@ def train(
         run.close()
     run.history.theta = run.theta
     return run.history
+
+
+def strict_json(data: Any, **dumps: Any) -> str:
+    """``data`` as strict JSON (RFC 8259, which has no NaN or Infinity): every float that is
+    not finite becomes ``null``. Used for every JSON file lwpd writes."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(item) for item in value]
+        return value
+
+    return json.dumps(clean(data), allow_nan=False, **dumps)
 
 
 def _has_memory(scheme: Any) -> bool:
