@@ -137,3 +137,42 @@ def test_connecting_to_a_running_scheduler(dask):
         h = train(least_squares(200), LWPD(block_size=4), cluster, deadline=30.0, max_steps=5, progress=False, seed=0)
         assert h.received == h.dispatched
     assert dask.client.run(lambda: 1)  # the scheduler and its workers are still up
+
+
+def test_tls_scheduler_with_security(tmp_path, capsys):
+    """A LocalCluster started on tls://127.0.0.1 with self-signed certificates (made here):
+    dask_cluster reaches it with security=, the CLI with the --tls-* files; without credentials
+    the connection is refused."""
+    import logging
+
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    from lwpd.cli import main
+
+    security = Security.temporary()
+    with LocalCluster(n_workers=1, processes=True, security=security, protocol="tls://", host="127.0.0.1",
+                      dashboard_address=None, silence_logs=logging.ERROR) as local:
+        address = local.scheduler_address
+        assert address.startswith("tls://")
+        with dask_cluster(address, n_workers=2, security=security) as cluster:
+            h = train(least_squares(200), LWPD(block_size=4), cluster, deadline=30.0, max_steps=3, progress=False,
+                      seed=0)
+            assert h.received == h.dispatched
+        with pytest.raises((ConnectionError, TypeError, OSError)):
+            with dask_cluster(address, n_workers=2, timeout=3.0):
+                pass
+        files = {}
+        for flag, pem in (("--tls-ca-file", security.tls_ca_file), ("--tls-cert", security.tls_client_cert),
+                          ("--tls-key", security.tls_client_key)):
+            files[flag] = tmp_path / (flag.strip("-") + ".pem")
+            files[flag].write_text(pem)
+        argv = ["run", "--dataset", "wine", "--schemes", "uncoded", "--workers", "2", "--max-steps", "2", "--quiet",
+                "--backend", "dask", "--dask-address", address, "--out", str(tmp_path / "out"),
+                *[str(part) for pair in files.items() for part in pair]]
+        assert main(argv) == 0
+    assert main(["run", "--tls-cert", "x.pem", "--quiet", "--max-steps", "2", "--out", str(tmp_path)]) == 2
+    assert "TLS needs --tls-ca-file, --tls-cert and --tls-key together" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="security must be a distributed.security.Security"):
+        with dask_cluster(security="tls"):
+            pass

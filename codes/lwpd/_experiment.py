@@ -159,12 +159,14 @@ def run(
     progress: bool = True,
     dask_address: str | None = None,
     placement: Any = "iid",
+    dask_security: Any = None,
 ) -> list[Outcome]:
     """Train with every scheme on the same problem, cluster model and seed; write results.
 
     ``backend``: ``"simulated"`` (virtual clock), ``"threads"`` / ``"processes"`` (a local
     pool) or ``"dask"`` (a LocalCluster with one worker process per core, or the scheduler at
-    ``dask_address``); the real backends sleep 1 ms per modelled time unit. ``placement``:
+    ``dask_address``, with TLS credentials ``dask_security``, a
+    ``distributed.security.Security``); the real backends sleep 1 ms per modelled time unit. ``placement``:
     which training rows each worker holds, the same for every scheme (:mod:`lwpd.placement`:
     ``"iid"``, ``"sorted"``, ``"dirichlet:alpha=A"``, or one index array per worker into the
     75% training split); invalid specs raise ``ValueError`` or ``TypeError`` naming
@@ -176,6 +178,8 @@ def run(
 
     if dask_address is not None and backend != "dask":
         raise ValueError(f"--dask-address needs --backend dask, got --backend {backend}")
+    if dask_security is not None and dask_address is None:
+        raise ValueError("--tls-* needs --dask-address (a tls:// scheduler)")
     placement = check_placement(placement)
     delays = parse_stragglers(stragglers)
     cost = CostModel(latency=latency, bandwidth=bandwidth)
@@ -193,7 +197,8 @@ def run(
         if backend == "dask":
             from lwpd.cluster import dask_cluster
 
-            dask = stack.enter_context(dask_cluster(dask_address, n_workers=min(workers, os.cpu_count() or 1)))
+            dask = stack.enter_context(dask_cluster(dask_address, n_workers=min(workers, os.cpu_count() or 1),
+                                                    security=dask_security))
         for name in schemes:
             outcomes.append(_run_one(name, problem, test, workers, delays, cost, policy, backend, seed, max_steps, target,
                                      progress, dask.client if backend == "dask" else None, placement))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -86,6 +86,23 @@ def _cmd_codebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _security(args: argparse.Namespace) -> Any:
+    """The ``distributed.security.Security`` the --tls-* flags describe, or None."""
+    files = {"--tls-ca-file": args.tls_ca_file, "--tls-cert": args.tls_cert, "--tls-key": args.tls_key}
+    if not any(files.values()):
+        return None
+    missing = [flag for flag, path in files.items() if not path]
+    if missing:
+        raise ValueError(f"TLS needs --tls-ca-file, --tls-cert and --tls-key together; missing {', '.join(missing)}")
+    absent = [f"{flag} {path}" for flag, path in files.items() if not os.path.isfile(path)]
+    if absent:
+        raise ValueError(f"no such file: {'; '.join(absent)}")
+    from distributed.security import Security
+
+    return Security(tls_ca_file=args.tls_ca_file, tls_client_cert=args.tls_cert, tls_client_key=args.tls_key,
+                    require_encryption=True)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from lwpd import _experiment
     from lwpd.placement import PLACEMENTS
@@ -111,7 +128,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             dataset=args.dataset, model=args.model, schemes=schemes, workers=args.workers,
             stragglers=args.stragglers, policy=args.policy, backend=args.backend, seed=args.seed,
             max_steps=args.max_steps, latency=args.latency, bandwidth=args.bandwidth, out=args.out, progress=not args.quiet,
-            dask_address=args.dask_address, placement=args.placement,
+            dask_address=args.dask_address, placement=args.placement, dask_security=_security(args),
         )
     except (ValueError, TypeError, ImportError, ConnectionError) as exc:
         print(f"lwpd run: error: {_as_flags(str(exc))}", file=sys.stderr)
@@ -175,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "backends sleep 1 ms per modelled time unit")
     run.add_argument("--dask-address", default=None, metavar="ADDR",
                      help="with --backend dask: a running scheduler, e.g. tcp://host:8786 (default: start a LocalCluster)")
+    run.add_argument("--tls-ca-file", default=None, metavar="PEM",
+                     help="with --dask-address tls://...: the certificate authority that signed the scheduler's "
+                     "certificate (with --tls-cert and --tls-key: this client's certificate and key)")
+    run.add_argument("--tls-cert", default=None, metavar="PEM", help="this client's TLS certificate (see --tls-ca-file)")
+    run.add_argument("--tls-key", default=None, metavar="PEM", help="this client's TLS private key (see --tls-ca-file)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--max-steps", type=int, default=300)
     run.add_argument("--latency", type=float, default=0.0, help="time per result message (lwpd.cost; default 0)")

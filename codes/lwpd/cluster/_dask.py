@@ -217,7 +217,7 @@ class DaskCluster(ExecutorCluster):
 @contextlib.contextmanager
 def dask_cluster(address: str | None = None, n_workers: int = 2, threads_per_worker: int = 1, *,
                  timeout: float | None = None, delays: Any = None, time_scale: float = 1.0, seed: Any = None,
-                 cost: Any = None, faults: Any = None, **kwargs: Any) -> Iterator[DaskCluster]:
+                 cost: Any = None, faults: Any = None, security: Any = None, **kwargs: Any) -> Iterator[DaskCluster]:
     """A :class:`DaskCluster` for the duration of a ``with`` block, on a laptop or a real cluster.
 
     Parameters
@@ -239,6 +239,12 @@ def dask_cluster(address: str | None = None, n_workers: int = 2, threads_per_wor
         address raises ``ConnectionError`` naming it once this has passed.
     delays, time_scale, seed, cost, faults
         Passed to :class:`DaskCluster` (injected delays, communication prices, faults).
+    security : distributed.security.Security, optional
+        TLS credentials: for a ``"tls://host:port"`` scheduler, the client's certificate, key
+        and CA (``Security(tls_ca_file=..., tls_client_cert=..., tls_client_key=...,
+        require_encryption=True)``); with ``address=None``, the LocalCluster is started on
+        ``tls://127.0.0.1`` with these credentials (``Security.temporary()`` makes
+        self-signed ones; it needs the ``cryptography`` package).
     **kwargs
         Passed to ``distributed.LocalCluster`` (e.g. ``memory_limit``); only with
         ``address=None``.
@@ -263,9 +269,17 @@ def dask_cluster(address: str | None = None, n_workers: int = 2, threads_per_wor
     n_workers = check_int("n_workers", n_workers, minimum=1)
     threads_per_worker = check_int("threads_per_worker", threads_per_worker, minimum=1)
     timeout = _config.DASK_CONNECT_TIMEOUT if timeout is None else check_real("timeout", timeout, positive=True)
+    from distributed.security import Security
+
+    if security is not None and not isinstance(security, Security):
+        raise TypeError(f"security must be a distributed.security.Security or None, got {type(security).__name__}")
+    if "security" in kwargs or "protocol" in kwargs:
+        raise TypeError("pass TLS credentials as security=, not as a LocalCluster option")
     local = None
     if address is None:
         kwargs.setdefault("silence_logs", logging.ERROR)
+        if security is not None:
+            kwargs.update(security=security, protocol="tls://")
         with warnings.catch_warnings():
             # With the dashboard off the scheduler still serves health checks, on 8787 or a free
             # port when another cluster holds it; that choice is not the user's concern.
@@ -282,7 +296,7 @@ def dask_cluster(address: str | None = None, n_workers: int = 2, threads_per_wor
         target = address
     try:
         try:
-            client = distributed.Client(target, timeout=timeout)
+            client = distributed.Client(target, timeout=timeout, **({"security": security} if security else {}))
         except (OSError, TimeoutError) as exc:
             raise ConnectionError(f"could not reach the Dask scheduler at {address!r} within {timeout:g} s: {exc}") from exc
         try:
