@@ -346,3 +346,28 @@ def test_async_stops_with_a_reason_when_every_worker_always_fails():
                   progress=False, seed=0)
     assert len(h) >= 1 and np.isnan(h.lr[-1])
     assert h.totals()["dispatched"] == totals_sum(h) + h.outstanding
+
+
+@pytest.mark.slow
+def test_dask_async_run_survives_a_worker_killed_mid_training(dask):
+    """The README's promise under policy="async" too: a SIGKILLed Dask worker costs only its
+    running tasks (re-run by the scheduler, or counted failed and dispatched again by lwpd);
+    the run takes every step, balances, and converges."""
+    from lwpd.cluster import DaskCluster
+    from lwpd.stragglers import ShiftedExponential
+
+    prob = problem()
+    cluster = DaskCluster(dask.client, n_workers=2, delays=ShiftedExponential(shift=1.0, rate=5.0), time_scale=0.05, seed=0)
+    pids = cluster.client.run(os.getpid)
+    victim = sorted(pids)[0]
+
+    def kill(step, theta, history):
+        if step == 2:
+            threading.Timer(0.02, os.kill, (pids[victim], signal.SIGKILL)).start()
+
+    h = train(prob, LWPD(layout="full", block_size=4, redundancy=1.0, chunks=2, reassign=False), cluster,
+              policy="async", max_steps=60, lr=0.3 / prob.lipschitz(), callback=kill, progress=False, seed=0)
+    cluster.client.wait_for_workers(2, timeout=30)
+    assert pids[victim] not in cluster.client.run(os.getpid).values()
+    assert len(h) == 60 and h.loss[-1] < 1e-2 * h.loss[0]
+    assert h.totals()["dispatched"] == totals_sum(h) + h.outstanding
