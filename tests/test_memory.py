@@ -285,3 +285,24 @@ def test_memory_arguments_are_validated():
         LWPD(layout="full", decoder="robust", memory=True)
     assert "memory=True, max_age=5" in repr(LWPD(memory=True, max_age=5))
     assert IgnoreStragglers(memory=True).name == "iag"
+
+
+@pytest.mark.parametrize("max_staleness", [2, 10])
+@pytest.mark.parametrize("scheme", ["ignore", "lwpd"])
+def test_async_at_the_default_step_never_diverges(scheme, max_staleness):
+    """policy="async" without memory folds results up to max_staleness steps old; at a fixed
+    1 / L it diverged on this well-conditioned least squares (loss 1e5-1e9 after 100 steps).
+    The staleness rule lr / (1 + mean lag) converges, and records the smaller step."""
+    from lwpd.schemes import IgnoreStragglers
+    from lwpd.stragglers import ShiftedExponential
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1600, 10))
+    prob = LeastSquares(X, X @ rng.standard_normal(10), fit_intercept=False)
+    make = IgnoreStragglers if scheme == "ignore" else LWPD
+    h = train(prob, make(), SimulatedCluster(16, ShiftedExponential(1.0, 0.5), seed=0), policy="async",
+              max_steps=200, max_staleness=max_staleness, progress=False, seed=0)
+    assert h.loss[-1] < 1e-12 * h.loss[0]
+    lag = np.array(h.staleness)
+    np.testing.assert_allclose(np.array(h.lr) * prob.lipschitz(), 1.0 / (1.0 + lag), rtol=1e-12)
+    assert lag.max() > 0

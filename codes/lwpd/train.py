@@ -214,10 +214,12 @@ def train(
     every scheme), and a task whose result would be older than the scheme's ``max_age``
     (useless, and its worker is freed). A step then uses the freshest value of every row not
     older than ``max_age``. **Step rule:** stale values make gradient descent with a fixed
-    ``1 / L`` step diverge (it does at staleness 10 on a well-conditioned least squares), so a
-    scheme with memory steps with ``lr / (1 + s)``, where ``s`` (``History.staleness``) is the
-    weighted mean age of the values its estimate used, each row weighed by its share of the
-    gradient (its shard's rows; for LWPD the worst codeword). For gradient descent on a
+    ``1 / L`` step diverge (it does at staleness 10 on a well-conditioned least squares, and
+    already at ``max_staleness=2`` under ``policy="async"``), so a scheme with memory, and
+    every step of ``policy="async"``, steps with ``lr / (1 + s)``, where ``s``
+    (``History.staleness``) is the weighted mean age of the values its estimate used, each row
+    weighed by its share of the gradient (its shard's rows; for LWPD the worst codeword;
+    asynchronous results without memory: the mean lag of the step's results). For gradient descent on a
     quadratic whose rows share one curvature the delayed recursion ``x+ = x - (lr L / (1 +
     s)) sum_i a_i x_{-tau_i}`` with ``s = sum_i a_i tau_i`` is stable for every set of delays
     (checked over random delay sets by the tests), and with no stale row it is the plain
@@ -230,8 +232,8 @@ def train(
         For example ``lwpd.schemes.LWPD()`` or ``lwpd.schemes.Uncoded()``.
     cluster : SimulatedCluster or ExecutorCluster
     lr : float, optional
-        Step size; default ``1 / problem.lipschitz()`` (for a scheme with memory, divided by
-        ``1 + staleness`` each step, above).
+        Step size; default ``1 / problem.lipschitz()`` (for a scheme with memory and under
+        ``policy="async"``, divided by ``1 + staleness`` each step, above).
     max_steps : int, default 100
     time_budget : float, optional
         Stop once the cluster clock passes this.
@@ -381,10 +383,11 @@ class _Run:
         self.bar = _progress(max_steps, history.scheme) if progress else None
 
     def step(self, estimate: np.ndarray | None, staleness: float, cost: "_StepCost", oldest: float = 0.0,
-             memory: bool = False) -> bool:
+             stale: bool = False) -> bool:
         """Apply one step with ``estimate`` (none if ``None``), record it; True to stop.
-        ``memory``: the estimate mixes values of several ages, weighted mean ``staleness``:
-        the step size is ``lr / (1 + staleness)`` (:func:`train`)."""
+        ``stale``: the estimate mixes values of several ages (memory, or asynchronous
+        results), weighted mean ``staleness``: the step size is ``lr / (1 + staleness)``
+        (:func:`train`)."""
         error = math.nan
         lr = math.nan
         skipped = estimate is not None and not bool(np.isfinite(estimate).all())
@@ -395,7 +398,7 @@ class _Run:
                 g = self.problem.gradient(self.theta)
                 norm = float(np.linalg.norm(g))
                 error = float(np.linalg.norm(estimate - g)) / norm if norm > 0 else 0.0
-            lr = self.lr / (1.0 + staleness) if memory else self.lr
+            lr = self.lr / (1.0 + staleness) if stale else self.lr
             self.theta = self.theta - lr * estimate
         else:
             oldest = math.nan
@@ -605,7 +608,7 @@ def _synchronous(run: _Run, scheme: Any, cluster: Any, policy: str, deadline: fl
             issued.clear()
         estimate = cost.decode(scheme)
         staleness, oldest = scheme.staleness() if memory else (0.0, 0.0)
-        if run.step(estimate, staleness, cost, oldest, memory):
+        if run.step(estimate, staleness, cost, oldest, stale=memory):
             return
         step += 1
 
@@ -703,7 +706,7 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
                     staleness, oldest = scheme.staleness()
                 else:
                     staleness, oldest = lag_sum / cost.received, lag_max
-                if run.step(estimate, staleness, cost, oldest, memory):
+                if run.step(estimate, staleness, cost, oldest, stale=True):  # results up to max_staleness steps old
                     return
                 version += 1
                 cluster.new_round()
