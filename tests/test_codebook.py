@@ -191,7 +191,7 @@ def test_encode_into_out_buffer():
     out = np.full((2, len(cb)), np.nan)
     assert cb.encode(g, out=out) is out
     np.testing.assert_allclose(out, ref.encode(cb.to_dense(), g), rtol=1e-12)
-    with pytest.raises(ValueError, match="out must be a C-contiguous numpy array of shape"):
+    with pytest.raises(ValueError, match="out must be a writeable C-contiguous numpy array of shape"):
         cb.encode(g, out=np.empty((2, len(cb)), dtype=np.float32))
     with pytest.raises(ValueError, match="out must be"):
         cb.encode(g[0], out=out)

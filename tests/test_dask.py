@@ -144,6 +144,7 @@ def test_tls_scheduler_with_security(tmp_path, capsys):
     dask_cluster reaches it with security=, the CLI with the --tls-* files; without credentials
     the connection is refused."""
     import logging
+    import warnings
 
     from distributed import LocalCluster
     from distributed.security import Security
@@ -151,8 +152,11 @@ def test_tls_scheduler_with_security(tmp_path, capsys):
     from lwpd.cli import main
 
     security = Security.temporary()
-    with LocalCluster(n_workers=1, processes=True, security=security, protocol="tls://", host="127.0.0.1",
-                      dashboard_address=None, silence_logs=logging.ERROR) as local:
+    with warnings.catch_warnings():  # the health-check port, as dask_cluster does: not the test's concern
+        warnings.filterwarnings("ignore", message="Port 8787 is already in use", category=UserWarning)
+        local = LocalCluster(n_workers=1, processes=True, security=security, protocol="tls://", host="127.0.0.1",
+                             dashboard_address=None, silence_logs=logging.ERROR)
+    with local:
         address = local.scheduler_address
         assert address.startswith("tls://")
         with dask_cluster(address, n_workers=2, security=security) as cluster:
