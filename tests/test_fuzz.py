@@ -27,6 +27,22 @@ def refused_naming(err: BaseException, *names: str) -> bool:
     return isinstance(err, REFUSALS) and any(name in str(err) for name in names)
 
 
+_REFUSED = object()
+
+
+def call(fn, *names: str):
+    """``fn()``, or ``_REFUSED`` when it raised a refusal that names one of ``names``
+    (anything else fails the test); the outcome is recorded as a hypothesis event."""
+    try:
+        result = fn()
+    except REFUSALS as err:
+        assert refused_naming(err, *names), err
+        event("refused")
+        return _REFUSED
+    event("accepted")
+    return result
+
+
 @st.composite
 def arrays(draw, max_rows=5, max_cols=5):
     """A 2-D array of mixed values in one of several dtypes (or a nested list)."""
@@ -52,13 +68,9 @@ def arrays(draw, max_rows=5, max_cols=5):
 @FUZZ
 @given(array=arrays())
 def test_codebook_from_dense(array):
-    try:
-        cb = Codebook.from_dense(array)
-    except REFUSALS as err:
-        assert refused_naming(err, "array"), err
-        event("refused")
+    cb = call(lambda: Codebook.from_dense(array), "array")
+    if cb is _REFUSED:
         return
-    event("accepted")
     dense = np.asarray(array, dtype=float)
     np.testing.assert_array_equal(cb.to_dense(), dense)
     low, high = 1e-150, 1e150
@@ -72,13 +84,9 @@ def test_codebook_from_dense(array):
                        st.lists(st.one_of(st.floats(-10, 1e20), st.just(math.nan)), max_size=3),
                        st.just([[1, 2]]), st.just("12")))
 def test_partition(sizes):
-    try:
-        part = Partition(sizes)
-    except REFUSALS as err:
-        assert refused_naming(err, "sizes"), err
-        event("refused")
+    part = call(lambda: Partition(sizes), "sizes")
+    if part is _REFUSED:
         return
-    event("accepted")
     exact = [int(size) for size in sizes]
     assert part.dim == sum(exact) and part.sizes.tolist() == exact and all(size >= 1 for size in exact)
     assert part.offsets.tolist() == np.concatenate([[0], np.cumsum(exact)]).tolist()
@@ -91,13 +99,9 @@ CODEBOOK = block_codebook(projective_codebook(3, max_weight=2), Partition.unifor
 @given(g=st.one_of(st.lists(NUMBERS, min_size=0, max_size=9), st.lists(st.lists(NUMBERS, min_size=7, max_size=7),
                                                                         min_size=1, max_size=3)))
 def test_encode(g):
-    try:
-        values = CODEBOOK.encode(g)
-    except REFUSALS as err:
-        assert refused_naming(err, "g"), err
-        event("refused")
+    values = call(lambda: CODEBOOK.encode(g), "g")
+    if values is _REFUSED:
         return
-    event("accepted")
     arr = np.asarray(g, dtype=float)
     assert np.isfinite(arr).all()
     with np.errstate(all="ignore"):
@@ -126,15 +130,10 @@ def test_decoder_updates(batches, peeling):
     kept_vals: list[float] = []
     for indices, values in batches:
         before = (dec.n_received, dec.estimate().copy())
-        try:
-            dec.update(indices, values)
-        except REFUSALS as err:
-            assert refused_naming(err, "index", "indices", "value", "values"), err
+        if call(lambda: dec.update(indices, values), "index", "indices", "value", "values") is _REFUSED:
             assert dec.n_received == before[0]
             np.testing.assert_array_equal(dec.estimate(), before[1])
-            event("refused")
             continue
-        event("accepted")
         idx = np.atleast_1d(np.asarray(indices)).astype(int).tolist()
         vals = np.broadcast_to(np.asarray(values, dtype=float), (len(idx),)).tolist()
         kept_idx += idx
@@ -155,13 +154,9 @@ def test_decoder_updates(batches, peeling):
        max_weight=st.one_of(st.none(), st.integers(1, 6), st.integers(-1, 0)))
 def test_projective_codebook(dim, q, max_weight):
     """The count of points of PG(dim-1, q) of weight <= w: sum_j C(dim, j) (q - 1)^(j - 1)."""
-    try:
-        cb = projective_codebook(dim, q=q, max_weight=max_weight)
-    except REFUSALS as err:
-        assert refused_naming(err, "dim", "q", "max_weight"), err
-        event("refused")
+    cb = call(lambda: projective_codebook(dim, q=q, max_weight=max_weight), "dim", "q", "max_weight")
+    if cb is _REFUSED:
         return
-    event("accepted")
     w = dim if max_weight is None else min(max_weight, dim)
     assert cb.n_codewords == sum(math.comb(dim, j) * (q - 1) ** (j - 1) for j in range(1, w + 1))
     dense = cb.to_dense()

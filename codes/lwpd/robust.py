@@ -404,16 +404,14 @@ class RobustDecoder(_Decoder):
         for A, members in patterns.values():
             code = _code(self._cache, A, 2 * self.max_errors)
             blocks = np.array([block for block, _ in members])
-            verified = code.spare >= self.max_errors
-            if not verified:
-                unverified.extend(blocks.tolist())
-            if verified:  # every pattern of at most max_errors lies is corrected or detected
+            if code.spare >= self.max_errors:  # every pattern of at most max_errors lies is corrected or detected
                 t = min(self.max_errors, code.spare - self.max_errors)
-            elif self.unverified == "use":
-                t = min(self.max_errors, code.spare // 2)
-            else:  # left out, like a failed block
-                radius[blocks] = 0
-                continue
+            else:
+                unverified.extend(blocks.tolist())
+                if self.unverified == "drop":  # left out, like a failed block
+                    radius[blocks] = 0
+                    continue
+                t = code.spare // 2  # (< max_errors here)
             # Every block of one received pattern at once: fit, residual, clean or not.
             Y = vals[np.stack([positions for _, positions in members])]  # (blocks, rows)
             X = Y @ code.pinv.T

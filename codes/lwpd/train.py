@@ -634,6 +634,7 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
     version = 0
     issued: dict[int, tuple[int, Any, float]] = {}  # task id -> (parameter version, task key, submitted at)
     durations: list[float] = []  # of the results so far (the timeout for a task that never finishes)
+    shortest = math.inf  # of those durations: a bound below their median, kept as they come
     cost = _StepCost()
 
     def current_tasks() -> dict[Any, Any]:
@@ -656,10 +657,13 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
         dispatch(keys, alone=True)
 
     def overdue() -> list[int]:
-        if not durations:
+        if not durations or not issued:
+            return []
+        now = cluster.now
+        oldest = now - min(at for _, _, at in issued.values())
+        if oldest <= _config.ASYNC_LOST_AFTER * shortest:  # nothing can be overdue: skip the median
             return []
         limit = _config.ASYNC_LOST_AFTER * float(np.median(durations))
-        now = cluster.now
         return sorted(tid for tid, (_, _, at) in issued.items() if now - at > limit)
 
     cluster.new_round()
@@ -687,6 +691,7 @@ def _asynchronous(run: _Run, scheme: Any, cluster: Any, k: int, max_staleness: i
         lag = version - computed_on
         if done.ok:
             durations.append(done.finished - done.submitted)
+            shortest = min(shortest, durations[-1])
         if cost.take(scheme, done, fold=lag <= oldest_allowed, age=lag if memory else None):
             lag_sum += lag
             lag_max = max(lag_max, lag)
