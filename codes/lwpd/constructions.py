@@ -396,12 +396,18 @@ def grassmannian_codebook(
 ) -> Codebook:
     """A numerically optimised packing of ``n_codewords`` lines in ``R^dim`` (low coherence).
 
-    Minimises the coherence ``max_{i != j} |<v_i, v_j>|`` of unit vectors: from several
-    seeded random starts, a smooth surrogate of the maximum is minimised with increasing
-    sharpness, and the best packing is polished on the exact minimax problem. Where an
-    equiangular tight frame exists (the simplex ``N = dim + 1``, six lines in ``R^3``) the
-    result meets the Welch bound; elsewhere it approaches the best known packings
-    (Conway, Hardin and Sloane's tables).
+    Minimises the coherence ``max_{i != j} |<v_i, v_j>|`` of unit vectors. Each restart
+    improves random starts by one of four recipes in turn (a smoothed maximum with growing
+    sharpness, alternating projection onto tight frames, the sharp smoothing alone,
+    alternating projection onto a looser bound) and polishes the result on the exact minimax
+    problem; the least coherent packing wins. Restarts are independent of later ones, so
+    more restarts never give a worse packing, and the search stops once a packing meets the
+    Welch or orthoplex bound. With the defaults it reaches every best known packing of up
+    to 12 lines in ``R^4`` and ``R^5`` in Sloane's table (Conway, Hardin and Sloane) to
+    0.01 degrees and every real equiangular tight frame in up to 10 dimensions to 1e-9 in
+    coherence. It takes about 0.3-0.8 s for up to 12 lines in ``R^5``, 1.7 s for the 18
+    lines of the ETF in ``R^9``, and 2.7 s for 40 lines in ``R^8`` (2-core machine; the
+    user guide's table has more).
 
     Parameters
     ----------
@@ -412,9 +418,11 @@ def grassmannian_codebook(
     seed : int or numpy.random.Generator, optional
         Seed of the random starts; ``None`` uses a fixed seed so the result is reproducible.
     n_iter : int, default 300
-        Optimiser iterations per sharpness stage.
+        Iteration limit of each optimiser run: a sharpness stage, an alternating
+        projection, the polish.
     n_restarts : int, default 8
-        Random starts; the best packing is kept.
+        Restarts; the least coherent packing is kept (ties: the earliest), so raising it
+        never makes the result worse.
 
     Returns
     -------
