@@ -391,6 +391,38 @@ def test_batches_are_solved_when_read_and_agree_with_single_updates_and_the_orac
     assert dec.rank == 0 and not dec.estimate().any()
 
 
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_few_blocks_at_a_time_decode_as_the_oracle(data):
+    """Batches that each touch a few of many blocks, reads interleaved at random: every read
+    is the oracle on everything so far (blocks touched before the last read, again after
+    it, or never), and the one-shot decode of each batch is the oracle on its blocks and
+    exactly zero elsewhere."""
+    cb = block_codebook(projective_codebook(4, max_weight=2), Partition.uniform(4 * 50, 4))
+    per_block = len(cb) // cb.blocks.n_blocks
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal(cb.dim)
+    values = cb.encode(g)
+    V = cb.to_dense()
+    dec = ProjectionDecoder(cb)
+    so_far = np.zeros(0, dtype=np.int64)
+    for _ in range(data.draw(st.integers(1, 6), label="batches")):
+        blocks = rng.choice(cb.blocks.n_blocks, size=data.draw(st.integers(1, 4), label="blocks"), replace=False)
+        batch = (blocks[:, None] * per_block + rng.integers(0, per_block, (blocks.size, 3))).ravel()
+        dec.update(batch, values[batch])
+        so_far = np.concatenate([so_far, batch])
+        one_shot = decode(cb, batch, values[batch]).reshape(-1, 4)
+        np.testing.assert_allclose(one_shot, ref.decode_projection(V, batch, values[batch]).reshape(-1, 4), atol=1e-12)
+        untouched = np.setdiff1d(np.arange(cb.blocks.n_blocks), blocks)
+        assert not one_shot[untouched].any()
+        if data.draw(st.booleans(), label="read now"):
+            np.testing.assert_allclose(dec.estimate(), ref.decode_projection(V, so_far, values[so_far]), atol=1e-12)
+    np.testing.assert_allclose(dec.estimate(), ref.decode_projection(V, so_far, values[so_far]), atol=1e-12)
+    assert dec.rank == np.linalg.matrix_rank(V[np.unique(so_far)])
+    assert decode(cb, [], []).shape == (cb.dim,) and not decode(cb, [], []).any()
+
+
 @pytest.mark.parametrize("scale", [1e-150, 1e-100, 1e-20, 1.0, 1e20, 1e100, 1e150])
 def test_codebooks_at_extreme_scales_decode_as_pinv(scale):
     """Entries anywhere in the accepted range decode exactly (NumPy pinv oracle)."""

@@ -37,6 +37,17 @@ class _Layout(NamedTuple):
 
 
 def _layout(cb: Codebook) -> _Layout:
+    """The codebook's packed layout, built once per codebook (it is immutable) and cached,
+    so a decoder or a one-shot :func:`decode` costs nothing in proportion to all blocks."""
+    # keyed by the settings that shape it, so a changed setting builds a fresh one
+    key = f"cpu_layout/{_config.DENSE_ASSEMBLY_RATIO!r}/{np.dtype(_config.DECODER_DTYPE).name}"
+    cached = cb._cache.get(key)
+    if cached is None:
+        cached = cb._cache[key] = _build_layout(cb)
+    return cached
+
+
+def _build_layout(cb: Codebook) -> _Layout:
     f64 = _config.DECODER_DTYPE
     if cb._tile is not None:
         t = cb._tile
@@ -214,8 +225,11 @@ class ProjectionDecoder(_Decoder):
         self._pattern_table: np.ndarray | None = None  # received set -> slot, see _solve
         # blocks whose results changed since their last solve: a batch update only folds
         # (counts and sums), and the blocks are solved once when the estimate is read, so
-        # many batches between two reads cost one solve per block, not one per batch
+        # many batches between two reads cost one solve per block, not one per batch. The
+        # flags and the list of flagged blocks keep every step in proportion to the blocks
+        # touched (no pass over all blocks per read).
         self._dirty = np.zeros(n_blocks, dtype=bool)
+        self._dirty_blocks: list[np.ndarray] = []
 
     def update(self, indices: Any, values: Any) -> None:
         """Fold in results: one ``(index, value)`` pair, or equal-length arrays of them.
@@ -249,14 +263,19 @@ class ProjectionDecoder(_Decoder):
             return
         cpu.scatter_results(idx, vals, self._counts, self._sums)
         self._n_received += int(idx.size)
-        self._dirty[cpu.blocks_touched(idx, lay.ints, lay.bounds, lay.floats)] = True
+        touched = cpu.blocks_touched(idx, lay.ints, lay.bounds, lay.floats)
+        fresh = touched[~self._dirty[touched]]
+        if fresh.size:
+            self._dirty[fresh] = True
+            self._dirty_blocks.append(fresh)
 
     def _flush(self) -> None:
         """Solve the blocks that batch updates left unsolved (a no-op when there are none)."""
-        if self._backend == "cuda" or not self._dirty.any():
+        if self._backend == "cuda" or not self._dirty_blocks:
             return
-        blocks = np.flatnonzero(self._dirty).astype(np.int64)
-        self._dirty[:] = False
+        blocks = self._dirty_blocks[0] if len(self._dirty_blocks) == 1 else np.sort(np.concatenate(self._dirty_blocks))
+        self._dirty_blocks = []
+        self._dirty[blocks] = False
         self._solve(blocks)
 
     def _solve(self, blocks: np.ndarray) -> None:
@@ -338,7 +357,7 @@ class ProjectionDecoder(_Decoder):
         self._ranks[:] = 0
         self._x[:] = 0.0
         self._dirty[:] = False
-        self._n_received = 0
+        self._dirty_blocks = []
 
     def __repr__(self) -> str:
         return f"ProjectionDecoder(received={self._n_received}, rank={self.rank}/{self._codebook.dim})"
@@ -520,5 +539,7 @@ def decode(codebook: Codebook, indices: Any, values: Any, method: str = "project
     dec = ProjectionDecoder(codebook)
     idx, vals = dec._many(indices, values)
     cpu.scatter_results(idx, vals, dec._counts, dec._sums)
-    dec._solve(np.arange(codebook.blocks.n_blocks, dtype=np.int64))
+    lay = dec._layout
+    # only the blocks with arrivals: the others decode to zero, which the estimate already is
+    dec._solve(cpu.blocks_touched(idx, lay.ints, lay.bounds, lay.floats))
     return dec._x
