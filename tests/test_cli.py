@@ -260,3 +260,18 @@ def test_results_json_is_strict_json(tmp_path):
 
     data = json.loads((tmp_path / "results.json").read_text(), parse_constant=refuse)
     assert data["results"][0]["time_to_target"] is None  # two steps: never reached
+
+
+def test_version_and_help_with_defaults(capsys):
+    import lwpd
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"lwpd {lwpd.__version__}"
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for shown in ("(default: 16)", "(default: 0)", "(default: 300)", "(default: digits)", "(default: lwpd-results)"):
+        assert shown in text
+    assert "(default: None)" not in text and "(default: False)" not in text

@@ -144,17 +144,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """``--help`` that ends each option with its default, unless the help already says it or
+    there is none (argparse's own formatter also prints ``(default: None)``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        # (identity, not ==: a default of 0 is shown, False of a flag is not)
+        if "default" in text or action.required or any(action.default is x for x in (None, False, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lwpd`` command."""
+    import lwpd
+
     parser = argparse.ArgumentParser(
         prog="lwpd",
         description="Lightweight projective derivative codes for coded, compressed, asynchronous gradient descent.",
     )
+    parser.add_argument("--version", action="version", version=f"lwpd {lwpd.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    formatter = _HelpWithDefaults
     cb = sub.add_parser(
         "codebook",
         help="print a projective codebook PG(dim-1, q) and its metrics",
         description="Print the points of PG(dim-1, q) lifted to integer codewords, and a metrics table.",
+        formatter_class=formatter,
     )
     cb.add_argument("--dim", type=int, required=True, help="dimension k of the vector space (codewords in R^k)")
     cb.add_argument("--q", type=int, default=3, help="field size, a prime (default 3: entries in {0, +1, -1})")
@@ -167,15 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
+        formatter_class=formatter,
         help="compare LWPD with uncoded, gradient coding and the other schemes under stragglers",
         description="Train one model with every scheme on the same data, simulated cluster and seed; print a "
         "table and write results.json and loss_vs_time.png.",
     )
-    run.add_argument("--dataset", choices=_experiment.DATASETS, default="digits")
+    run.add_argument("--dataset", choices=_experiment.DATASETS, default="digits", help="the training data (scikit-learn's)")
     run.add_argument("--model", choices=_experiment.MODELS, default="auto", help="default: the data set's natural model")
     run.add_argument("--schemes", default=",".join(_experiment.DEFAULT_SCHEMES),
                      help=f"comma-separated, from {', '.join(_experiment.SCHEMES)}")
-    run.add_argument("--workers", type=int, default=16)
+    run.add_argument("--workers", type=int, default=16, help="simulated workers, one shard of the rows each")
     run.add_argument("--stragglers", default="shifted-exp:shift=1,rate=0.5",
                      help="delay model name[:key=value,...], e.g. pareto:alpha=1.5 or slow:fraction=0.1,slowdown=10")
     run.add_argument("--placement", default="iid", metavar="SPEC",
@@ -197,13 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "certificate (with --tls-cert and --tls-key: this client's certificate and key)")
     run.add_argument("--tls-cert", default=None, metavar="PEM", help="this client's TLS certificate (see --tls-ca-file)")
     run.add_argument("--tls-key", default=None, metavar="PEM", help="this client's TLS private key (see --tls-ca-file)")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--max-steps", type=int, default=300)
+    run.add_argument("--seed", type=int, default=0, help="seed of the data split, the delays and every scheme")
+    run.add_argument("--max-steps", type=int, default=300, help="gradient steps per scheme")
     run.add_argument("--latency", type=float, default=0.0, help="time per result message (lwpd.cost; default 0)")
     run.add_argument("--bandwidth", type=float, default=float("inf"),
                      help="floats per time unit, e.g. the number of parameters to make a gradient cost one unit "
                      "of compute (default inf: communication free)")
-    run.add_argument("--out", default="lwpd-results")
+    run.add_argument("--out", default="lwpd-results", help="folder for results.json and loss_vs_time.png")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
     return parser

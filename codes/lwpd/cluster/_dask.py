@@ -231,8 +231,10 @@ def dask_cluster(address: str | None = None, n_workers: int = 2, threads_per_wor
         With ``address=None``: Dask worker processes to start. Either way, the number of
         logical workers (pinned round-robin to the Dask workers).
     threads_per_worker : int, default 1
-        Threads per started worker process (one keeps a logical worker's tasks sequential,
-        as the timing model assumes).
+        Threads per started worker process. One keeps a logical worker's real computation
+        sequential, as the timing model assumes. With injected ``delays``, a sleeping task
+        holds its thread, so give each process as many threads as tasks it holds at once
+        (the README's example: 16), or the sleeps queue behind one another.
     timeout : float, optional
         Seconds to wait for the scheduler to answer (and, with ``address=None``, for the
         workers to start); default :data:`lwpd._config.DASK_CONNECT_TIMEOUT`. An unreachable
