@@ -196,6 +196,7 @@ def train(
     theta0: Any = None,
     track_error: bool = True,
     placement: Any = "iid",
+    acceleration: str | None = None,
 ) -> History:
     """Gradient descent where each step's gradient is computed by workers of a cluster.
 
@@ -274,6 +275,17 @@ def train(
         ``"iid"`` (a seeded shuffle), ``"sorted"`` (contiguous rows in order of label, or
         of target for regression), ``"dirichlet:alpha=A"`` (label skew, class proportions
         per worker from Dirichlet(A)) or one index array per worker.
+    acceleration : {None, "nesterov", "auto"}, default None
+        ``"nesterov"``: Nesterov's accelerated gradient with adaptive restart (O'Donoghue &
+        Candes, "Adaptive restart for accelerated gradient schemes", 2015). The tasks of
+        step ``t`` are computed at the extrapolated point ``y = x_t + (t'/(t'+3)) (x_t -
+        x_{t-1})`` (``t'`` steps since the last restart), and ``x_{t+1} = y - lr g_hat``. The
+        momentum restarts whenever the step points uphill (``<g_hat, x_{t+1} - x_t> > 0``)
+        or the loss rose, so an inexact (partially decoded) gradient cannot build up
+        momentum in a bad direction. It cuts the steps to a tolerance roughly from the
+        condition number ``kappa`` to ``sqrt(kappa)``. Synchronous policies and schemes
+        without memory only (stale gradients and momentum do not mix); ``History.loss`` is
+        the loss at ``x``. ``"auto"``: ``"nesterov"`` where it applies, plain steps elsewhere.
 
     Returns
     -------
@@ -317,6 +329,15 @@ def train(
         raise ValueError(f"{type(scheme).__name__} needs every result of a step computed at the same parameters "
                          f"(robust decoding takes stale values for lies): use max_staleness=0 with policy='async', "
                          f"or a synchronous policy; got max_staleness={max_staleness}")
+    if acceleration is not None:
+        check_choice("acceleration", acceleration, ("nesterov", "auto"))
+        momentum_allowed = policy != "async" and not _has_memory(scheme)
+        if acceleration == "auto":
+            acceleration = "nesterov" if momentum_allowed else None
+        elif not momentum_allowed:
+            raise ValueError(f"acceleration='nesterov' needs a synchronous policy and a scheme without memory (stale "
+                             f"gradients and momentum do not mix); got policy={policy!r}, scheme "
+                             f"{getattr(scheme, 'name', type(scheme).__name__)!r}")
     placement = check_placement(placement)
     rng = as_rng("seed", seed)
     scheme.bind(problem, cluster.n_workers, rng, shards=shard_rows(problem, cluster.n_workers, placement, rng))
@@ -331,7 +352,8 @@ def train(
         k = max(1, n_tasks // 4)
 
     run = _Run(problem, theta, lr, max_steps, target_loss, time_budget, callback, cluster,
-               History(scheme=getattr(scheme, "name", type(scheme).__name__)), progress, bool(track_error))
+               History(scheme=getattr(scheme, "name", type(scheme).__name__)), progress, bool(track_error),
+               accelerate=acceleration == "nesterov")
     try:
         _setup(run, scheme, cluster)
         if policy == "async":
@@ -376,11 +398,17 @@ class _Run:
     """State shared by the step loops: parameters, history, stopping rules, progress."""
 
     def __init__(self, problem, theta, lr, max_steps, target_loss, time_budget, callback, cluster, history, progress,
-                 track_error):
+                 track_error, accelerate=False):
         self.problem, self.theta, self.lr, self.track_error = problem, theta, lr, track_error
         self.max_steps, self.target_loss, self.time_budget = max_steps, target_loss, time_budget
         self.callback, self.cluster, self.history = callback, cluster, history
         self.bar = _progress(max_steps, history.scheme) if progress else None
+        # Nesterov (train's acceleration=): the tasks are computed at `point`, the loss is
+        # that of `theta`; `momentum_steps` counts steps since the last restart
+        self.accelerate = accelerate
+        self.point = theta
+        self.momentum_steps = 0
+        self.last_loss = math.inf
 
     def step(self, estimate: np.ndarray | None, staleness: float, cost: "_StepCost", oldest: float = 0.0,
              stale: bool = False) -> bool:
@@ -393,16 +421,21 @@ class _Run:
         skipped = estimate is not None and not bool(np.isfinite(estimate).all())
         if skipped:  # an overflow in the decode: never step on it
             estimate = None
+        previous = self.theta
         if estimate is not None:
             if self.track_error:
-                g = self.problem.gradient(self.theta)
+                g = self.problem.gradient(self.point)
                 norm = float(np.linalg.norm(g))
                 error = float(np.linalg.norm(estimate - g)) / norm if norm > 0 else 0.0
             lr = self.lr / (1.0 + staleness) if stale else self.lr
-            self.theta = self.theta - lr * estimate
+            self.theta = self.point - lr * estimate
         else:
             oldest = math.nan
         loss = self.problem.loss(self.theta)
+        if self.accelerate:
+            self._extrapolate(previous, estimate, loss)
+        else:
+            self.point = self.theta
         now = self.cluster.now
         self.history.record(time=now, loss=loss, grad_error=error, staleness=staleness, oldest=oldest, lr=lr,
                             skipped=int(skipped), **cost.counts())
@@ -416,6 +449,19 @@ class _Run:
             or (self.time_budget is not None and now >= self.time_budget)
             or bool(self.callback is not None and self.callback(len(self.history) - 1, self.theta, self.history))
         )
+
+    def _extrapolate(self, previous: np.ndarray, estimate: np.ndarray | None, loss: float) -> None:
+        """The next point of Nesterov's method, restarting the momentum when the last step
+        pointed uphill (gradient test) or raised the loss (function test), or was not taken."""
+        move = self.theta - previous
+        uphill = estimate is None or float(estimate @ move) > 0.0 or not loss <= self.last_loss
+        self.last_loss = loss
+        if uphill:
+            self.momentum_steps = 0
+            self.point = self.theta
+            return
+        self.momentum_steps += 1
+        self.point = self.theta + (self.momentum_steps / (self.momentum_steps + 3.0)) * move
 
     def close(self) -> None:
         if self.bar is not None:
@@ -570,7 +616,7 @@ def _synchronous(run: _Run, scheme: Any, cluster: Any, policy: str, deadline: fl
         started = cluster.now
         scheme.begin()
         waiting: dict[int, list] = {}  # worker -> this step's tasks, until the worker is free
-        for task in scheme.tasks(run.theta):
+        for task in scheme.tasks(run.point):
             waiting.setdefault(task.worker, []).append(task)
         backlog = Counter(worker for _, worker in issued.values())  # outstanding tasks per worker
         this_step = 0  # this step's tasks still outstanding
