@@ -163,6 +163,17 @@ def _torch(data) -> Headline:
     return rows
 
 
+def _scaling(data) -> Headline:
+    largest, base = data["workers"][-1], data["ms"]["uncoded"][-1]
+    rows = []
+    for scheme, row in data["ms"].items():
+        if scheme != "uncoded":
+            ratio = row[-1] / base
+            rows.append((f"simulated cluster, {largest:,} workers: {scheme} wall time per step over uncoded",
+                         f"{ratio:.1f}x ({row[-1]:,.0f} ms)", f"<= {data['goal']:g}x: {'met' if ratio <= data['goal'] else 'MISSED'}"))
+    return rows
+
+
 BENCHMARKS = [
     Benchmark("kernels", "CPU kernels: encode, decode, update, memory", ("--quick", "--markdown"), ("--markdown",), True,
               _kernels),
@@ -173,6 +184,7 @@ BENCHMARKS = [
     Benchmark("sklearn", "scikit-learn: fit time and accuracy", ("--quick", "--repeat", "1"), (), False, _sklearn),
     Benchmark("torch", "torch: CodedOptimizer overhead, directional derivatives", ("--quick",), (), False, _torch),
     Benchmark("ddp", "DDP: the LWPD hook against torch's own hooks", ("--quick",), (), True, _ddp),
+    Benchmark("scaling", "Simulating large clusters: wall time per step", ("--quick",), (), True, _scaling),
 ]
 NAMES = [b.name for b in BENCHMARKS]
 

@@ -146,3 +146,42 @@ def test_cyclic_bad_rng():
         cyclic_matrix(4, 1, rng="seed")
     with pytest.raises(ValueError, match="rng"):
         cyclic_matrix(4, 1, rng=-1)
+
+
+# ---------------------------------------------------------------------------- the scheme's fast paths
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_scheme_readiness_and_frc_closed_form_agree_with_the_general_solve(data):
+    """Arrivals in any order: after each one, GradientCoding.ready agrees with whether the
+    general least-squares solve (decoding_vector) succeeds, and the FRC closed-form decoding
+    vector equals its minimum-norm solution; the decoded estimate is the full gradient."""
+    from lwpd.problems import LeastSquares
+    from lwpd.schemes import GradientCoding
+
+    kind = data.draw(st.sampled_from(["frc", "cyclic"]), label="kind")
+    s = data.draw(st.integers(0, 3), label="s")
+    n = (s + 1) * data.draw(st.integers(1, 4), label="groups") if kind == "frc" else data.draw(st.integers(s + 1, 9), label="n")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    X = rng.standard_normal((9 * n, 3))
+    problem = LeastSquares(X, X @ np.ones(3))
+    scheme = GradientCoding(s, kind=kind)
+    scheme.bind(problem, n, np.random.default_rng(0))
+    theta = rng.standard_normal(problem.n_params)
+    results = {t.worker: t.fn(*t.args) for t in scheme.tasks(theta)}
+    order = data.draw(st.permutations(range(n)), label="order")
+    scheme.begin()
+    for count, worker in enumerate(order, start=1):
+        scheme.fold(worker, results[worker])
+        arrived = np.sort(np.array(order[:count]))
+        try:
+            expected = decoding_vector(scheme._B, arrived)
+        except ValueError:
+            expected = None
+        assert scheme.ready(count) == (expected is not None)
+        if expected is not None:
+            np.testing.assert_allclose(scheme._decoding_vector(arrived), expected, atol=1e-9)
+            np.testing.assert_allclose(scheme.estimate(), problem.gradient(theta), atol=1e-9)

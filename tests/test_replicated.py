@@ -784,3 +784,29 @@ def test_lipschitz_refuses_bad_rows_naming_rows(rows, exc):
     problem = _problems()["softmax"]
     with pytest.raises(exc, match="rows"):
         problem.lipschitz(rows=rows)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), pairs=st.integers(1, 4))
+def test_fresh_counts_kept_on_arrival_equal_the_received_rows(seed, pairs):
+    """Without memory, the codewords per (group, block) that ready() reads are kept as results
+    arrive; after every arrival they equal the count over the received rows, and ready()
+    says what the full check (enough rows everywhere, then every group spans every block) says."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((40 * pairs, 9))
+    problem = LeastSquares(X, X @ np.ones(9))
+    n = 2 * pairs
+    scheme = ReplicatedLWPD(block_size=4)
+    scheme.bind(problem, n, np.random.default_rng(seed))
+    theta = rng.standard_normal(problem.n_params)
+    tasks = scheme.tasks(theta)
+    scheme.begin()
+    for count, t in enumerate(rng.permutation(len(tasks)), start=1):
+        task = tasks[t]
+        scheme.fold(task.worker, task.fn(*task.args))
+        reference = np.add.reduceat(scheme._received, scheme._block_first, axis=1)
+        np.testing.assert_array_equal(scheme._fresh_counts, reference)
+        enough = not (reference < scheme._sizes).any()
+        if enough:
+            scheme.estimate()
+        assert scheme.ready(count) == (enough and bool(scheme._spanned.all()))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from lwpd._validation import as_index_array, as_real_array, as_rng, check_finite, check_int, check_real
 
@@ -161,7 +162,7 @@ def partition_assignment(B: Any) -> list[np.ndarray]:
 def decoding_vector(B: Any, arrived: Any, *, tol: float = 1e-8) -> np.ndarray:
     """Decoding vector ``a`` with ``a^T B[arrived] = 1^T``.
 
-    Solves the system by least squares (:func:`numpy.linalg.lstsq`, the minimum-norm
+    Solves the system by least squares (:func:`scipy.linalg.lstsq`, the minimum-norm
     solution when several exist) and checks that the all-ones vector really lies in the
     row space of the arrived rows.
 
@@ -204,7 +205,13 @@ def decoding_vector(B: Any, arrived: Any, *, tol: float = 1e-8) -> np.ndarray:
         raise ValueError(f"arrived must hold distinct workers, got {idx.tolist()}")
     rows = arr[idx]
     ones = np.ones(n)
-    a, *_ = np.linalg.lstsq(rows.T, ones, rcond=None)
+    # the minimum-norm solution by a complete orthogonal factorisation (LAPACK gelsy): the
+    # same solution as the SVD-based default (gelsd) to rounding, twice as fast at 1,024
+    # workers, where this solve is most of a simulated step
+    # (the rank cut-off is numpy.linalg.lstsq's default, eps * max(shape): scipy's own would
+    # keep the rounding-level directions of repeated rows and miss the minimum norm)
+    a = scipy.linalg.lstsq(rows.T, ones, cond=np.finfo(np.float64).eps * max(rows.shape), lapack_driver="gelsy",
+                           check_finite=False)[0]
     err = float(np.abs(a @ rows - ones).max())
     if not np.isfinite(err) or err > tol:
         raise ValueError(

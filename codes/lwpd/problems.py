@@ -459,6 +459,16 @@ class _LinearProblem(ABC):
         R = self._weighted_residuals(T, Xr, idx)
         n = R.shape[0]
 
+        cached = self._cached(idx)
+        if cached is not None and cached[4] is R and cached[5] is not None:
+            # an earlier chunk on these rows and parameters formed the product over all
+            # columns (below): this chunk is a gather from it -- far less Python per chunk
+            # at a thousand simulated workers; the same numbers, the same charged cost
+            G = np.empty_like(T)
+            G[:, :-1] = cached[5].T / n + self._alpha * T[:, :-1]
+            G[:, -1] = R[:, np.arange(R.shape[1])].sum(axis=0) / n  # summed as the general path sums
+            return np.bincount(slot, weights=vals * self._flatten(G)[coords], minlength=sel.size)
+
         # Gradient entries at the touched coordinates only.
         touched, inverse = np.unique(coords, return_inverse=True)
         out_k, feat = np.divmod(touched, self._stride)

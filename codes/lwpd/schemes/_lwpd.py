@@ -384,6 +384,7 @@ class LWPD(Scheme):
                     alone = derivative_ops(rows, n, touched, weight)  # re-run on its own (async): its own forward pass
                 charged.append((chunk, self._units(ops), self._units(alone)))
             self._chunks.append(charged)
+        self._n_tasks = sum(len(chunks) for chunks in self._chunks)  # read by ready() after every arrival
 
     def setup_tasks(self) -> list[Task]:
         """With ``layout="moments"``: each worker forms its shard's moments, once. Charged
@@ -501,7 +502,7 @@ class LWPD(Scheme):
         return self._staleness if self.memory else (0.0, 0.0)
 
     def ready(self, received: int) -> bool:
-        return received >= math.ceil(self.wait_for * sum(len(chunks) for chunks in self._chunks))
+        return received >= math.ceil(self.wait_for * self._n_tasks)
 
     def recovered_fraction(self) -> float:
         """Fraction of the gradient's dimensions the results of this step span (or peel)."""

@@ -169,6 +169,9 @@ class ReplicatedLWPD(Scheme):
         self._staleness = (0.0, 0.0)
         self._spanned = np.zeros((n_groups, partition.n_blocks), dtype=bool)
         self._received = np.zeros((n_groups, len(self.codebook_)), dtype=bool)
+        # without memory every received row is fresh: its codewords per (group, block), kept as
+        # they arrive, so ready() after every arrival is no pass over all rows
+        self._fresh_counts = np.zeros((n_groups, partition.n_blocks), dtype=np.int64)
         self._block_first = first  # each block's first codeword
 
     def tasks(self, theta: np.ndarray) -> list[Task]:
@@ -182,11 +185,15 @@ class ReplicatedLWPD(Scheme):
     def begin(self) -> None:
         self._step += 1
         self._received[:] = False
+        self._fresh_counts[:] = 0
 
     def fold(self, worker: int, result: Any, age: int = 0) -> None:
         indices, values = result_pair(result, len(self.codebook_))
         group = int(worker) // 2
         self._memory.store(group, indices, values, self._step - int(age))
+        if not self.memory:
+            new = np.unique(indices[~self._received[group, indices]])
+            np.add.at(self._fresh_counts[group], self.codebook_.block_of[new], 1)
         self._received[group, indices] = True
 
     def _fresh(self) -> np.ndarray:
@@ -253,7 +260,8 @@ class ReplicatedLWPD(Scheme):
         memory, also once ``wait_for`` of the chunks have arrived (kept values fill the rest)."""
         if self.memory and received >= math.ceil(self.wait_for * self.n_workers * self.chunks):
             return True
-        counts = np.add.reduceat(self._fresh(), self._block_first, axis=1)  # codewords per (group, block)
+        counts = (self._fresh_counts if not self.memory  # codewords per (group, block)
+                  else np.add.reduceat(self._fresh(), self._block_first, axis=1))
         if (counts < self._sizes).any():  # too few to span somewhere: no need to decode
             return False
         self.estimate()

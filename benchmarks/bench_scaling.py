@@ -1,0 +1,95 @@
+"""Simulating large clusters: wall time per step of ``train`` on the simulated cluster.
+
+Researchers simulate hundreds or thousands of workers, so the simulator's own cost per step
+(submitting, timing and folding every task, the schemes' readiness checks and decodes) must
+grow no faster than the work it simulates. For each scheme of ``lwpd run`` and each cluster
+size, one run of least squares on 40,960 x 100 seeded Gaussian data, shifted-exponential
+delays, ``policy="first_k"`` (each scheme waits until it can decode), no diagnostic
+gradient: the wall time per step is the median of the 7 intervals between the 8 steps of
+a run (taken by ``train``'s callback), so the one-off setup (binding, the Lipschitz bound)
+is not counted. Every ratio is to uncoded at
+the same size, measured in the same run. Goal: every scheme within 5x of uncoded at the
+largest size.
+
+Run: ``python benchmarks/bench_scaling.py [--quick] [--json PATH]`` (``--quick``: 16 and
+128 workers; full: 16, 256 and 1,024, about 5 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from lwpd import train
+from lwpd._experiment import SCHEMES, make_scheme
+from lwpd.cluster import SimulatedCluster
+from lwpd.problems import LeastSquares
+from lwpd.stragglers import ShiftedExponential
+
+ROWS, FEATURES = 40_960, 100
+GOAL = 5.0  # every scheme within this factor of uncoded at the largest size
+STEPS = 8  # steps per run: the median of the 7 intervals between them is reported
+
+
+def problem() -> LeastSquares:
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((ROWS, FEATURES))
+    p = LeastSquares(X, X @ rng.standard_normal(FEATURES) + 0.1 * rng.standard_normal(ROWS))
+    p.lipschitz()  # computed once, outside every timing
+    return p
+
+
+def ms_per_step(p: LeastSquares, scheme: str, workers: int) -> float:
+    """Median wall time between consecutive steps (read by train's callback), so the one-off
+    setup before the first step is not counted."""
+    stamps: list[float] = []
+
+    def stamp(step: int, theta: np.ndarray, history: object) -> bool:
+        stamps.append(time.perf_counter())
+        return False
+
+    train(p, make_scheme(scheme, workers, p.n_params), SimulatedCluster(workers, ShiftedExponential(1.0, 0.5), seed=0),
+          policy="first_k", max_steps=STEPS, progress=False, seed=0, track_error=False, callback=stamp)
+    return 1e3 * float(np.median(np.diff(stamps)))
+
+
+def report(results: dict) -> None:
+    sizes = results["workers"]
+    print(f"Wall ms per step of train on the simulated cluster (least squares {ROWS:,} x {FEATURES}, first_k); "
+          f"in brackets: over uncoded at the same size. Goal: within {GOAL:g}x of uncoded at {sizes[-1]:,} workers.\n")
+    print("| scheme | " + " | ".join(f"{w:,} workers" for w in sizes) + " | goal |")
+    print("|---|" + "---:|" * len(sizes) + "---|")
+    for scheme, row in results["ms"].items():
+        cells = [f"{ms:,.0f} ({ms / results['ms']['uncoded'][i]:.1f}x)" for i, ms in enumerate(row)]
+        last = row[-1] / results["ms"]["uncoded"][-1]
+        print(f"| {scheme} | " + " | ".join(cells) + f" | {'met' if last <= GOAL else 'MISSED'} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="16 and 128 workers instead of 16, 256 and 1,024")
+    parser.add_argument("--json", default=None, help="also write every number to this file")
+    parser.add_argument("--report-from", default=None, metavar="JSON", help="print the table of a saved run")
+    args = parser.parse_args()
+    if args.report_from:
+        with open(args.report_from) as fh:
+            report(json.load(fh))
+        return
+    sizes = [16, 128] if args.quick else [16, 256, 1024]
+    p = problem()
+    results = {"workers": sizes, "goal": GOAL, "ms": {}}
+    for scheme in SCHEMES:
+        results["ms"][scheme] = [ms_per_step(p, scheme, w) for w in sizes]
+        print(f"  {scheme}: " + ", ".join(f"{ms:.0f} ms" for ms in results["ms"][scheme]), flush=True, file=sys.stderr)
+    report(results)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
