@@ -275,3 +275,30 @@ def test_version_and_help_with_defaults(capsys):
     for shown in ("(default: 16)", "(default: 0)", "(default: 300)", "(default: digits)", "(default: lwpd-results)"):
         assert shown in text
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_table_says_when_a_scheme_took_no_step_and_why_speed_up_is_blank(tmp_path, capsys):
+    """A scheme none of whose steps could decode is marked and explained (its 'final' loss
+    is the initial one), the JSON counts the steps taken, and without uncoded the speed-up
+    column says why it is blank."""
+    from lwpd import _experiment
+    from lwpd.train import History
+
+    idle = History(scheme="gc-frc")
+    for t in range(3):
+        idle.record(time=float(t + 1), loss=0.7, grad_error=math.nan, staleness=0.0, lr=math.nan, received=0, dropped=16,
+                    compute=32.0, floats=0.0, decode_time=0.0)
+    moving = History(scheme="lwpd")
+    for t in range(3):
+        moving.record(time=float(t + 1), loss=0.7 - 0.1 * t, grad_error=0.1, staleness=0.0, lr=0.5, received=12,
+                      dropped=4, compute=16.0, floats=128.0, decode_time=1e-4)
+    outcomes = [_experiment.Outcome("lwpd", moving, 2.0, 0.5, "accuracy", 0.9, 0.1, 1.0, 8.0, 0.1, 3),
+                _experiment.Outcome("gc-frc", idle, math.inf, 0.7, "accuracy", 0.1, math.nan, 2.0, 8.0, 0.1, 0)]
+    text = _experiment.table(outcomes)
+    assert "\ngc-frc* " in text and "* took no step: gc-frc" in text
+    assert "speed-up: against uncoded, which is not among the schemes run" in text
+    # a real run without uncoded: the speed-up note, and steps_taken in the JSON
+    assert main(["run", "--schemes", "ignore,lwpd", "--max-steps", "5", "--quiet", "--out", str(tmp_path)]) == 0
+    assert "speed-up: against uncoded" in capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert all(r["steps_taken"] == 5 for r in results)

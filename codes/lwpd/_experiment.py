@@ -141,6 +141,7 @@ class Outcome:
     compute: float  # units of compute per worker per step (one unit = an uncoded shard gradient)
     floats: float  # floats received per worker per step
     decode_ms: float  # master's fold + decode wall time per step, milliseconds
+    steps_taken: int = 0  # steps that moved the parameters (a step with nothing decodable does not)
 
 
 def run(
@@ -251,7 +252,7 @@ def _run_one(name: str, problem: Any, test: Any, workers: int, delays: Any, cost
     return Outcome(scheme.name, history, history.time_to(target), history.loss[-1], metric_name, metric,
                    float(np.mean(errors)) if errors else math.nan,
                    sum(history.compute) / steps / workers, sum(history.floats) / steps / workers,
-                   1e3 * sum(history.decode_time) / steps)
+                   1e3 * sum(history.decode_time) / steps, int(np.isfinite(history.lr).sum()))
 
 
 def table(outcomes: list[Outcome]) -> str:
@@ -266,11 +267,18 @@ def table(outcomes: list[Outcome]) -> str:
         speed = base / o.time_to_target if math.isfinite(o.time_to_target) and math.isfinite(base) else math.nan
         reached = f"{o.time_to_target:15.1f}" if math.isfinite(o.time_to_target) else f"{'not reached':>15}"
         speed_text = f"{speed:8.2f}x" if math.isfinite(speed) else f"{'-':>9}"
-        lines.append(f"{o.scheme:<12} {o.compute:8.2f} {o.floats:8.0f} {o.decode_ms:10.3f} {reached} {speed_text} "
+        name = o.scheme + ("*" if o.steps_taken == 0 else "")
+        lines.append(f"{name:<12} {o.compute:8.2f} {o.floats:8.0f} {o.decode_ms:10.3f} {reached} {speed_text} "
                      f"{o.final_loss:11.4f} {o.metric:14.3f} {o.grad_error:11.3g}")
     lines.append("compute: units per worker and step (1 = one uncoded shard gradient, forward pass included); "
                  "floats: received by the master per worker and step; decode ms: master's fold + decode time per step, "
                  "kernels compiled beforehand")
+    idle = [o.scheme for o in outcomes if o.steps_taken == 0]
+    if idle:
+        lines.append(f"* took no step: {', '.join(idle)} (no step's results could be decoded under this policy); "
+                     "its final loss and test score are those of the initial parameters")
+    if outcomes and not any(o.scheme == "uncoded" for o in outcomes):
+        lines.append("speed-up: against uncoded, which is not among the schemes run (add it to --schemes)")
     return "\n".join(lines)
 
 
@@ -288,7 +296,8 @@ def _write(out: Path, outcomes: list[Outcome], config: dict[str, Any]) -> None:
         "results": [
             {"scheme": o.scheme, "compute_per_worker_step": o.compute, "floats_per_worker_step": o.floats,
              "decode_ms_per_step": o.decode_ms, "time_to_target": o.time_to_target, "final_loss": o.final_loss,
-             o.metric_name: o.metric, "mean_grad_error": o.grad_error, "history": o.history.as_dict()}
+             o.metric_name: o.metric, "mean_grad_error": o.grad_error, "steps_taken": o.steps_taken,
+             "history": o.history.as_dict()}
             for o in outcomes
         ],
     }
