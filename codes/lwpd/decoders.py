@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import threading
 from typing import Any, NamedTuple
 
 import numba
@@ -513,6 +514,13 @@ def decode(codebook: Codebook, indices: Any, values: Any, method: str = "project
     numpy.ndarray, shape (n,)
         The float64 gradient estimate.
 
+    Notes
+    -----
+    Only the blocks with arrivals are solved, so the cost follows what arrived, not the
+    codebook's size. The per-codeword counts and sums this needs (16 bytes per codeword) are
+    kept with the codebook after the first call and reused, only the entries a call touched
+    being cleared; a call from a second thread at the same moment uses fresh ones.
+
     Examples
     --------
     >>> import numpy as np
@@ -536,10 +544,38 @@ def decode(codebook: Codebook, indices: Any, values: Any, method: str = "project
         dec = PeelingDecoder(codebook)
         dec.update(indices, values)
         return dec.estimate()
-    dec = ProjectionDecoder(codebook)
+    # One-shot decodes reuse a per-codebook decoder's per-codeword counts and sums and clear
+    # only the entries they touched: fresh all-codeword scratch costs a page fault per page
+    # touched, more than solving a few blocks. Another thread decoding at the same moment
+    # gets fresh scratch instead of waiting.
+    if not _ONE_SHOT_LOCK.acquire(blocking=False):
+        return _decode_into(ProjectionDecoder(codebook), indices, values)
+    try:
+        dec = codebook._cache.get("one_shot_decoder")
+        if dec is None or dec._layout is not _layout(codebook):  # (a changed setting rebuilds the layout)
+            dec = codebook._cache["one_shot_decoder"] = ProjectionDecoder(codebook)
+        return _decode_into(dec, indices, values, clear=True)
+    finally:
+        _ONE_SHOT_LOCK.release()
+
+
+_ONE_SHOT_LOCK = threading.Lock()
+
+
+def _decode_into(dec: ProjectionDecoder, indices: Any, values: Any, clear: bool = False) -> np.ndarray:
+    """``pinv(V_S) r_S`` into a new array, solving only the blocks with arrivals (the others
+    decode to zero); ``clear``: zero the counts and sums touched afterwards."""
     idx, vals = dec._many(indices, values)
-    cpu.scatter_results(idx, vals, dec._counts, dec._sums)
-    lay = dec._layout
-    # only the blocks with arrivals: the others decode to zero, which the estimate already is
-    dec._solve(cpu.blocks_touched(idx, lay.ints, lay.bounds, lay.floats))
-    return dec._x
+    dec._x = np.zeros(dec.codebook.dim, dtype=_config.DECODER_DTYPE)
+    try:
+        cpu.scatter_results(idx, vals, dec._counts, dec._sums)
+        lay = dec._layout
+        dec._solve(cpu.blocks_touched(idx, lay.ints, lay.bounds, lay.floats))
+        return dec._x
+    finally:
+        if clear and 8 * idx.size < dec._counts.size:  # few arrivals: clear what they touched
+            dec._counts[idx] = 0
+            dec._sums[idx] = 0.0
+        elif clear:  # many: one sequential pass beats scattered writes
+            dec._counts[:] = 0
+            dec._sums[:] = 0.0
