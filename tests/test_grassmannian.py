@@ -238,3 +238,17 @@ def test_large_problem_skips_the_polish_and_stays_sound() -> None:
     mu = _coherence_dense(V)
     np.testing.assert_allclose(np.linalg.norm(V, axis=1), 1.0, atol=1e-12)
     assert _welch(n, d) <= mu < 0.45
+
+
+def test_many_lines_skip_the_dense_projection_recipes(monkeypatch):
+    """Past _PROJECTION_MAX_LINES the projection restarts use the surrogate instead (an N x N
+    eigendecomposition per iteration would dominate); the result is still a sound packing."""
+    from lwpd import _grassmannian
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("alternating projection ran on a problem past its size limit")
+
+    monkeypatch.setattr(_grassmannian, "_alternating_projection", refuse)
+    n, d = _grassmannian._PROJECTION_MAX_LINES + 2, 3
+    V = pack_lines(n, d, np.random.default_rng(0), n_iter=20, n_restarts=2)
+    assert V.shape == (n, d) and _welch(n, d) <= _coherence_dense(V) < 1.0

@@ -469,3 +469,21 @@ def test_acceleration_is_refused_where_momentum_cannot_apply_and_auto_falls_back
     runs = [train(problem, Uncoded(), SimulatedCluster(4, seed=0), policy="async", max_steps=20, progress=False, seed=0,
                   acceleration=a) for a in (None, "auto")]
     np.testing.assert_array_equal(runs[0].loss, runs[1].loss)
+
+
+def test_readiness_checks_count_as_decode_time():
+    """An exact scheme's readiness check is its decode (kept for the step), so the master's
+    decode time includes it: a ready() that takes 20 ms shows in every step's decode_time."""
+    import time as _time
+
+    problem, _, _ = _ill_conditioned_least_squares()
+    scheme = GradientCoding(1, kind="frc")
+    real_ready = scheme.ready
+
+    def slow_ready(received):
+        _time.sleep(0.02)
+        return real_ready(received)
+
+    scheme.ready = slow_ready
+    h = train(problem, scheme, SimulatedCluster(6, seed=0), policy="first_k", max_steps=3, progress=False, seed=0)
+    assert min(h.decode_time) >= 0.02

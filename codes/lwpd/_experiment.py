@@ -141,7 +141,7 @@ class Outcome:
     compute: float  # units of compute per worker per step (one unit = an uncoded shard gradient)
     floats: float  # floats received per worker per step
     decode_ms: float  # master's fold + decode wall time per step, milliseconds
-    steps_taken: int = 0  # steps that moved the parameters (a step with nothing decodable does not)
+    steps_taken: int | None = None  # steps that moved the parameters (None: not known, nothing marked)
 
 
 def run(

@@ -20,7 +20,9 @@ each through one of four *recipes* taken in turn (restart ``k`` uses recipe ``k 
 4. alternating projection towards 1.2 times the Welch bound (some best packings, e.g. 12
    lines in ``R^5``, are reached only from such looser starts).
 
-Every start is then polished on the exact minimax problem in epigraph form,
+Above 128 lines the projection recipes give way to the surrogate ones (a dense ``N x N``
+eigendecomposition per iteration costs too much there). Every start is then polished on
+the exact minimax problem in epigraph form,
 ``min t  s.t.  -t <= rho_ij <= t,  |v_i| = 1``, by sequential linear programming with a
 trust region (sparse LPs solved by HiGHS through :func:`scipy.optimize.linprog`; only pairs
 that can bind within the trust radius enter the LP, every step is checked on all pairs).
@@ -88,6 +90,10 @@ _LAST_SHARPNESS = 2048.0
 #: the bound it projects onto, in multiples of the Welch bound.
 _PROJECTION_STARTS = 4
 _PROJECTION_SLACK = (1.0, 1.2)
+#: Above this many lines the projection recipes give way to the surrogate ones: each
+#: iteration is a dense N x N eigendecomposition (O(N^3), a thousand of them per restart),
+#: which past a few hundred lines costs far more than the surrogate's O(N^2 d) steps.
+_PROJECTION_MAX_LINES = 128
 
 #: Sharpness schedule of the third recipe: the surrogate without its smooth first stages.
 _SHARP_SCHEDULE = _SHARPNESS[2:]
@@ -407,6 +413,8 @@ def _random_unit_rows(rng: np.random.Generator, shape: tuple[int, ...]) -> np.nd
 
 def _start(recipe: int, n: int, d: int, rng: np.random.Generator, n_iter: int) -> np.ndarray:
     """The start of one restart, by ``recipe`` 0-3 (see the module docstring)."""
+    if recipe % 2 == 1 and n > _PROJECTION_MAX_LINES:
+        recipe -= 1  # too many lines for dense projections: the matching surrogate recipe
     if recipe % 2 == 0:
         schedule = _SHARPNESS if recipe == 0 else _SHARP_SCHEDULE
         return _surrogate_descent(_random_unit_rows(rng, (n, d)), n_iter, schedule)

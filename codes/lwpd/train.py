@@ -284,7 +284,9 @@ def train(
         or the loss rose, so an inexact (partially decoded) gradient cannot build up
         momentum in a bad direction. It cuts the steps to a tolerance roughly from the
         condition number ``kappa`` to ``sqrt(kappa)``. Synchronous policies and schemes
-        without memory only (stale gradients and momentum do not mix); ``History.loss`` is
+        without memory only (stale gradients and momentum do not mix; a scheme has memory
+        when its ``memory`` attribute is true, as a custom scheme that keeps values across
+        steps should declare); ``History.loss`` is
         the loss at ``x``. ``"auto"``: ``"nesterov"`` where it applies, plain steps elsewhere.
 
     Returns
@@ -638,7 +640,8 @@ def _synchronous(run: _Run, scheme: Any, cluster: Any, policy: str, deadline: fl
             cost.take(scheme, done, age=step - dispatched_in if memory else None)
             if not backlog[worker]:
                 serve(worker)  # a busy worker is free: this step's tasks, at this step's parameters
-            if policy == "first_k" and k is None and scheme.ready(cost.received):
+            # timed as decoding: an exact scheme's readiness is its decode (kept for the step)
+            if policy == "first_k" and k is None and cost.timed(scheme.ready, cost.received):
                 break
             if this_step == 0 and not any(backlog.values()):  # everything arrived: no reason to wait out a deadline
                 break
