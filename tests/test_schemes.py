@@ -487,3 +487,17 @@ def test_readiness_checks_count_as_decode_time():
     scheme.ready = slow_ready
     h = train(problem, scheme, SimulatedCluster(6, seed=0), policy="first_k", max_steps=3, progress=False, seed=0)
     assert min(h.decode_time) >= 0.02
+
+
+def test_progress_bar_into_a_log_redraws_rarely_and_says_when_it_stopped_early(capsys):
+    """Into a file or a pipe (not a terminal) the bar redraws at most every
+    PROGRESS_LOG_INTERVAL seconds, not once per step; a run that stops at its target says so."""
+    pytest.importorskip("tqdm")
+    problem, X, y = _ill_conditioned_least_squares()
+    f_star = problem.loss(np.linalg.lstsq(X, y, rcond=None)[0])
+    h = train(problem, Uncoded(), SimulatedCluster(6, seed=0), policy="first_k", max_steps=3000,
+              target_loss=f_star + 1e-3 * (problem.loss(np.zeros(30)) - f_star), progress=True, seed=0)
+    err = capsys.readouterr().err
+    assert 50 < len(h) < 3000
+    assert err.count("\r") < 20, err.count("\r")  # was one redraw per step
+    assert f"stopped after {len(h)} of 3000 steps" in err

@@ -163,6 +163,10 @@ ASYNC_MAX_UNFOLDED: int = 10
 #: cancelled, counted as dropped and dispatched again, so its worker is never held for good.
 ASYNC_LOST_AFTER: float = 10.0
 
+#: Seconds between redraws of a training progress bar written to a file or a pipe (not a
+#: terminal or a notebook), where every redraw is a new line of the log.
+PROGRESS_LOG_INTERVAL: float = 5.0
+
 #: Training with ``policy="async"`` stops (with a warning) once nothing outstanding could
 #: finish in this many fresh rounds of delays in a row: every worker keeps failing.
 ASYNC_MAX_DEAD_ROUNDS: int = 100

@@ -443,8 +443,10 @@ class _Run:
                             skipped=int(skipped), **cost.counts())
         cost.clear()
         if self.bar is not None:
+            # the postfix rides on update's redraw, which honours mininterval (set_postfix would
+            # force one redraw per step: a line per step in a log)
+            self.bar.set_postfix(loss=f"{loss:.4g}", t=f"{now:.3g}", refresh=False)
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4g}", t=f"{now:.3g}")
         return (
             len(self.history) >= self.max_steps
             or (self.target_loss is not None and loss <= self.target_loss)
@@ -467,6 +469,8 @@ class _Run:
 
     def close(self) -> None:
         if self.bar is not None:
+            if self.bar.n < self.bar.total:  # stopped early (target, time budget, callback): say so
+                self.bar.set_postfix_str(f"stopped after {self.bar.n} of {self.bar.total} steps", refresh=True)
             self.bar.close()
 
 
@@ -778,4 +782,10 @@ def _progress(total: int, name: str):
         from tqdm.auto import tqdm
     except ImportError:  # progress is a convenience: without tqdm, run quietly
         return None
-    return tqdm(total=total, desc=name, leave=False)
+    import sys
+
+    # On a terminal the bar redraws in place; into a log file or a pipe every redraw is a new
+    # line, so there it redraws at most every PROGRESS_LOG_INTERVAL seconds.
+    interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
+    return tqdm(total=total, desc=name, leave=False,
+                mininterval=0.1 if interactive else _config.PROGRESS_LOG_INTERVAL)
