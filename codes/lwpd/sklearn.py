@@ -250,8 +250,9 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
                 raise ValueError(f"{name}: only loss={loss!r} is supported, got loss={est.loss!r}")
             if est.penalty not in ("l2", None):
                 raise ValueError(f"{name}: only penalty='l2' or None is supported, got penalty={est.penalty!r}")
-        if getattr(est, "class_weight", None) is not None:
-            raise ValueError(f"{name}: class_weight is not supported; pass sample_weight to fit instead")
+        if isinstance(est, SGDClassifier) and est.class_weight is not None:
+            raise ValueError(f"{name}: class_weight is supported with LogisticRegression only; pass sample_weight "
+                             "to fit instead")
         if getattr(est, "positive", False):
             raise ValueError(f"{name}: positive=True (a constrained fit) is not supported")
         if isinstance(est, Ridge) and np.ndim(est.alpha) != 0:
@@ -259,6 +260,11 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         return est
 
     # ------------------------------------------------------------------ fitting
+    def _class_weighted(self, est: Any, y: np.ndarray, sw: np.ndarray | None) -> np.ndarray | None:
+        """The sample weights with the wrapped estimator's class weights folded in (none here;
+        see :class:`CodedGDClassifier`)."""
+        return sw
+
     def _fit(self, X: Any, y: Any, sample_weight: Any, problem_cls: Any) -> "_CodedGD":
         from lwpd import train
         from lwpd.cluster import SimulatedCluster
@@ -268,6 +274,7 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         m = X.shape[0]
         # scikit-learn's checks: one finite weight >= 0 per sample, not all zero
         sw = None if sample_weight is None else _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        sw = self._class_weighted(est, y, sw)
         sw_sum = float(m if sw is None else sw.sum())
         alpha = _l2_strength(est, sw_sum, m)
         if isinstance(self.scheme, LWPD) or (isinstance(self.scheme, str) and self.scheme == "lwpd"):
@@ -478,7 +485,8 @@ class CodedGDClassifier(ClassifierMixin, _CodedGD):
     ----------
     estimator : LogisticRegression, SGDClassifier or None, default None
         ``None`` means ``LogisticRegression()``. ``LogisticRegression`` with the L2 penalty
-        (``l1_ratio=0``) or none (``C=np.inf``), its ``C`` and ``fit_intercept``;
+        (``l1_ratio=0``) or none (``C=np.inf``), its ``C``, ``fit_intercept`` and
+        ``class_weight`` (folded into the sample weights, as scikit-learn does);
         ``SGDClassifier(loss="log_loss")`` with ``penalty="l2"`` or ``None``, its ``alpha``
         and ``fit_intercept``. Its ``warm_start=True`` starts a refit from the previous
         solution. Anything else is a ``ValueError``.
@@ -545,6 +553,19 @@ class CodedGDClassifier(ClassifierMixin, _CodedGD):
             del self.coef_  # coefficients of other classes cannot warm-start this fit
         self.classes_ = classes
         return self._fit(X, y, sample_weight, Logistic if classes.size == 2 else Softmax)
+
+    def _class_weighted(self, est: Any, y: np.ndarray, sw: np.ndarray | None) -> np.ndarray | None:
+        """``LogisticRegression(class_weight=...)`` as scikit-learn applies it: each sample's
+        weight times its class's weight (``compute_class_weight``, which weighs "balanced"
+        by the sample weights), the penalty then scaled by the sum of the products."""
+        class_weight = getattr(est, "class_weight", None)
+        if class_weight is None:
+            return sw
+        from sklearn.utils.class_weight import compute_class_weight
+
+        per_class = compute_class_weight(class_weight, classes=self.classes_, y=y, sample_weight=sw)
+        per_sample = per_class[np.searchsorted(self.classes_, y)]
+        return per_sample if sw is None else sw * per_sample
 
     def _set_solution(self, est: Any, W: np.ndarray, b: Any, problem: Any) -> None:
         self.coef_ = np.atleast_2d(W)
