@@ -13,8 +13,11 @@ shown is what the command prints.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,12 +70,34 @@ def test_guide_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest
     import matplotlib.pyplot as plt
 
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
+    blocks = _blocks(page, "python")
+    if any(_starts_processes(block) for block in blocks):
+        _run_as_a_saved_script(page, blocks, tmp_path)
+        return
     namespace: dict = {"__name__": "__guide__"}
     try:
         for i, source in enumerate(_blocks(page, "python")):
             exec(compile(source, f"{page.name}[python block {i}]", "exec"), namespace)
     finally:
         plt.close("all")
+
+
+def _starts_processes(source: str) -> bool:
+    return any(call in source for call in ("dask_cluster(", "ProcessPoolExecutor(", "LocalCluster("))
+
+
+def _run_as_a_saved_script(page: Path, blocks: list[str], folder: Path) -> None:
+    """A page whose examples start processes runs as a user would run it: its blocks saved to
+    a file and run by ``python file.py``; spawned workers import that file again, so every
+    block that starts processes must keep its run under the ``__main__`` guard."""
+    for block in blocks:
+        if _starts_processes(block):
+            assert 'if __name__ == "__main__":' in block, f"{page.name}: a block starts processes without the __main__ guard"
+    script = folder / f"{page.stem}_examples.py"
+    script.write_text("\n\n".join(blocks), encoding="utf-8")
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    out = subprocess.run([sys.executable, str(script)], cwd=folder, capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, f"{page.name} run as a script failed:\n{out.stderr[-3000:]}"
 
 
 def _fields(line: str) -> list[str]:
