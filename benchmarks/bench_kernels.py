@@ -310,15 +310,9 @@ def bench_decode(sizes: Sizes, rng: np.random.Generator, notes: list[str]) -> li
     estimate = decode(cb, indices, values)
 
     loop_blocks = min(sizes.loop_blocks, nb)
-    pairs = [(base[rec.local[rec.rows(b)]], rec.values[rec.rows(b)]) for b in range(loop_blocks)]
-    loop_out = np.empty((loop_blocks, BLOCK))
-
-    def lstsq_loop() -> None:
-        for b, (mat, val) in enumerate(pairs):
-            loop_out[b] = np.linalg.lstsq(mat, val, rcond=None)[0]
-
     progress(f"decode: np.linalg.lstsq loop over {loop_blocks:,} blocks")
-    t_loop = median_time(lstsq_loop, max(3, sizes.repeat // 2)) / loop_blocks * nb
+    per_block, loop_out = lstsq_loop(rec, base, np.arange(loop_blocks), sizes)
+    t_loop = per_block * nb
 
     batched_blocks = min(sizes.batched_blocks, nb)
     mats, vals = rec.padded(base, slice(0, batched_blocks))
@@ -349,6 +343,19 @@ def bench_decode(sizes: Sizes, rng: np.random.Generator, notes: list[str]) -> li
     ]
 
 
+def lstsq_loop(rec: Received, base: np.ndarray, blocks: np.ndarray, sizes: Sizes) -> tuple[float, np.ndarray]:
+    """What a block-aware user writes: ``np.linalg.lstsq`` on each block's received rows.
+    Returns the median seconds per block and the solutions (building the inputs is not timed)."""
+    pairs = [(base[rec.local[rec.rows(b)]], rec.values[rec.rows(b)]) for b in blocks]
+    out = np.empty((len(pairs), base.shape[1]))
+
+    def loop() -> None:
+        for i, (mat, val) in enumerate(pairs):
+            out[i] = np.linalg.lstsq(mat, val, rcond=None)[0]
+
+    return median_time(loop, max(3, sizes.repeat // 2)) / len(pairs), out
+
+
 def bench_partial_decode(sizes: Sizes, cb: lwpd.Codebook, rec: Received, base: np.ndarray, truth: np.ndarray,
                          rng: np.random.Generator, notes: list[str]) -> Row:
     """Decode the arrivals of a few blocks (early in a step, an asynchronous fold-in): the
@@ -361,14 +368,8 @@ def bench_partial_decode(sizes: Sizes, cb: lwpd.Codebook, rec: Received, base: n
     t_lwpd = median_time(lambda: decode(cb, indices, values), sizes.repeat)
     estimate = decode(cb, indices, values).reshape(nb, BLOCK)
     loop_blocks = few[: min(sizes.loop_blocks, few.size)]
-    pairs = [(base[rec.local[rec.rows(b)]], rec.values[rec.rows(b)]) for b in loop_blocks]
-
-    def lstsq_loop() -> None:
-        for mat, val in pairs:
-            np.linalg.lstsq(mat, val, rcond=None)
-
     progress(f"decode: np.linalg.lstsq loop over {loop_blocks.size:,} of those blocks")
-    t_loop = median_time(lstsq_loop, max(3, sizes.repeat // 2)) / loop_blocks.size * few.size
+    t_loop = lstsq_loop(rec, base, loop_blocks, sizes)[0] * few.size
     others = np.setdiff1d(np.arange(nb), few)
     notes.append(
         f"decode {SUBSET_BLOCKS:.0%} of blocks: {indices.size:,} arrivals in {few.size:,} blocks; max |lwpd - true "

@@ -733,3 +733,17 @@ def test_pattern_projection_is_only_for_the_default_codebook():
     own = block_codebook(projective_codebook(4, max_weight=2), lwpd.Partition.uniform(sum(sizes), 4))
     opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), codebook=own, partition="tensor", seed=0)
     assert opt._runs is None  # a user's codebook may not repeat a pattern per run: the general path decodes it
+
+
+def test_adding_a_param_group_is_refused_and_nothing_changes():
+    """The partition and codebook cover the construction-time parameters: add_param_group is
+    refused by name with the remedy, and the wrapped optimizer is left as it was."""
+    model = torch.nn.Linear(4, 2)
+    opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), seed=0, n_workers=4)
+    groups = len(opt.optimizer.param_groups)
+    with pytest.raises(TypeError, match="to add param_group, add it to the wrapped optimizer"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))]})
+    assert len(opt.optimizer.param_groups) == groups
+    model(torch.randn(8, 4)).square().mean().backward()
+    opt.step()  # still works
+    assert opt.last_stats.n_codewords > 0

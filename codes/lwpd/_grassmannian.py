@@ -51,6 +51,8 @@ import scipy.sparse
 
 from threadpoolctl import threadpool_limits
 
+from lwpd.metrics import welch_bound
+
 __all__ = ["pack_lines", "line_coherence"]
 
 #: Sharpness schedule ``p`` of the surrogate ``(1/p) log sum rho_ij^(2p)``. Its gap to
@@ -379,7 +381,7 @@ def pack_lines(
 def _lower_bound(n: int, d: int) -> float:
     """The best lower bound on the coherence of ``n`` lines in ``R^d``: Welch, and orthoplex
     (Rankin) where ``n > d (d + 1) / 2``."""
-    bound = math.sqrt((n - d) / (d * (n - 1))) if n > d else 0.0
+    bound = welch_bound(n, d)
     if n > d * (d + 1) // 2:
         bound = max(bound, 1.0 / math.sqrt(d))
     return bound
@@ -395,7 +397,7 @@ def _alternating_projection(starts: np.ndarray, n_iter: int, slack: float) -> np
     leading eigenvectors, all eigenvalues set to ``N / d``.
     """
     n, d = starts.shape[1:]
-    limit = slack * math.sqrt((n - d) / (d * (n - 1)))
+    limit = slack * welch_bound(n, d)
     scale = math.sqrt(n / d)
     V = starts
     for _ in range(n_iter):

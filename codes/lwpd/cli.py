@@ -166,12 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lwpd {lwpd.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    formatter = _HelpWithDefaults
     cb = sub.add_parser(
         "codebook",
         help="print a projective codebook PG(dim-1, q) and its metrics",
         description="Print the points of PG(dim-1, q) lifted to integer codewords, and a metrics table.",
-        formatter_class=formatter,
+        formatter_class=_HelpWithDefaults,
     )
     cb.add_argument("--dim", type=int, required=True, help="dimension k of the vector space (codewords in R^k)")
     cb.add_argument("--q", type=int, default=3, help="field size, a prime (default 3: entries in {0, +1, -1})")
@@ -184,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        formatter_class=formatter,
+        formatter_class=_HelpWithDefaults,
         help="compare LWPD with uncoded, gradient coding and the other schemes under stragglers",
         description="Train one model with every scheme on the same data, simulated cluster and seed; print a "
         "table and write results.json and loss_vs_time.png.",

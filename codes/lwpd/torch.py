@@ -918,8 +918,17 @@ class CodedOptimizer(torch.optim.Optimizer):
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Not supported: the codebook covers the parameters given at construction."""
-        raise NotImplementedError("CodedOptimizer codes a fixed set of parameters; build a new one for new parameters")
+        """Refused: the partition and the codebook cover the parameters given at construction,
+        and growing them would re-deal every worker's codewords mid-training.
+
+        Raises
+        ------
+        TypeError
+            Always; add the group to the wrapped optimizer and build a new ``CodedOptimizer``
+            around it instead.
+        """
+        raise TypeError("CodedOptimizer codes the parameters it was built with; to add param_group, add it to the "
+                        "wrapped optimizer and build a new CodedOptimizer around that optimizer")
 
     def state_dict(self) -> dict[str, Any]:
         """The wrapped optimizer's state dict plus the coding state: the random generator's

@@ -410,7 +410,6 @@ class _Run:
         self.accelerate = accelerate
         self.point = theta
         self.momentum_steps = 0
-        self.last_loss = math.inf
 
     def step(self, estimate: np.ndarray | None, staleness: float, cost: "_StepCost", oldest: float = 0.0,
              stale: bool = False) -> bool:
@@ -434,7 +433,7 @@ class _Run:
         else:
             oldest = math.nan
         loss = self.problem.loss(self.theta)
-        if self.accelerate:
+        if self.accelerate:  # (before recording: the history's last loss is the previous step's)
             self._extrapolate(previous, estimate, loss)
         else:
             self.point = self.theta
@@ -458,8 +457,8 @@ class _Run:
         """The next point of Nesterov's method, restarting the momentum when the last step
         pointed uphill (gradient test) or raised the loss (function test), or was not taken."""
         move = self.theta - previous
-        uphill = estimate is None or float(estimate @ move) > 0.0 or not loss <= self.last_loss
-        self.last_loss = loss
+        last_loss = self.history.loss[-1] if len(self.history) else math.inf
+        uphill = estimate is None or float(estimate @ move) > 0.0 or not loss <= last_loss
         if uphill:
             self.momentum_steps = 0
             self.point = self.theta
