@@ -299,6 +299,55 @@ def test_task_exception_is_raised_at_completion():
     assert cluster.pending == 1 and cluster.wait()[0].result == 5
 
 
+def _times_ten(arg_lists):
+    return [x * 10 for (x,) in arg_lists]
+
+
+def test_submit_many_matches_the_tasks_submitted_one_by_one():
+    """One call computes a worker's tasks; ids, finish times, the seeded tie order, results
+    and the priced communication are those of the same tasks submitted one at a time."""
+    from lwpd.cost import CostModel
+
+    rng = np.random.default_rng(3)
+    n = 4
+    for trial in range(10):
+        delays = rng.choice([0.5, 1.0, 2.0], size=n)  # equal delays: ties that the seeded key breaks
+        together, alone = (SimulatedCluster(n, delays=FixedDelays(delays), seed=trial,
+                                            cost=CostModel(latency=0.25, bandwidth=8.0)) for _ in range(2))
+        for _ in range(6):
+            worker, size = int(rng.integers(n)), int(rng.integers(1, 4))
+            xs, works, floats = rng.integers(0, 100, size), rng.choice([0.5, 1.0], size), rng.choice([0.0, 4.0], size)
+            ids = together.submit_many(worker, _times_ten, [(int(x),) for x in xs], works.tolist(), floats.tolist())
+            assert ids == [alone.submit(worker, operator.mul, int(x), 10, work=float(w), floats=float(f))
+                           for x, w, f in zip(xs, works, floats)]
+        record = [[(c.task_id, c.worker, c.result, c.finished) for c in cluster.as_completed()]
+                  for cluster in (together, alone)]
+        assert record[0] == record[1] and len(record[0]) > 0
+
+
+def test_submit_many_delivers_an_error_from_every_task_and_refuses_bad_input_whole():
+    cluster = SimulatedCluster(2, delays=FixedDelays([1.0, 2.0]), seed=0)
+
+    def broken(arg_lists):
+        raise ZeroDivisionError("no")
+
+    cluster.submit_many(1, broken, [(1,), (2,)], [1.0, 1.0], [0.0, 0.0])
+    cluster.submit_many(0, lambda arg_lists: [1], [(1,), (2,)], [1.0, 1.0], [0.0, 0.0])  # one result short
+    done = cluster.wait(errors="return")
+    assert [type(c.error) for c in sorted(done, key=lambda c: c.task_id)] == [ZeroDivisionError] * 2 + [RuntimeError] * 2
+    for kwargs, match in [({"works": [1.0], "floats": [0.0, 0.0]}, "one entry per task"),
+                          ({"works": [1.0, -1.0], "floats": [0.0, 0.0]}, "works"),
+                          ({"works": [1.0, 1.0], "floats": [0.0, np.nan]}, "floats")]:
+        with pytest.raises(ValueError, match=match):
+            cluster.submit_many(0, _times_ten, [(1,), (2,)], **kwargs)
+    with pytest.raises(IndexError, match="worker"):
+        cluster.submit_many(2, _times_ten, [(1,)], [1.0], [0.0])
+    with pytest.raises(TypeError, match="fn"):
+        cluster.submit_many(0, 3, [(1,)], [1.0], [0.0])
+    assert cluster.pending == 0  # nothing refused was scheduled
+    assert cluster.submit(0, int, 7) == 4  # and no task id was spent on it
+
+
 def test_validation_messages():
     with pytest.raises(ValueError, match="n_workers"):
         SimulatedCluster(0)

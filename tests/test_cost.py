@@ -439,3 +439,36 @@ def test_an_executor_cluster_runs_a_logical_workers_tasks_one_after_another():
         fresh = cluster.submit(0, int, 5, work=1.0)
         (done,) = cluster.wait()
         assert done.task_id == fresh and done.latency < 0.1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 12), st.booleans())
+def test_chunk_supports_count_each_chunks_distinct_coordinates_by_bitmap_and_by_sort(seed, n_chunks, bitmap):
+    """Every chunk's (distinct coordinates, total weight) against a brute-force count over its
+    dense codewords, on both routes (the bitmap and, past its size limit, the sort)."""
+    from lwpd import _config
+    from lwpd.cost import chunk_supports
+
+    rng = np.random.default_rng(seed)
+    dense = rng.integers(-1, 2, size=(15, 9)) * (rng.random((15, 9)) < 0.4)
+    dense[~dense.any(axis=1), 0] = 1  # codewords are nonzero
+    cb = Codebook.from_dense(dense)
+    chunks = [rng.integers(0, len(cb), size=rng.integers(0, 6)) for _ in range(n_chunks)]  # repeats allowed
+    limit = _config.SUPPORT_BITMAP_MAX_ENTRIES if bitmap else 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_config, "SUPPORT_BITMAP_MAX_ENTRIES", limit)
+        touched, weight = chunk_supports(cb, chunks)
+    assert touched.tolist() == [int((dense[chunk] != 0).any(axis=0).sum()) for chunk in chunks]
+    assert weight.tolist() == [float((dense[chunk] != 0).sum()) for chunk in chunks]
+
+
+def test_charging_rules_take_arrays_of_chunks_as_they_take_one():
+    from lwpd.cost import derivative_ops, moment_derivative_ops, units
+
+    rows, touched, weight, forward = [10, 20, 30], [3, 0, 7], [4.0, 0.0, 9.0], [True, False, True]
+    ops = derivative_ops(np.array(rows), 21, np.array(touched), np.array(weight), forward=np.array(forward))
+    assert ops.tolist() == [derivative_ops(r, 21, t, w, forward=f) for r, t, w, f in zip(rows, touched, weight, forward)]
+    assert isinstance(derivative_ops(10, 21, 3, 4.0), float) and isinstance(units(5.0, 100, 4, 21), float)
+    assert units(ops, 100, 4, 21).tolist() == [units(o, 100, 4, 21) for o in ops.tolist()]
+    assert moment_derivative_ops(21, np.array(touched), np.array(weight)).tolist() == [
+        moment_derivative_ops(21, t, w) for t, w in zip(touched, weight)]

@@ -3,6 +3,8 @@
 import itertools
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
 from lwpd import _lcc
@@ -188,3 +190,47 @@ def test_a_clustered_step_waits_for_more_results():
     h = train(problem, LCC(5), SimulatedCluster(60, in_order, seed=0), policy="first_k", max_steps=5,
               progress=False, seed=0)
     assert len(h) == 5 and max(h.grad_error) <= 1e-6 and min(h.received) > 9
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([(5, 60, 3.0), (12, 48, 3.0), (30, 100, 3.0), (40, 120, None)]))
+def test_the_error_bound_screen_answers_as_the_full_bound_does(seed, sizes):
+    """After every arrival: the screen says "above the limit" exactly when decode_error_bound
+    does, returns a lower bound on it there and the bound itself below it, and decodes what
+    decode does from the decodable points. Arrival orders: near worker order (the first
+    workers' points cluster: many refusals in a row) or random (gaps: a few)."""
+    K, N, jitter = sizes
+    limit = 1e-8
+    rng = np.random.default_rng(seed)
+    betas, alphas = _lcc.lcc_points(K, N)
+    screen = _lcc.ErrorBoundScreen(alphas, K)
+    order = rng.permutation(N) if jitter is None else np.argsort(np.arange(N) + rng.normal(0.0, jitter, N))
+    results = rng.standard_normal((N, 3))
+    threshold = _lcc.recovery_threshold(K)
+    decodable = refused = 0
+    for n in range(threshold - 1, N + 1):
+        arrived = np.sort(order[:n])
+        screened, exact = screen.bound(arrived, limit), _lcc.decode_error_bound(alphas[arrived], K)
+        assert (screened > limit) == (exact > limit), (n, screened, exact)
+        if exact > limit:
+            # a lower bound, up to the SVD's own rounding: relative error about eps * cond = the bound itself
+            assert screened <= exact * (1 + 1e-6 + 10 * exact) or not np.isfinite(exact)
+            refused += n >= threshold
+            continue
+        decodable += 1
+        assert screened == pytest.approx(exact, rel=1e-6)
+        # two solvers of one fit with condition number up to limit / eps: they agree to about the limit
+        ours, theirs = screen.decode(results[arrived], arrived, betas), _lcc.decode(results[arrived], alphas[arrived], betas, K)
+        assert np.linalg.norm(ours - theirs) <= 10 * limit * np.linalg.norm(theirs)
+    assert decodable > 0 and (refused > 0 or jitter is None)
+
+
+def test_the_error_bound_screen_keeps_no_state_across_a_new_step():
+    """A new step's points need not contain the last step's: the answers stay exact."""
+    betas, alphas = _lcc.lcc_points(12, 48)
+    screen = _lcc.ErrorBoundScreen(alphas, 12)
+    for arrived in (np.arange(30), np.arange(18, 48), np.arange(0, 48, 2), np.arange(23)):
+        assert (screen.bound(arrived, 1e-8) > 1e-8) == (_lcc.decode_error_bound(alphas[arrived], 12) > 1e-8)
+    assert screen.bound(np.arange(10), 1e-8) == np.inf  # fewer than the threshold
+    with pytest.raises(IndexError, match="arrived"):
+        screen.bound([48], 1e-8)

@@ -501,3 +501,33 @@ def test_progress_bar_into_a_log_redraws_rarely_and_says_when_it_stopped_early(c
     assert 50 < len(h) < 3000
     assert err.count("\r") < 20, err.count("\r")  # was one redraw per step
     assert f"stopped after {len(h)} of 3000 steps" in err
+
+
+class _OneChunkAtATime(SimulatedCluster):
+    """A simulated cluster without ``submit_many``: the training loop submits every chunk of
+    a worker on its own, each computed by its own call."""
+
+    submit_many = None
+
+
+@pytest.mark.parametrize("make", [
+    lambda: LWPD(block_size=4, chunks=3),
+    lambda: LWPD(layout="full", block_size=4, redundancy=2.0, chunks=3),
+    lambda: LWPD(layout="moments", block_size=4, redundancy=2.0, chunks=2),
+    lambda: LWPD(block_size=4, chunks=3, memory=True),
+    lambda: __import__("lwpd.schemes", fromlist=["ReplicatedLWPD"]).ReplicatedLWPD(block_size=4, chunks=2),
+], ids=["sharded", "full", "moments", "memory", "replicated"])
+@pytest.mark.parametrize("policy", ["first_k", "deadline"])
+def test_a_workers_chunks_computed_together_give_the_run_of_chunks_computed_alone(make, policy):
+    """The simulator computes a worker's chunks in one call (Task.joint); the run -- losses,
+    modelled times, compute, floats and counts -- is that of every chunk computed alone."""
+    problem = _problems()["least-squares"]
+    runs = [train(problem, make(), cluster(6, ShiftedExponential(1.0, 0.5), seed=2), policy=policy, max_steps=6,
+                  deadline=10.0 if policy == "deadline" else None, seed=0, progress=False)
+            for cluster in (SimulatedCluster, _OneChunkAtATime)]
+    together, alone = runs
+    np.testing.assert_allclose(together.loss, alone.loss, rtol=1e-12)
+    np.testing.assert_allclose(together.theta, alone.theta, rtol=1e-11, atol=1e-14)
+    for field in ("time", "compute", "floats", "received", "dispatched", "dropped"):
+        assert getattr(together, field) == getattr(alone, field), field
+    assert len(together.loss) == 6 and together.loss[-1] < together.loss[0]  # it trained

@@ -178,6 +178,12 @@ ASYNC_MAX_DEAD_ROUNDS: int = 100
 #: charges the touched columns either way.
 ALL_COLUMNS_FRACTION: float = 0.1
 
+#: Charging chunks (``lwpd.cost.chunk_supports``): the distinct coordinates each chunk
+#: touches are counted on a chunks x coordinates bitmap while it has at most this many
+#: entries (a thousand simulated workers deal thousands of chunks every step; a sort of
+#: every (chunk, coordinate) pair costs several times more), by a sort beyond.
+SUPPORT_BITMAP_MAX_ENTRIES: int = 1 << 24
+
 #: Problems: row sets whose rows, scores and residuals are cached (all rows, and one entry
 #: per read-only shard or shard piece of a scheme).
 SCORE_CACHE_ENTRIES: int = 129
@@ -209,6 +215,15 @@ VALUE_MAX_MAGNITUDE: float = 1e150
 #: (within a factor of about 10 of the worst error measured on clustered subsets); above it the
 #: scheme waits for more results, or reports the step as not decodable (no estimate).
 LCC_MAX_ERROR: float = 1e-8
+
+#: LCC: right singular vectors a full check keeps to screen the next arrivals' checks
+#: (``lwpd._lcc.ErrorBoundScreen``): at K = 384 of 1,024 workers, 32 leave two full SVDs per
+#: step (at the threshold and where the points become decodable); 8 left three or four.
+LCC_SCREEN_VECTORS: int = 32
+
+#: LCC: rounds of block inverse (and power) iteration that find the screen's first vectors
+#: of a step without an SVD.
+LCC_SCREEN_ITERATIONS: int = 3
 
 #: Robust decoding (lwpd.robust): values count as consistent with a block's code when the
 #: least-squares residual is below this fraction of their norm.

@@ -60,7 +60,8 @@ from typing import Any
 import numpy as np
 from numpy.polynomial import chebyshev as _cheb
 
-from lwpd._validation import as_real_array, check_finite, check_int, check_real
+from lwpd import _config
+from lwpd._validation import as_index_array, as_real_array, check_finite, check_int, check_real
 
 __all__ = [
     "chebyshev_points",
@@ -385,6 +386,17 @@ def decode(results: Any, arrived_alphas: Any, betas: Any, K: int) -> np.ndarray:
     >>> bool(np.allclose(est, exact_block_sum(B, theta)))
     True
     """
+    R, alphas, betas, degree = _decode_inputs(results, arrived_alphas, betas, K)
+    V = _cheb.chebvander(alphas, degree)
+    # Column scaling improves the least-squares conditioning a little for free.
+    scale = np.linalg.norm(V, axis=0)
+    coef, *_ = np.linalg.lstsq(V / scale, R, rcond=None)
+    weights = _cheb.chebvander(betas, degree).sum(axis=0) / scale
+    return weights @ coef
+
+
+def _decode_inputs(results: Any, arrived_alphas: Any, betas: Any, K: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`decode`'s arguments checked: ``(results, alphas, betas, degree of the fit)``."""
     K = check_int("K", K, minimum=1)
     R = as_real_array("results", results, ndim=(2,), keep_float32=False)
     check_finite("results", R)
@@ -395,14 +407,7 @@ def decode(results: Any, arrived_alphas: Any, betas: Any, K: int) -> np.ndarray:
             f"got {R.shape[0]}"
         )
     alphas = _check_points("arrived_alphas", arrived_alphas, size=R.shape[0])
-    betas = _check_points("betas", betas, size=K)
-    degree = threshold - 1
-    V = _cheb.chebvander(alphas, degree)
-    # Column scaling improves the least-squares conditioning a little for free.
-    scale = np.linalg.norm(V, axis=0)
-    coef, *_ = np.linalg.lstsq(V / scale, R, rcond=None)
-    weights = _cheb.chebvander(betas, degree).sum(axis=0) / scale
-    return weights @ coef
+    return R, alphas, _check_points("betas", betas, size=K), threshold - 1
 
 
 def decode_error_bound(arrived_alphas: Any, K: int) -> float:
@@ -441,8 +446,135 @@ def decode_error_bound(arrived_alphas: Any, K: int) -> float:
     if alphas.size < threshold:
         return math.inf
     V = _cheb.chebvander(alphas, threshold - 1)
-    V = V / np.linalg.norm(V, axis=0)
-    return float(np.finfo(float).eps * np.linalg.cond(V))
+    return float(np.finfo(float).eps * np.linalg.cond(V / np.linalg.norm(V, axis=0)))
+
+
+class ErrorBoundScreen:
+    """:func:`decode_error_bound` and :func:`decode` for a master that asks after every
+    arrival whether it can decode: the same answers, most of them without a singular value
+    decomposition.
+
+    While the arrived points leave gaps, the bound stays far above the limit for many
+    arrivals in a row, and each full check is an SVD of an ``n x threshold`` matrix (0.1 s
+    at ``K = 384``). For any matrix ``A`` and nonzero vectors ``u``, ``w``,
+    ``(||A u|| / ||u||) / (||A w|| / ||w||)`` is a lower bound on ``cond(A)``
+    (``sigma_max >= ||A u|| / ||u||`` and ``sigma_min <= ||A w|| / ||w||``). ``u`` is the top
+    right singular vector of the last full check and ``w`` the best combination (by a thin
+    SVD) of its bottom ``_config.LCC_SCREEN_VECTORS`` ones, both carried through the change
+    of column scaling that new rows bring; one arrival adds one row, so the bound stays
+    tight. When they no longer prove the bound above the limit, or at the first check of a
+    new step (points that do not contain the last check's), fresh vectors come from block
+    inverse iteration on ``A^T A``. When the lower bound exceeds the limit, the answer is "above" (the lower bound is returned) for the cost of a
+    thin product; otherwise the bound is computed in full. A full check that finds the
+    points decodable keeps its SVD, and :meth:`decode` of the same points solves the
+    least-squares fit with it.
+
+    Parameters
+    ----------
+    alphas : array_like, shape (N,)
+        Every worker's evaluation point (distinct).
+    K : int
+        Number of data blocks.
+
+    Examples
+    --------
+    >>> betas, alphas = lcc_points(5, 60)
+    >>> screen = ErrorBoundScreen(alphas, 5)
+    >>> [bool(screen.bound(np.arange(n), 1e-8) > 1e-8) for n in (9, 10, 60)]
+    [True, True, False]
+    """
+
+    def __init__(self, alphas: Any, K: int) -> None:
+        self.K = check_int("K", K, minimum=1)
+        self.alphas = _check_points("alphas", alphas)
+        self._degree = recovery_threshold(self.K) - 1
+        self._vandermonde = _cheb.chebvander(self.alphas, self._degree)  # every worker's row, formed once
+        self._arrived: np.ndarray | None = None  # the workers of the check the vectors below come from
+        self._scale: np.ndarray | None = None  # column norms of that check's matrix
+        self._top: np.ndarray | None = None  # its top right singular vector
+        self._bottom: np.ndarray | None = None  # its bottom right singular vectors (columns)
+        self._kept: tuple | None = None  # (arrived, U, s, Vt, scale) of a full check found decodable
+
+    def bound(self, arrived: Any, limit: float) -> float:
+        """:func:`decode_error_bound` of the workers ``arrived`` (indices into ``alphas``)
+        where it is at most ``limit``; above, it or a lower bound on it that exceeds ``limit``."""
+        arrived = as_index_array("arrived", arrived, self.alphas.size)
+        self._kept = None
+        if np.unique(arrived).size < self._degree + 1:
+            return math.inf
+        V = self._vandermonde[arrived]
+        scale = np.linalg.norm(V, axis=0)
+        V = V / scale
+        margin = limit * (1 + 1e-6)  # over the rounding of the products: never "above" wrongly
+        if self._top is not None and np.isin(self._arrived, arrived).all():
+            ratio = scale / self._scale  # A_new = [V_old; rows] D_new: the old vectors in the new scaling
+            low = self._lower_bound(V, ratio * self._top, ratio[:, None] * self._bottom)
+            if low > margin:
+                return low
+        # fresh vectors by inverse iteration (a new step's first check, or the old vectors no longer
+        # prove it): a tenth of an SVD's cost
+        top, bottom = self._extreme_vectors(V, min(_config.LCC_SCREEN_VECTORS, self._degree + 1))
+        if top is not None:
+            low = self._lower_bound(V, top, bottom)
+            if low > margin:
+                self._arrived, self._scale, self._top, self._bottom = arrived, scale, top, bottom
+                return low
+        U, singular, Vt = np.linalg.svd(V, full_matrices=False)
+        self._arrived, self._scale, self._top = arrived, scale, Vt[0]
+        self._bottom = Vt[-min(_config.LCC_SCREEN_VECTORS, self._degree + 1):].T
+        value = float(np.finfo(float).eps * singular[0] / singular[-1]) if singular[-1] > 0 else math.inf
+        if value <= limit:
+            self._kept = (arrived, U, singular, Vt, scale)
+        return value
+
+    @staticmethod
+    def _lower_bound(V: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> float:
+        """``eps (||V u|| / ||u||) / (||V w|| / ||w||)``, ``u = top`` and ``w`` the combination
+        of ``bottom``'s columns that a thin SVD of ``V bottom`` finds smallest: a lower bound
+        on the error bound of ``V``."""
+        _, _, right = np.linalg.svd(V @ bottom, full_matrices=False)
+        w = bottom @ right[-1]
+        smallest = np.linalg.norm(V @ w) / np.linalg.norm(w)
+        if not smallest > 0:
+            return math.inf
+        return float(np.finfo(float).eps * np.linalg.norm(V @ top) / np.linalg.norm(top) / smallest)
+
+    @staticmethod
+    def _extreme_vectors(V: np.ndarray, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Vectors near ``V``'s top right singular vector and its bottom ``count`` ones, by
+        power and block inverse iteration on ``V^T V`` (seeded: the same vectors every time);
+        ``(None, None)`` when ``V^T V`` is singular to working precision."""
+        import warnings
+
+        from scipy.linalg import LinAlgWarning, lu_factor, lu_solve
+
+        gram = V.T @ V
+        rng = np.random.default_rng(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (LinAlgWarning, RuntimeWarning))
+            factors = lu_factor(gram, check_finite=False)
+            bottom = rng.standard_normal((V.shape[1], count))
+            top = rng.standard_normal(V.shape[1])
+            for _ in range(_config.LCC_SCREEN_ITERATIONS):
+                bottom, _ = np.linalg.qr(lu_solve(factors, bottom, check_finite=False))
+                top = gram @ top
+                top /= np.linalg.norm(top)
+        if not (np.isfinite(bottom).all() and np.isfinite(top).all()):
+            return None, None
+        return top, bottom
+
+    def decode(self, results: Any, arrived: Any, betas: Any) -> np.ndarray:
+        """:func:`decode` of the results of the workers ``arrived`` (in that order); from the
+        SVD of the last check when it found these workers decodable (the least-squares fit
+        ``V^+ R``, as :func:`decode`'s own solve computes it)."""
+        arrived = as_index_array("arrived", arrived, self.alphas.size)
+        kept = self._kept
+        if kept is None or not np.array_equal(kept[0], arrived):
+            return decode(results, self.alphas[arrived], betas, self.K)
+        R, _, betas, degree = _decode_inputs(results, self.alphas[arrived], betas, self.K)
+        _, U, singular, Vt, scale = kept
+        coef = Vt.T @ ((U.T @ R) / singular[:, None])
+        return (_cheb.chebvander(betas, degree).sum(axis=0) / scale) @ coef
 
 
 def exact_block_sum(blocks: Any, theta: Any) -> np.ndarray:

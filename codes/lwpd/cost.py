@@ -75,6 +75,7 @@ from typing import Any
 
 import numpy as np
 
+from lwpd import _config
 from lwpd._validation import check_real
 
 __all__ = [
@@ -147,9 +148,15 @@ def unit_ops(n_samples: int, n_workers: int, n_params: int) -> float:
     return gradient_ops(n_samples / n_workers, n_params)
 
 
-def units(ops: float, n_samples: int, n_workers: int, n_params: int) -> float:
-    """``ops`` multiply-adds in units of compute (:func:`unit_ops`)."""
-    return float(ops) / unit_ops(n_samples, n_workers, n_params)
+def units(ops: Any, n_samples: int, n_workers: int, n_params: int) -> Any:
+    """``ops`` multiply-adds in units of compute (:func:`unit_ops`); a float, or an array
+    for an array of ``ops``."""
+    return _float_or_array(np.asarray(ops, dtype=float) / unit_ops(n_samples, n_workers, n_params))
+
+
+def _float_or_array(value: np.ndarray) -> Any:
+    """A 0-d result as a float, any other as the array (the charging rules take one chunk or many)."""
+    return float(value) if value.ndim == 0 else value
 
 
 def gradient_ops(rows: float, n_params: int) -> float:
@@ -164,12 +171,15 @@ def coded_combination_ops(partition_rows: Any, n_params: int) -> float:
     return float(sum(gradient_ops(r, n_params) + n_params for r in rows))
 
 
-def derivative_ops(rows: float, n_params: int, touched: int, total_weight: float, *, forward: bool = True) -> float:
+def derivative_ops(rows: Any, n_params: int, touched: Any, total_weight: Any, *, forward: Any = True) -> Any:
     """Directional derivatives over ``rows`` rows for codewords touching ``touched``
     distinct coordinates with total Hamming weight ``total_weight``: the forward pass
     ``rows n`` (when ``forward``), ``rows touched`` for the touched gradient entries and
-    ``total_weight`` to combine them."""
-    return (float(rows) * int(n_params) if forward else 0.0) + float(rows) * int(touched) + float(total_weight)
+    ``total_weight`` to combine them. Every argument but ``n_params`` may be an array (one
+    entry per chunk; the result is then an array)."""
+    rows = np.asarray(rows, dtype=float)
+    ops = np.where(forward, rows * int(n_params), 0.0) + rows * np.asarray(touched, dtype=float)
+    return _float_or_array(ops + np.asarray(total_weight, dtype=float))
 
 
 def moment_setup_ops(rows: float, n_params: int) -> float:
@@ -179,10 +189,11 @@ def moment_setup_ops(rows: float, n_params: int) -> float:
     return float(rows) * (n * (n + 1) / 2 + n)
 
 
-def moment_derivative_ops(n_params: int, touched: int, total_weight: float) -> float:
+def moment_derivative_ops(n_params: int, touched: Any, total_weight: Any) -> Any:
     """Directional derivatives from precomputed moments: one row of the moment matrix
-    against ``theta`` per touched coordinate, ``touched n + total_weight``."""
-    return float(touched) * int(n_params) + float(total_weight)
+    against ``theta`` per touched coordinate, ``touched n + total_weight`` (arrays: one
+    entry per chunk)."""
+    return _float_or_array(np.asarray(touched, dtype=float) * int(n_params) + np.asarray(total_weight, dtype=float))
 
 
 def codeword_support(codebook: Any, indices: Any) -> tuple[int, float]:
@@ -199,6 +210,11 @@ def chunk_supports(codebook: Any, chunks: Any) -> tuple[np.ndarray, np.ndarray]:
     slot, coords, _ = codebook._csr().selected_entries(np.concatenate(chunks) if chunks else np.zeros(0, np.int64))
     chunk_of = np.repeat(np.arange(len(chunks)), sizes)[slot]
     weight = np.bincount(chunk_of, minlength=len(chunks)).astype(float)
-    pairs = np.unique(chunk_of * np.int64(codebook.dim) + coords)  # distinct (chunk, coordinate)
-    touched = np.bincount(pairs // codebook.dim, minlength=len(chunks))
+    pairs = chunk_of * np.int64(codebook.dim) + coords  # (chunk, coordinate), repeats where codewords overlap
+    if len(chunks) * codebook.dim <= _config.SUPPORT_BITMAP_MAX_ENTRIES:
+        marked = np.zeros(len(chunks) * codebook.dim, dtype=bool)
+        marked[pairs] = True
+        touched = np.count_nonzero(marked.reshape(len(chunks), codebook.dim), axis=1)
+    else:
+        touched = np.bincount(np.unique(pairs) // codebook.dim, minlength=len(chunks))
     return touched, weight

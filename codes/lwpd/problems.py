@@ -421,8 +421,8 @@ class _LinearProblem(ABC):
         The residuals ``r_i = l'(x_i . theta, y_i)`` are computed once (one pass over the
         selected rows of ``X``); then only the columns of ``X`` touched by the chosen
         codewords are read (with more than ``lwpd._config.ALL_COLUMNS_FRACTION`` of the
-        features touched, one product over all columns is faster in this simulation and is
-        used instead). The full
+        features touched, or as many codeword entries, one product over all columns is
+        faster in this simulation and is used instead). The full
         gradient is never formed, so the work after the residual pass grows with the
         codewords' total weight, not with ``n_params``; :mod:`lwpd.cost` charges it so.
 
@@ -460,12 +460,15 @@ class _LinearProblem(ABC):
         n = R.shape[0]
 
         cached = self._cached(idx)
-        if cached is not None and cached[4] is R and cached[5] is not None:
-            # an earlier chunk on these rows and parameters formed the product over all
-            # columns (below): this chunk is a gather from it -- far less Python per chunk
-            # at a thousand simulated workers; the same numbers, the same charged cost
+        formed = cached is not None and cached[4] is R and cached[5] is not None
+        if formed or coords.size > _config.ALL_COLUMNS_FRACTION * self._d:
+            # An earlier chunk on these rows and parameters formed the product over all columns,
+            # or these codewords have so many entries that forming it beats finding their distinct
+            # coordinates: a gather from it -- far less Python per call at a thousand simulated
+            # workers; the same numbers up to rounding, the same charged cost
+            products = self._column_products(Xr, R, idx)
             G = np.empty_like(T)
-            G[:, :-1] = cached[5].T / n + self._alpha * T[:, :-1]
+            G[:, :-1] = products.T / n + self._alpha * T[:, :-1]
             G[:, -1] = R[:, np.arange(R.shape[1])].sum(axis=0) / n  # summed as the general path sums
             return np.bincount(slot, weights=vals * self._flatten(G)[coords], minlength=sel.size)
 

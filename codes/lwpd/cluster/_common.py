@@ -257,6 +257,21 @@ class RoundsMixin:
             self.new_round()
         return worker, self._cost.task_time(float(self._round_delays[worker]), work, floats)
 
+    def _admit_many(self, worker: Any, fn: Any, works: Any, floats: Any) -> tuple[int, list[float]]:
+        """:meth:`_admit` for several tasks of one worker, validated at once: ``(worker,
+        modelled duration of each)``."""
+        worker = check_worker(worker, self._n_workers)
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        for name, values in (("works", works), ("floats", floats)):
+            arr = np.asarray(values, dtype=float)
+            if arr.ndim != 1 or not (np.isfinite(arr).all() and (arr >= 0).all()):
+                raise ValueError(f"{name} must be a sequence of finite numbers >= 0, got {values!r}")
+        if self._round_delays is None:
+            self.new_round()
+        delay = float(self._round_delays[worker])
+        return worker, [self._cost.task_time(delay, float(w), float(f)) for w, f in zip(works, floats)]
+
     def new_round(self) -> np.ndarray:
         """Start a round: draw fresh per-worker delays, used by tasks submitted from now on.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import heapq
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -173,6 +173,64 @@ class SimulatedCluster(RoundsMixin):
             result = fn(*args, **kwargs)
         except Exception as exc:  # delivered at completion, like a real executor
             error = exc
+        return self._schedule(worker, duration, result, error)
+
+    def submit_many(self, worker: int, joint: Callable[[list[tuple]], list[Any]], arg_lists: Sequence[tuple],
+                    works: Sequence[float], floats: Sequence[float]) -> list[int]:
+        """Submit several tasks of one worker whose results one call computes.
+
+        ``joint(arg_lists)`` is run once, now, and must return one result per entry of
+        ``arg_lists``, the result its task would have returned on its own. Each task is then
+        scheduled exactly as :meth:`submit` schedules it, in order, each with its own work and
+        floats: the modelled times are those of the tasks submitted one by one, and only the
+        simulator's own wall time is saved (a worker's chunks share one forward pass at a
+        thousand simulated workers). An exception raised by ``joint`` is delivered by every
+        task.
+
+        Parameters
+        ----------
+        worker : int
+            Worker index in ``[0, n_workers)``.
+        joint : callable
+            ``joint(arg_lists) -> list`` of the tasks' results, in order.
+        arg_lists : sequence of tuple
+            Each task's arguments.
+        works, floats : sequence of float
+            Each task's units of compute and the floats its result sends (as in :meth:`submit`).
+
+        Returns
+        -------
+        list of int
+            The tasks' ids, in order.
+
+        Examples
+        --------
+        >>> from lwpd.cluster import SimulatedCluster
+        >>> cluster = SimulatedCluster(2, seed=0)
+        >>> ids = cluster.submit_many(1, lambda args: [a * b for a, b in args], [(2, 3), (4, 5)],
+        ...                           works=[1.0, 1.0], floats=[1.0, 1.0])
+        >>> sorted(c.result for c in cluster.as_completed())
+        [6, 20]
+        """
+        arg_lists = list(arg_lists)
+        works, floats = list(works), list(floats)
+        if not len(arg_lists) == len(works) == len(floats):
+            raise ValueError(f"arg_lists, works and floats must have one entry per task, got {len(arg_lists)}, "
+                             f"{len(works)} and {len(floats)}")
+        worker, durations = self._admit_many(worker, joint, works, floats)
+        results: list[Any] = [None] * len(arg_lists)
+        error = None
+        try:
+            returned = list(joint(arg_lists))
+            if len(returned) != len(arg_lists):
+                raise RuntimeError(f"joint returned {len(returned)} results for {len(arg_lists)} tasks")
+            results = returned
+        except Exception as exc:  # delivered by every task at its completion
+            error = exc
+        return [self._schedule(worker, duration, result, error) for duration, result in zip(durations, results)]
+
+    def _schedule(self, worker: int, duration: float, result: Any, error: BaseException | None) -> int:
+        """Queue a task whose result is known behind ``worker``'s earlier tasks; its id."""
         tid = self._next_id
         self._next_id += 1
         start = max(self._now, float(self._busy_until[worker]))

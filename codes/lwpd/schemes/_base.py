@@ -22,6 +22,10 @@ class Task:
     (``None``: its position in the list). ``rerun_work`` is the compute when the task is run
     on its own, re-dispatched with new parameters by ``policy="async"`` (``None``: ``work``):
     a chunk that shares its worker's forward pass within a step needs its own when re-run.
+    ``joint``: a function that computes the results of several of one worker's tasks in one
+    call (``joint([args, ...]) -> [result, ...]``, each the result ``fn(*args)`` returns), for
+    tasks that share it (the same object); a simulated cluster uses it to save its own wall
+    time (:meth:`lwpd.cluster.SimulatedCluster.submit_many`), a real one runs each task alone.
     """
 
     worker: int
@@ -31,6 +35,7 @@ class Task:
     floats: float = 0.0
     key: Any = None
     rerun_work: float | None = None
+    joint: Callable[[list[tuple]], list[Any]] | None = None
 
 
 def all_bounded(result: Any) -> bool:
@@ -264,7 +269,7 @@ class RowMemory:
     def store(self, group: int, rows: Any, values: Any, computed: int) -> None:
         """Keep ``values`` for ``rows`` (indices or a slice) of ``group`` where they are at
         least as fresh as what is kept: a result computed earlier never overwrites a newer one."""
-        rows = np.arange(self.values.shape[1])[rows]
+        rows = np.arange(self.values.shape[1])[rows] if isinstance(rows, slice) else np.asarray(rows)
         newer = self.computed[group, rows] <= computed
         values = np.broadcast_to(np.asarray(values, dtype=float).reshape(-1), rows.shape)
         self.values[group, rows[newer]] = values[newer]

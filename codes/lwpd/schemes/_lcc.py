@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,8 @@ class LCC(PerWorkerResults):
     number): a step whose estimated relative error (:func:`lwpd._lcc.decode_error_bound`)
     exceeds ``lwpd._config.LCC_MAX_ERROR`` has no estimate -- a step waiting "until ready"
     waits for more results, a deadline step is reported as not decodable (``lr`` nan) --
-    rather than a wrong gradient. :attr:`error_bound` holds the last bound.
+    rather than a wrong gradient. :attr:`error_bound` holds the last bound (for a step refused,
+    it or a lower bound on it above the limit: :class:`lwpd._lcc.ErrorBoundScreen`).
 
     Parameters
     ----------
@@ -69,6 +71,7 @@ class LCC(PerWorkerResults):
         blocks = lcc.split_blocks(X, self.problem.y[order], self.K)
         self._betas, self._alphas = lcc.lcc_points(self.K, self.n_workers)
         self._coded = lcc.encode(blocks, self._betas, self._alphas)
+        self._screen = lcc.ErrorBoundScreen(self._alphas, self.K)
         self._coded.flags.writeable = False  # shared data from now on (a Dask cluster scatters each block once)
         self._work = self._units(gradient_ops(blocks.shape[1], self.problem.n_params))
         self.begin()
@@ -79,15 +82,28 @@ class LCC(PerWorkerResults):
         return [Task(i, lcc.worker_result, (self._coded[i], self._theta), self._work, floats=n) for i in range(self.n_workers)]
 
     def estimate(self) -> np.ndarray | None:
+        if self._estimate is not None and self._estimate[0] == len(self._results):
+            self.error_bound = self._estimate[2]
+            return self._estimate[1].copy()  # nothing arrived since (ready() decoded it; the step reads it)
         self.error_bound = math.inf
         if len(self._results) < self.threshold:
             return None
         arrived = np.fromiter(sorted(self._results), dtype=int)
-        self.error_bound = lcc.decode_error_bound(self._alphas[arrived], self.K)
+        self.error_bound = self._screen.bound(arrived, _config.LCC_MAX_ERROR)
         if self.error_bound > _config.LCC_MAX_ERROR:
             return None  # clustered points: the interpolation would amplify rounding past the tolerance
-        block_sum = lcc.decode(np.stack([self._results[i] for i in arrived]), self._alphas[arrived], self._betas, self.K)
-        return lcc.full_gradient(block_sum, self._theta, self.problem.n_samples, self.problem.alpha)
+        block_sum = self._screen.decode(np.stack([self._results[i] for i in arrived]), arrived, self._betas)
+        estimate = lcc.full_gradient(block_sum, self._theta, self.problem.n_samples, self.problem.alpha)
+        self._estimate = (len(self._results), estimate, self.error_bound)
+        return estimate.copy()
+
+    def begin(self) -> None:
+        super().begin()
+        self._estimate: tuple[int, np.ndarray, float] | None = None  # (results it used, the estimate, its bound)
+
+    def fold(self, worker: int, result: Any) -> None:
+        super().fold(worker, result)
+        self._estimate = None
 
     def __repr__(self) -> str:
         return f"LCC(K={self.K})"

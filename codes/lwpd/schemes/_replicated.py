@@ -3,6 +3,7 @@ codewords of their group's gradient from complementary bases."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -12,7 +13,7 @@ from lwpd import _config
 from lwpd._validation import check_bool, check_choice, check_int
 from lwpd.cost import codeword_support, derivative_ops
 from lwpd.schemes._base import RowMemory, Scheme, Task, curvature_shares, group_rows, result_pair
-from lwpd.schemes._lwpd import _codeword_chunk
+from lwpd.schemes._lwpd import _codeword_chunk, _joint_chunks
 
 
 #: The second member's basis: the projective weight-2 codewords, or the unit vectors reversed.
@@ -175,12 +176,13 @@ class ReplicatedLWPD(Scheme):
         self._block_first = first  # each block's first codeword
 
     def tasks(self, theta: np.ndarray) -> list[Task]:
-        return [
-            Task(worker, _codeword_chunk, (self.problem, theta, self.codebook_, indices, self._groups[worker // 2]),
-                 work, floats=float(indices.size), key=(worker, c), rerun_work=rerun)
-            for worker, charged in enumerate(self._plan)
-            for c, (indices, work, rerun) in enumerate(charged)
-        ]
+        out = []
+        for worker, charged in enumerate(self._plan):
+            joint = functools.partial(_joint_chunks, _codeword_chunk)  # one per worker: its chunks may be computed together
+            out.extend(Task(worker, _codeword_chunk, (self.problem, theta, self.codebook_, indices, self._groups[worker // 2]),
+                            work, floats=float(indices.size), key=(worker, c), rerun_work=rerun, joint=joint)
+                       for c, (indices, work, rerun) in enumerate(charged))
+        return out
 
     def begin(self) -> None:
         self._step += 1
@@ -192,7 +194,9 @@ class ReplicatedLWPD(Scheme):
         group = int(worker) // 2
         self._memory.store(group, indices, values, self._step - int(age))
         if not self.memory:
-            new = np.unique(indices[~self._received[group, indices]])
+            new = indices[~self._received[group, indices]]
+            if new.size > 1 and not (new[1:] > new[:-1]).all():  # a chunk's codewords come sorted; count a repeat once
+                new = np.unique(new)
             np.add.at(self._fresh_counts[group], self.codebook_.block_of[new], 1)
         self._received[group, indices] = True
 
