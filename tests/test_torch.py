@@ -499,6 +499,34 @@ def test_cyclic_hook_codewords_cover_every_block_in_turn():
         LWPDHookState(codewords="structured")
 
 
+@pytest.mark.parametrize("config", [dict(block_size=8, codewords_per_block=3), dict(block_size=8, codewords_per_block=8),
+                                    dict(block_size=8, codewords_per_block=5, codewords="random"),
+                                    dict(block_size=4, codewords_per_block=2, max_weight=1)])
+@pytest.mark.parametrize("numel", [64, 21, 5])
+def test_hook_encodes_and_decodes_a_bucket_as_the_general_path_does(config, numel):
+    """The hook's dense maps (a few reshaped products per bucket) against the codebook's own
+    encode and the general ProjectionDecoder with every codeword received: to 1e-12 in
+    float64 and 1e-6 in float32, over the steps of a cycle, with and without a short last
+    block; the recovered fraction is the decoder's."""
+    from lwpd import ProjectionDecoder
+
+    state = LWPDHookState(seed=4, **config)
+    rng = np.random.default_rng(numel)
+    for _ in range(3):
+        codebook, code = state._codebook_and_maps(0, numel)
+        g = rng.standard_normal(numel)
+        values = codebook.encode(g)
+        decoder = ProjectionDecoder(codebook)
+        decoder.update(np.arange(len(codebook)), values)
+        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+            ours = code.encode(torch.as_tensor(g, dtype=dtype))
+            assert ours.dtype == dtype
+            np.testing.assert_allclose(ours.double().numpy(), values, rtol=tol, atol=tol * np.abs(values).max())
+            decoded = code.decode(torch.as_tensor(values, dtype=dtype)).double().numpy()
+            np.testing.assert_allclose(decoded, decoder.estimate(), rtol=tol, atol=tol * np.abs(g).max())
+        assert code.recovered == pytest.approx(decoder.recovered_fraction(), abs=1e-15)
+
+
 def test_ddp_hook_on_two_gloo_processes_trains_like_plain_ddp():
     import torch.multiprocessing as mp
 

@@ -462,9 +462,9 @@ class ErrorBoundScreen:
     right singular vector of the last full check and ``w`` the best combination (by a thin
     SVD) of its bottom ``_config.LCC_SCREEN_VECTORS`` ones, both carried through the change
     of column scaling that new rows bring; one arrival adds one row, so the bound stays
-    tight. When they no longer prove the bound above the limit, or at the first check of a
-    new step (points that do not contain the last check's), fresh vectors come from block
-    inverse iteration on ``A^T A``. When the lower bound exceeds the limit, the answer is "above" (the lower bound is returned) for the cost of a
+    tight. At the first check of a new step (points that do not contain the last check's),
+    the vectors come from block inverse iteration on ``A^T A``. When the lower bound exceeds
+    the limit, the answer is "above" (the lower bound is returned) for the cost of a
     thin product; otherwise the bound is computed in full. A full check that finds the
     points decodable keeps its SVD, and :meth:`decode` of the same points solves the
     least-squares fit with it.
@@ -489,6 +489,7 @@ class ErrorBoundScreen:
         self.alphas = _check_points("alphas", alphas)
         self._degree = recovery_threshold(self.K) - 1
         self._vandermonde = _cheb.chebvander(self.alphas, self._degree)  # every worker's row, formed once
+        self._squares = self._vandermonde**2  # for the column norms of any subset, by one product
         self._arrived: np.ndarray | None = None  # the workers of the check the vectors below come from
         self._scale: np.ndarray | None = None  # column norms of that check's matrix
         self._top: np.ndarray | None = None  # its top right singular vector
@@ -502,24 +503,26 @@ class ErrorBoundScreen:
         self._kept = None
         if np.unique(arrived).size < self._degree + 1:
             return math.inf
+        # the matrix is V D (D = 1 / column norms); the screen works with V and D apart, so
+        # a check that the screen answers never forms the scaled matrix
         V = self._vandermonde[arrived]
-        scale = np.linalg.norm(V, axis=0)
-        V = V / scale
+        scale = np.sqrt(np.bincount(arrived, minlength=self.alphas.size) @ self._squares)
         margin = limit * (1 + 1e-6)  # over the rounding of the products: never "above" wrongly
         if self._top is not None and np.isin(self._arrived, arrived).all():
             ratio = scale / self._scale  # A_new = [V_old; rows] D_new: the old vectors in the new scaling
-            low = self._lower_bound(V, ratio * self._top, ratio[:, None] * self._bottom)
+            low = self._lower_bound(V, scale, ratio * self._top, ratio[:, None] * self._bottom)
             if low > margin:
                 return low
-        # fresh vectors by inverse iteration (a new step's first check, or the old vectors no longer
-        # prove it): a tenth of an SVD's cost
-        top, bottom = self._extreme_vectors(V, min(_config.LCC_SCREEN_VECTORS, self._degree + 1))
-        if top is not None:
-            low = self._lower_bound(V, top, bottom)
-            if low > margin:
-                self._arrived, self._scale, self._top, self._bottom = arrived, scale, top, bottom
-                return low
-        U, singular, Vt = np.linalg.svd(V, full_matrices=False)
+            # no longer proven: mostly the points have become decodable, which only an SVD shows
+        else:
+            # a new step's first check: vectors by inverse iteration, a third of an SVD's cost
+            top, bottom = self._extreme_vectors(V, scale, min(_config.LCC_SCREEN_VECTORS, self._degree + 1))
+            if top is not None:
+                low = self._lower_bound(V, scale, top, bottom)
+                if low > margin:
+                    self._arrived, self._scale, self._top, self._bottom = arrived, scale, top, bottom
+                    return low
+        U, singular, Vt = np.linalg.svd(V / scale, full_matrices=False)
         self._arrived, self._scale, self._top = arrived, scale, Vt[0]
         self._bottom = Vt[-min(_config.LCC_SCREEN_VECTORS, self._degree + 1):].T
         value = float(np.finfo(float).eps * singular[0] / singular[-1]) if singular[-1] > 0 else math.inf
@@ -528,27 +531,30 @@ class ErrorBoundScreen:
         return value
 
     @staticmethod
-    def _lower_bound(V: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> float:
-        """``eps (||V u|| / ||u||) / (||V w|| / ||w||)``, ``u = top`` and ``w`` the combination
-        of ``bottom``'s columns that a thin SVD of ``V bottom`` finds smallest: a lower bound
-        on the error bound of ``V``."""
-        _, _, right = np.linalg.svd(V @ bottom, full_matrices=False)
-        w = bottom @ right[-1]
-        smallest = np.linalg.norm(V @ w) / np.linalg.norm(w)
+    def _lower_bound(V: np.ndarray, scale: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> float:
+        """``eps (||A u|| / ||u||) / (||A w|| / ||w||)`` for ``A = V / scale``, ``u = top`` and
+        ``w`` the combination of ``bottom``'s columns that the eigenvectors of ``(A B)^T (A B)``
+        find smallest: a lower bound on the error bound of ``A`` (whatever ``w`` the
+        eigensolver returns, ``||A w|| / ||w||`` is evaluated directly)."""
+        product = V @ (bottom / scale[:, None])
+        _, vectors = np.linalg.eigh(product.T @ product)
+        w = bottom @ vectors[:, 0]
+        smallest = np.linalg.norm(V @ (w / scale)) / np.linalg.norm(w)
         if not smallest > 0:
             return math.inf
-        return float(np.finfo(float).eps * np.linalg.norm(V @ top) / np.linalg.norm(top) / smallest)
+        largest = np.linalg.norm(V @ (top / scale)) / np.linalg.norm(top)
+        return float(np.finfo(float).eps * largest / smallest)
 
     @staticmethod
-    def _extreme_vectors(V: np.ndarray, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Vectors near ``V``'s top right singular vector and its bottom ``count`` ones, by
-        power and block inverse iteration on ``V^T V`` (seeded: the same vectors every time);
-        ``(None, None)`` when ``V^T V`` is singular to working precision."""
+    def _extreme_vectors(V: np.ndarray, scale: np.ndarray, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Vectors near the top right singular vector of ``A = V / scale`` and its bottom
+        ``count`` ones, by power and block inverse iteration on ``A^T A`` (seeded: the same
+        vectors every time); ``(None, None)`` when ``A^T A`` is singular to working precision."""
         import warnings
 
         from scipy.linalg import LinAlgWarning, lu_factor, lu_solve
 
-        gram = V.T @ V
+        gram = (V.T @ V) / np.outer(scale, scale)
         rng = np.random.default_rng(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", (LinAlgWarning, RuntimeWarning))

@@ -286,10 +286,14 @@ class ProjectionDecoder(_Decoder):
             blocks = self._solve_shared_patterns(blocks, rows)
             if blocks.size == 0:
                 return
+        work = blocks.size * lay.max_block**2
+        # chunks for the threads; asking Numba for its thread count starts its thread pool, whose
+        # idle threads then spin beside the caller's (a DDP hook's decode measured 5x slower steps
+        # on 2 cores), so a solve that runs serially never asks
+        chunks = 4 * numba.get_num_threads() if work >= _config.PARALLEL_MIN_WORK else 1
         cpu.solve_blocks(
             blocks, lay.ints, lay.bounds, lay.floats, lay.tile_dense, self._counts, self._sums, _config.RANK_RTOL,
-            lay.max_block, 4 * numba.get_num_threads(), self._ranks, self._x,
-            work=blocks.size * lay.max_block**2,
+            lay.max_block, chunks, self._ranks, self._x, work=work,
         )
 
     def _solve_shared_patterns(self, blocks: np.ndarray, rows: int) -> np.ndarray:

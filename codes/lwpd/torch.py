@@ -1220,7 +1220,9 @@ class LWPDHookState:
     last_stats : dict
         Per bucket index: ``{"sent": values all-reduced, "numel": bucket size,
         "recovered": fraction of the bucket's dimensions the sent codewords span,
-        "relative_error": ||local residual|| / ||local gradient||}``.
+        "relative_error": ||local residual|| / ||local gradient||}`` (the residual error
+        feedback keeps: ``nan`` without error feedback, 0 when the codewords span the whole
+        bucket).
 
     Examples
     --------
@@ -1269,13 +1271,11 @@ class LWPDHookState:
 
     def codebook(self, bucket_index: int, numel: int) -> Codebook:
         """This step's codebook for a bucket of ``numel`` entries (advances the bucket's step)."""
-        return self._codebook_and_decoder(bucket_index, numel)[0]
+        return self._codebook_and_maps(bucket_index, numel)[0]
 
-    def _codebook_and_decoder(self, bucket_index: int, numel: int) -> tuple[Codebook, Any]:
-        """This step's codebook and a decoder for it: cyclic codebooks repeat with a period of
-        ``ceil(b / c)`` steps, so they and their decoders are built once per phase."""
-        from lwpd.decoders import ProjectionDecoder
-
+    def _codebook_and_maps(self, bucket_index: int, numel: int) -> tuple[Codebook, "_TiledCode"]:
+        """This step's codebook and its encode and decode maps: cyclic codebooks repeat with a
+        period of ``ceil(b / c)`` steps, so they are built once per phase."""
         step = self.steps.get(bucket_index, 0)
         self.steps[bucket_index] = step + 1
         if self.codewords == "cyclic":
@@ -1285,25 +1285,29 @@ class LWPDHookState:
             if cached is None:
                 cached = self._cyclic[key] = self._build(numel, step, None)
             return cached
-        codebook, _ = self._build(numel, step, np.random.default_rng([self.seed, bucket_index, step]))
-        return codebook, ProjectionDecoder(codebook)
+        return self._build(numel, step, np.random.default_rng([self.seed, bucket_index, step]))
 
-    def _build(self, numel: int, step: int, rng: np.random.Generator | None) -> tuple[Codebook, Any]:
+    def _build(self, numel: int, step: int, rng: np.random.Generator | None) -> tuple[Codebook, "_TiledCode"]:
         from lwpd import Partition, block_codebook
-        from lwpd.decoders import ProjectionDecoder
+
+        patterns: dict[int, Codebook] = {}
 
         def pattern(size: int) -> Codebook:
             # The same codewords on every rank; a short last block gets its own smaller base.
-            base = self._base(size)
-            c = self.codewords_per_block
-            if c >= len(base):
-                return base
-            if self.codewords == "cyclic":
-                return base.subset(np.sort((step * c + np.arange(c)) % len(base)))
-            return base.subset(np.sort(rng.choice(len(base), c, replace=False)))
+            if size not in patterns:
+                base = self._base(size)
+                c = self.codewords_per_block
+                if c >= len(base):
+                    patterns[size] = base
+                elif self.codewords == "cyclic":
+                    patterns[size] = base.subset(np.sort((step * c + np.arange(c)) % len(base)))
+                else:
+                    patterns[size] = base.subset(np.sort(rng.choice(len(base), c, replace=False)))
+            return patterns[size]
 
-        codebook = block_codebook(pattern, Partition.uniform(numel, min(self.block_size, numel)))
-        return codebook, ProjectionDecoder(codebook)
+        partition = Partition.uniform(numel, min(self.block_size, numel))
+        codebook = block_codebook(pattern, partition)
+        return codebook, _TiledCode(partition, pattern)
 
     def __repr__(self) -> str:
         return (
@@ -1312,19 +1316,63 @@ class LWPDHookState:
         )
 
 
-def _decode_all(codebook: Codebook, values: torch.Tensor, like: torch.Tensor,
-                recovered: dict | None = None, decoder: Any = None) -> torch.Tensor:
-    """Decode every codeword's value (with ``decoder`` if given, reset first: it must be for
-    ``codebook`` on ``like``'s device); ``recovered["recovered"]`` gets the fraction spanned."""
-    from lwpd.decoders import ProjectionDecoder
+class _TiledCode:
+    """A hook codebook (one pattern tiled over equal blocks, a shorter last block with its
+    own) as two dense maps per block size: encode ``E`` (codewords x coordinates) and decode
+    ``D`` (coordinates x codewords), so a bucket is encoded and decoded in a few reshaped
+    matrix products in its own dtype and on its own device, with no pass per block.
 
-    if decoder is None or decoder.backend != _device_backend(like):
-        decoder = ProjectionDecoder(codebook, backend=_device_backend(like))
-    indices = torch.arange(len(codebook), device=like.device)
-    out = _decode(codebook, decoder, indices, values, like)
-    if recovered is not None:
-        recovered["recovered"] = float(decoder.recovered_fraction())
-    return out
+    ``D`` is the general decoder's own map (:class:`lwpd.decoders.ProjectionDecoder` with
+    every codeword received -- the hook all-reduces them all), read one unit vector at a
+    time: the projection onto the codewords' span, with the decoder's rank decisions.
+    """
+
+    def __init__(self, partition: Any, pattern: Callable[[int], Codebook]) -> None:
+        sizes = partition.sizes
+        self.block = int(sizes[0])
+        self.full = int(np.count_nonzero(sizes == self.block))  # leading blocks of the tile size
+        self.tail = int(partition.dim - self.full * self.block)  # the shorter last block, if any
+        self._maps = {size: self._block_maps(pattern(size)) for size in {self.block, self.tail} if size}
+        ranks = self.full * self._maps[self.block][2] + (self._maps[self.tail][2] if self.tail else 0)
+        self.recovered = ranks / partition.dim  # fraction of the bucket the codewords span
+        self._on: dict[tuple, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}  # (device, dtype) -> torch maps
+
+    @staticmethod
+    def _block_maps(pattern: Codebook) -> tuple[np.ndarray, np.ndarray, int]:
+        from lwpd.decoders import ProjectionDecoder
+
+        decoder, every = ProjectionDecoder(pattern), np.arange(len(pattern))
+        decode = np.empty((pattern.dim, len(pattern)))
+        for j in every:
+            decoder.reset()
+            decoder.update(every, (every == j).astype(float))
+            decode[:, j] = decoder.estimate()
+        return pattern.to_dense(), decode, int(decoder.block_ranks.sum())
+
+    def _torch_maps(self, like: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        key = (like.device, like.dtype)
+        if key not in self._on:
+            self._on[key] = {size: (torch.as_tensor(E.T, dtype=like.dtype, device=like.device),
+                                    torch.as_tensor(D.T, dtype=like.dtype, device=like.device))
+                             for size, (E, D, _) in self._maps.items()}
+        return self._on[key]
+
+    def _apply(self, x: torch.Tensor, which: int, rows_in: int) -> torch.Tensor:
+        """``x`` (flat, blocks of ``rows_in`` entries) through map ``which`` (0 encode, 1 decode)."""
+        maps = self._torch_maps(x)
+        head = self.full * rows_in
+        out = (x[:head].reshape(self.full, rows_in) @ maps[self.block][which]).reshape(-1)
+        if self.tail:
+            out = torch.cat([out, x[head:] @ maps[self.tail][which]])
+        return out
+
+    def encode(self, g: torch.Tensor) -> torch.Tensor:
+        """Every codeword's directional derivative of the flat ``g``, in codebook order."""
+        return self._apply(g, 0, self.block)
+
+    def decode(self, values: torch.Tensor) -> torch.Tensor:
+        """The projection whose derivatives are ``values`` (every codeword's, in codebook order)."""
+        return self._apply(values, 1, self._maps[self.block][0].shape[0])
 
 
 def lwpd_comm_hook(state: LWPDHookState, bucket: Any) -> torch.futures.Future:
@@ -1358,30 +1406,32 @@ def lwpd_comm_hook(state: LWPDHookState, bucket: Any) -> torch.futures.Future:
         raise TypeError(f"state must be a LWPDHookState, got {type(state).__name__}")
     grad = bucket.buffer()
     index = bucket.index()
-    codebook, decoder = state._codebook_and_decoder(index, grad.numel())
+    _, code = state._codebook_and_maps(index, grad.numel())
     world = dist.get_world_size(state.process_group)
     target = grad
     if state.error_feedback:
         error = state.errors.get(index)
         if error is not None and error.shape == grad.shape:  # DDP may rebuild buckets once
             target = grad + error
-    values = _encode(codebook, target).to(device=grad.device)
-    residual = None
-    if state.error_feedback:
-        residual = target - _decode_all(codebook, values, target, decoder=decoder)
+    values = code.encode(target)
+    residual, relative_error = None, float("nan")
+    if code.recovered == 1.0:
+        # the codewords span the whole bucket: the decode is the identity up to rounding, and
+        # there is no error to feed back (no decode for it: the exact mode costs two products)
+        state.errors.pop(index, None)
+        relative_error = 0.0
+    elif state.error_feedback:
+        residual = target - code.decode(values)
         state.errors[index] = residual
-    norm = float(torch.linalg.vector_norm(target))
-    state.last_stats[index] = {
-        "sent": float(values.numel()),
-        "numel": float(grad.numel()),
-        "relative_error": float(torch.linalg.vector_norm(residual)) / norm if residual is not None and norm > 0 else float("nan"),
-    }
-    values = values.div_(world).to(grad.dtype)
+        norm = float(torch.linalg.vector_norm(target))
+        relative_error = float(torch.linalg.vector_norm(residual)) / norm if norm > 0 else 0.0
+    state.last_stats[index] = {"sent": float(values.numel()), "numel": float(grad.numel()),
+                               "relative_error": relative_error, "recovered": code.recovered}
+    values = values.div_(world)
     future = dist.all_reduce(values, group=state.process_group, async_op=True).get_future()
 
     def finish(fut: torch.futures.Future) -> torch.Tensor:
-        averaged = fut.value()[0]
-        grad.copy_(_decode_all(codebook, averaged, grad, state.last_stats[index], decoder=decoder))
+        grad.copy_(code.decode(fut.value()[0]))
         return grad
 
     return future.then(finish)
