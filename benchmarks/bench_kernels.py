@@ -43,7 +43,7 @@ From the repository root::
 
     python benchmarks/bench_kernels.py             # full size, under 3 minutes on 2 cores
     python benchmarks/bench_kernels.py --quick     # smaller sizes, a few seconds
-    python benchmarks/bench_kernels.py --markdown  # Markdown only (paste into the README)
+    python benchmarks/bench_kernels.py --markdown  # Markdown only (paste into docs/benchmarks.md)
 
 Progress goes to stderr, the report to stdout.
 """
@@ -59,6 +59,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numba
 import numpy as np
 
 import lwpd
@@ -67,6 +68,9 @@ from lwpd import Partition, ProjectionDecoder, block_codebook, decode, projectiv
 
 BLOCK = 8  # coordinates per block
 RECEIVED = 0.7  # fraction of codewords received in the decode benchmarks
+# the arithmetic of one block of 8 (fold its results, assemble and factor its 8 x 8 information
+# matrix, two triangular solves: about 2 kflop) on one core: the floor the kernels are measured against
+FLOOR_US_PER_BLOCK = 0.4
 SUBSET_BLOCKS = 0.05  # fraction of blocks with arrivals in the partial-decode row
 
 
@@ -332,6 +336,11 @@ def bench_decode(sizes: Sizes, rng: np.random.Generator, notes: list[str]) -> li
         f"{np.abs(estimate[: loop_blocks * BLOCK] - loop_out.ravel()).max():.1e}; "
         f"{deficient} rank-deficient blocks"
     )
+    threads = numba.get_num_threads()
+    per_core = t_lwpd / nb * threads * 1e6
+    notes.append(f"decode: distance to the floor: {t_lwpd / nb * 1e6:.2f} us per block on {threads} thread(s), "
+                 f"{per_core:.2f} us of one core's time per block, {per_core / FLOOR_US_PER_BLOCK:.1f}x the floor of "
+                 f"{FLOOR_US_PER_BLOCK} us (a block's arithmetic, about 2 kflop: fold, assemble, factor, solve)")
     notes.append(f"decode baselines timed on a subset and scaled per block to all {nb:,} blocks: lstsq loop on "
                  f"{loop_blocks:,} blocks, batched pinv on {batched_blocks:,} blocks (padded to {rec.max_rows} rows; "
                  "building the stack is not timed)")
@@ -453,7 +462,9 @@ def bench_update_single(sizes: Sizes, rng: np.random.Generator, notes: list[str]
     t_user = per_call_times(user.update, js, vs)
     notes.append(f"update(j, v) n={cb.dim:,}: {count:,} arrivals, lwpd median {np.median(t_lwpd) * 1e6:.2f} us "
                  f"(mean {t_lwpd.mean() * 1e6:.2f}, p99 {np.quantile(t_lwpd, 0.99) * 1e6:.2f}); "
-                 f"max |lwpd - block lstsq| = {np.abs(dec.estimate() - user.x).max():.1e}")
+                 f"max |lwpd - block lstsq| = {np.abs(dec.estimate() - user.x).max():.1e}; distance to the floor "
+                 f"({FLOOR_US_PER_BLOCK} us: one block's solve): {np.median(t_lwpd) * 1e6 / FLOOR_US_PER_BLOCK:.1f}x, "
+                 "the rest is the Python call and its dispatch into Numba")
     row = Row(f"update(j, v), n={cb.dim:,}, vs block-aware lstsq", float(np.median(t_lwpd)),
               float(np.median(t_user)), "s", 20.0)
     return row, dec, 1.0 / float(np.mean(t_lwpd))

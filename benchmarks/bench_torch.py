@@ -72,7 +72,8 @@ def breakdown(opt: CodedOptimizer, model: torch.nn.Module, x, y, repeats: int) -
     """Where a coded step's extra time goes: gather, encode and decode (fold + per-block solves:
     the general path, and a deployment's master), and the projection by received patterns
     that a step with the default codebook runs instead of encode + decode."""
-    from lwpd.torch import _decode, _encode, _flatten
+    from lwpd.torch.optimizer import _decode, _encode
+    from lwpd.torch.partitions import _flatten
 
     model.zero_grad()
     F.cross_entropy(model(x), y).backward()

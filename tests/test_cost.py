@@ -399,6 +399,7 @@ def test_history_files_from_before_the_cost_fields_still_load(tmp_path):
                                 "received": [4, 4], "dropped": [0, 0], "staleness": [0.0, 0.0]}))
     history = History.load(path)
     assert history.loss == [1.0, 0.5] and np.isnan(history.compute).all() and history.setup_time == 0.0
+    assert np.isnan(history.initial_loss) and history.curve()[0].tolist() == [1.0, 2.0]  # no initial point recorded
 
 
 def test_share_needs_fresh_dealing_and_enough_codewords():

@@ -461,3 +461,31 @@ def test_peeling_fill_must_be_a_finite_number_named():
         dec.estimate(fill="x")
     with pytest.raises(ValueError, match="fill must be finite"):
         dec.estimate(fill=np.nan)
+
+
+def test_counts_are_int32_and_a_batch_that_could_overflow_them_is_refused_whole(monkeypatch):
+    """The per-codeword counts are int32 (12 bytes of state per codeword); a decoder refuses,
+    before any change, arrivals that would take the results since its reset past what they
+    hold -- shown with the limit lowered to 10."""
+    from lwpd import decoders
+
+    cb = block_codebook(projective_codebook(4, max_weight=2), Partition.uniform(8, 4))
+    dec = ProjectionDecoder(cb)
+    assert dec._counts.dtype == np.int32
+    monkeypatch.setattr(decoders, "_COUNT_LIMIT", 10)
+    g = np.random.default_rng(0).standard_normal(8)
+    values = cb.encode(g)
+    dec.update(np.arange(8), values[:8])
+    before = dec.estimate().copy()
+    with pytest.raises(OverflowError, match="reset"):
+        dec.update(np.arange(8, 11), values[8:11])
+    np.testing.assert_array_equal(dec.estimate(), before)  # nothing was folded in
+    assert dec.n_received == 8
+    dec.update(8, float(values[8]))
+    dec.update(9, float(values[9]))
+    with pytest.raises(OverflowError, match="reset"):
+        dec.update(10, float(values[10]))
+    dec.reset()
+    dec.update(np.arange(10), values[:10])  # room again after a reset
+    with pytest.raises(OverflowError):
+        decoders.decode(cb, np.arange(11), values[:11])

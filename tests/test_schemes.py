@@ -170,6 +170,11 @@ def test_history_round_trip_and_helpers(tmp_path):
     assert len(history) == 5
     assert history.time_to(history.loss[2]) == history.time[2]
     assert history.time_to(-1.0) == float("inf")
+    # the initial point (time 0, the loss at theta0) starts every curve
+    assert history.initial_loss == pytest.approx(problem.loss(np.zeros(problem.n_params)), rel=1e-15)
+    times, losses = history.curve()
+    assert times.tolist() == [0.0, *history.time] and losses.tolist() == [history.initial_loss, *history.loss]
+    assert history.time_to(history.initial_loss) == 0.0
     path = tmp_path / "h.json"
     history.save(path)
     loaded = type(history).load(path)
@@ -179,6 +184,7 @@ def test_history_round_trip_and_helpers(tmp_path):
     matplotlib.use("Agg")
     ax = history.plot()
     assert ax.get_xlabel() == "time" and len(ax.lines) == 1
+    assert ax.lines[0].get_xdata()[0] == 0.0 and ax.lines[0].get_ydata()[0] == history.initial_loss
 
 
 @pytest.mark.parametrize(

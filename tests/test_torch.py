@@ -215,7 +215,7 @@ def test_jvp_matches_central_finite_differences():
 
 
 def test_chunking_and_block_order_layout_do_not_change_the_result():
-    from lwpd.torch import _default_codebook
+    from lwpd.torch.optimizer import _default_codebook
 
     model = mlp()
     x, y = data(model, torch.float64)

@@ -33,6 +33,12 @@ DEFAULT_DTYPE: np.dtype = np.dtype(np.float64)
 #: Decoder state (information matrices, sums of received values) is always float64.
 DECODER_DTYPE: np.dtype = np.dtype(np.float64)
 
+#: Arrivals per codeword (projection decoder, CPU): int32 -- 12 bytes of state per codeword
+#: with its float64 sum, not 16 (the whole weight-2 base over 10^7 coordinates is 8 x 10^7
+#: codewords). A decoder refuses a batch that would bring the arrivals since its last reset
+#: past the largest int32, so no count can overflow.
+DECODER_COUNT_DTYPE: np.dtype = np.dtype(np.int32)
+
 #: Numerical rank of a block's information matrix ``A = V_S^T V_S`` (projection decoder):
 #: pivoted Cholesky stops when the largest remaining Schur-complement diagonal is at most
 #: ``RANK_RTOL`` times the largest diagonal of ``A`` -- roughly, directions whose singular

@@ -150,6 +150,9 @@ class _Decoder:
         return idx, np.ascontiguousarray(vals)
 
 
+_COUNT_LIMIT = int(np.iinfo(_config.DECODER_COUNT_DTYPE).max)
+
+
 def _check_magnitude(name: str, largest: float) -> None:
     """Refuse results so large that their sums or products with codeword entries overflow."""
     if largest > _config.VALUE_MAX_MAGNITUDE:
@@ -219,7 +222,7 @@ class ProjectionDecoder(_Decoder):
             )
         self._layout = _layout(codebook)
         n_blocks = codebook.blocks.n_blocks
-        self._counts = np.zeros(codebook.n_codewords, dtype=np.int64)
+        self._counts = np.zeros(codebook.n_codewords, dtype=_config.DECODER_COUNT_DTYPE)
         self._sums = np.zeros(codebook.n_codewords, dtype=_config.DECODER_DTYPE)
         self._ranks = np.zeros(n_blocks, dtype=np.int64)
         self._x = np.zeros(codebook.dim, dtype=_config.DECODER_DTYPE)
@@ -256,12 +259,15 @@ class ProjectionDecoder(_Decoder):
         one = self._one(indices, values)
         if one is not None:
             j, v = one
+            if self._n_received >= _COUNT_LIMIT:
+                self._check_count_room(1)
             cpu.fold_one(j, v, lay.ints, lay.bounds, lay.floats, self._counts, self._sums, _config.RANK_RTOL, self._ranks, self._x)
             self._n_received += 1
             return
         idx, vals = self._many(indices, values)
         if idx.size == 0:
             return
+        self._check_count_room(idx.size)
         cpu.scatter_results(idx, vals, self._counts, self._sums)
         self._n_received += int(idx.size)
         touched = cpu.blocks_touched(idx, lay.ints, lay.bounds, lay.floats)
@@ -269,6 +275,13 @@ class ProjectionDecoder(_Decoder):
         if fresh.size:
             self._dirty[fresh] = True
             self._dirty_blocks.append(fresh)
+
+    def _check_count_room(self, arriving: int) -> None:
+        """Refuse (before any change) arrivals that could overflow a per-codeword count."""
+        if self._n_received + arriving > _COUNT_LIMIT:
+            raise OverflowError(
+                f"{self._n_received + arriving:,} results since the last reset: more than the per-codeword counts "
+                f"hold ({_COUNT_LIMIT:,}, lwpd._config.DECODER_COUNT_DTYPE); call reset() between gradient steps")
 
     def _flush(self) -> None:
         """Solve the blocks that batch updates left unsolved (a no-op when there are none)."""
@@ -570,6 +583,7 @@ def _decode_into(dec: ProjectionDecoder, indices: Any, values: Any, clear: bool 
     """``pinv(V_S) r_S`` into a new array, solving only the blocks with arrivals (the others
     decode to zero); ``clear``: zero the counts and sums touched afterwards."""
     idx, vals = dec._many(indices, values)
+    dec._check_count_room(idx.size)
     dec._x = np.zeros(dec.codebook.dim, dtype=_config.DECODER_DTYPE)
     try:
         cpu.scatter_results(idx, vals, dec._counts, dec._sums)

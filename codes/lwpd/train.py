@@ -22,7 +22,7 @@ __all__ = ["History", "train"]
 _FIELDS = ("time", "loss", "grad_error", "received", "dropped", "staleness", "compute", "floats", "decode_time",
            "dispatched", "failed", "rejected", "excluded", "late", "unverified", "skipped", "oldest", "lr")
 _COUNTS = ("received", "dropped", "dispatched", "failed", "rejected", "excluded", "late", "unverified", "skipped")
-_SETUP = ("setup_time", "setup_compute", "setup_floats", "outstanding")
+_SETUP = ("setup_time", "setup_compute", "setup_floats", "outstanding", "initial_loss")
 _FAULTS = ("dispatched", "failed", "rejected", "excluded", "late", "unverified", "skipped")
 _OPTIONAL = _FAULTS + ("oldest", "lr")  # fields a record may leave out (counts 0, the rest nan)
 
@@ -65,7 +65,10 @@ class History:
 
     ``setup_time``, ``setup_compute`` and ``setup_floats`` record a scheme's one-off setup
     (e.g. moment encoding; zero for most schemes); its time is included in ``time``.
-    ``scheme`` names the scheme; ``theta`` holds the final parameters.
+    ``initial_loss`` is the loss at the starting parameters, at time 0 (``nan`` when not
+    recorded): :meth:`curve` and :meth:`plot` start every curve there, so curves of several
+    schemes share their first point. ``scheme`` names the scheme; ``theta`` holds the final
+    parameters.
     """
 
     scheme: str = ""
@@ -82,6 +85,7 @@ class History:
     setup_compute: float = 0.0
     setup_floats: float = 0.0
     outstanding: float = 0.0
+    initial_loss: float = math.nan
     dispatched: list = field(default_factory=list)
     failed: list = field(default_factory=list)
     rejected: list = field(default_factory=list)
@@ -131,11 +135,28 @@ class History:
         return len(self.time)
 
     def time_to(self, loss: float) -> float:
-        """First time the loss is at or below ``loss``; ``inf`` if never."""
-        for t, value in zip(self.time, self.loss):
+        """First time the loss is at or below ``loss`` (0 when the initial loss already is);
+        ``inf`` if never."""
+        for t, value in zip(*self.curve()):
             if value <= loss:
-                return t
+                return float(t)
         return math.inf
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(time, loss)`` from the initial point (time 0, :attr:`initial_loss`) when it was
+        recorded, then one point per step.
+
+        Examples
+        --------
+        >>> h = History(scheme="demo", initial_loss=2.0)
+        >>> h.record(time=1.5, loss=0.5, grad_error=0.0, received=4, dropped=0, staleness=0.0,
+        ...          compute=4.0, floats=40, decode_time=0.001)
+        >>> [a.tolist() for a in h.curve()]
+        [[0.0, 1.5], [2.0, 0.5]]
+        """
+        if math.isnan(self.initial_loss):
+            return np.asarray(self.time, dtype=float), np.asarray(self.loss, dtype=float)
+        return np.array([0.0, *self.time]), np.array([self.initial_loss, *self.loss])
 
     def as_dict(self) -> dict[str, Any]:
         """Plain lists, ready for JSON."""
@@ -162,15 +183,16 @@ class History:
         # the one-off setup)
         return cls(scheme=data.get("scheme", ""),
                    **{name: numbers(data.get(name, [0 if name in _FAULTS else math.nan] * steps)) for name in _FIELDS},
-                   **{name: numbers(data.get(name, 0.0)) for name in _SETUP})
+                   **{name: numbers(data.get(name, math.nan if name == "initial_loss" else 0.0)) for name in _SETUP})
 
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:
-        """Loss against time (log scale) on ``ax`` (a new figure if ``None``); returns ``ax``."""
+        """Loss against time (log scale) from the initial point on ``ax`` (a new figure if
+        ``None``); returns ``ax``."""
         import matplotlib.pyplot as plt
 
         if ax is None:
             _, ax = plt.subplots()
-        ax.plot(self.time, self.loss, label=kwargs.pop("label", self.scheme), **kwargs)
+        ax.plot(*self.curve(), label=kwargs.pop("label", self.scheme), **kwargs)
         ax.set_xlabel("time")
         ax.set_ylabel("loss")
         ax.set_yscale("log")
@@ -354,7 +376,8 @@ def train(
         k = max(1, n_tasks // 4)
 
     run = _Run(problem, theta, lr, max_steps, target_loss, time_budget, callback, cluster,
-               History(scheme=getattr(scheme, "name", type(scheme).__name__)), progress, bool(track_error),
+               History(scheme=getattr(scheme, "name", type(scheme).__name__), initial_loss=problem.loss(theta)),
+               progress, bool(track_error),
                accelerate=acceleration == "nesterov")
     try:
         _setup(run, scheme, cluster)
