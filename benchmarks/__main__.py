@@ -153,7 +153,8 @@ def _sklearn(data) -> Headline:
         large = data_name.startswith("synthetic (100,000")
         for label in ("CodedGD, no stragglers", "CodedGD, no stragglers, tol=1e-6"):
             coded = by[label]
-            goal = f"<= 3x: {'met' if coded['x_reference'] <= 3 else 'MISSED'}" if large else "-"
+            goal = (f"<= 3x: {'met' if coded['x_reference'] <= 3 else 'MISSED'}"
+                    if large and label == "CodedGD, no stragglers" else "-")  # the goal is for the defaults
             rows.append((f"{data_name}: {label} vs {ref_name}, fit time",
                          f"{_ratio(coded['x_reference'])} ({coded['steps']} steps; score {coded['score']:.4f} vs "
                          f"{ref['score']:.4f}, coefficients {coded['coef_distance']:.0e} from the reference's)", goal))
@@ -167,7 +168,9 @@ def _sklearn(data) -> Headline:
 def _torch(data) -> Headline:
     rows = []
     for s in data["steps"]:
-        goal = "goal <= 15%" if s["batch"] == 128 and s["variant"] == "neuron, no stragglers" else ""
+        goal = ""
+        if s["batch"] == 128 and s["variant"].startswith("neuron,"):  # the goal: every failure rate, batch 128
+            goal = f"<= 15%: {'met' if s['overhead'] <= 0.15 else 'MISSED'}"
         rows.append((f"CodedOptimizer overhead, {s['variant']}, batch {s['batch']}",
                      f"{100 * s['overhead']:.0f}% wall, {100 * s['cpu_overhead']:.0f}% CPU", goal))
     d = data["derivatives"]
@@ -219,7 +222,7 @@ def run_one(bench: Benchmark, full: bool, scratch: Path, saved: Path | None = No
     out_json = scratch / f"{bench.name}.json" if saved is None else saved
     script = HERE / f"bench_{bench.name}.py"
     args = [*(bench.full if full else bench.quick), "--json", str(out_json)] if saved is None else \
-        ["--report-from", str(saved)]
+        [*(a for a in bench.quick if a == "--markdown"), "--report-from", str(saved)]
     command = [sys.executable, str(script), *args]
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)

@@ -603,7 +603,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=None, help="timed repetitions per measurement (median)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random gradients and received sets")
     parser.add_argument("--json", default=None, help="also write every row and note to this file")
+    parser.add_argument("--report-from", default=None, metavar="JSON", help="print the tables of a saved run")
     args = parser.parse_args(argv)
+    if args.report_from:
+        with open(args.report_from) as fh:
+            saved = json.load(fh)
+        fields = [f.name for f in dataclasses.fields(Row)]
+        rows = [Row(**{k: r[k] for k in fields}) for r in saved["rows"]]
+        print(report(rows, saved["notes"], [tuple(f) for f in saved["facts"]], saved["elapsed"], Sizes(**saved["sizes"]),
+                     args.markdown, saved.get("busy", "")))
+        return 0
 
     sizes = QUICK if args.quick else FULL
     if args.repeat is not None:
@@ -614,10 +623,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     rows, notes = run(sizes, args.seed)
     elapsed = time.perf_counter() - start
-    print(report(rows, notes, machine_facts(load_before), elapsed, sizes, args.markdown, busy_warning(load_before)))
+    facts, busy = machine_facts(load_before), busy_warning(load_before)
+    print(report(rows, notes, facts, elapsed, sizes, args.markdown, busy))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": [dict(dataclasses.asdict(r), ratio=r.ratio, met=r.met) for r in rows], "notes": notes},
+            json.dump({"rows": [dict(dataclasses.asdict(r), ratio=r.ratio, met=r.met) for r in rows], "notes": notes,
+                       "facts": facts, "elapsed": elapsed, "sizes": dataclasses.asdict(sizes), "busy": busy},
                       fh, indent=1)
     return 0
 

@@ -57,6 +57,7 @@ def test_criterion_without_compress_is_an_error(capsys):
     assert "--criterion needs --compress" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_quietly():
     import subprocess
     import sys

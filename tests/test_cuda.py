@@ -131,6 +131,7 @@ def _host(arr):
 
 
 @pytest.mark.parametrize("name", list(DECODE_CODEBOOKS))
+@pytest.mark.slow
 def test_cuda_projection_matches_cpu_and_pinv(name):
     cb = DECODE_CODEBOOKS[name]()
     V = cb.to_dense()
@@ -155,6 +156,7 @@ def _cpu_ranks(cb, idx, values):
     return dec.block_ranks
 
 
+@pytest.mark.slow
 def test_cuda_projection_is_order_invariant_and_resets():
     cb = DECODE_CODEBOOKS["tiled+tail"]()
     rng = np.random.default_rng(7)
@@ -194,6 +196,7 @@ def test_cuda_fold_in_takes_device_arrays_without_a_host_round_trip():
         (np.array([1, 2]), np.array([1.0]), ValueError, "one entry per index"),
     ],
 )
+@pytest.mark.slow
 def test_cuda_rejected_updates_leave_the_decoder_unchanged(decoder, indices, values, exc, match):
     cb = projective_codebook(3, normalize=False)
     g = np.array([1.0, -2.0, 3.0])
@@ -235,6 +238,7 @@ def test_cuda_decoders_reject_blocks_beyond_shared_memory():
         ProjectionDecoder(identity_codebook(33), backend="cuda")
 
 
+@pytest.mark.slow
 def test_gpu_check_script_rehearses_in_the_simulator():
     import os
     from pathlib import Path

@@ -113,6 +113,7 @@ def test_simulated_cluster_counts_failed_rejected_and_never_returning_tasks():
     assert h.outstanding == 0  # synchronous steps cancel their own stragglers
 
 
+@pytest.mark.slow
 def test_thread_executor_survives_a_hanging_task_and_ignores_its_late_result():
     plan = {**PLAN, 5: {3: "hang"}}
     with ThreadPoolExecutor(8) as pool:
@@ -317,6 +318,7 @@ def test_an_error_that_stops_a_run_carries_its_history():
 
 
 @pytest.mark.parametrize("name", ["ignore", "lwpd", "uncoded", "iag"])
+@pytest.mark.slow
 def test_async_with_failing_workers_runs_every_step(name):
     """Bernoulli(0.1) failures under policy="async": a lost task frees its worker (after a step,
     or after the timeout when no step can come without it) and is dispatched again, so every

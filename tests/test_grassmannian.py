@@ -64,6 +64,7 @@ ETF_CASES = [(d + 1, d) for d in range(2, 11)] + [(6, 3), (10, 5), (16, 6), (14,
 
 
 @pytest.mark.parametrize(("n", "d"), ETF_CASES, ids=[f"{n}x{d}" for n, d in ETF_CASES])
+@pytest.mark.slow
 def test_reaches_welch_bound_where_an_etf_exists(n: int, d: int) -> None:
     cb = grassmannian_codebook(n, d)  # the defaults
     mu = coherence(cb)
@@ -86,6 +87,7 @@ SLOANE_LINES = {key: math.degrees(math.asin(math.sqrt(D))) for key, D in SLOANE_
 
 
 @pytest.mark.parametrize(("d", "n"), sorted(SLOANE_LINES), ids=[f"{n}x{d}" for d, n in sorted(SLOANE_LINES)])
+@pytest.mark.slow
 def test_defaults_reach_sloanes_best_known_lines_in_r4_and_r5(d: int, n: int) -> None:
     best = SLOANE_LINES[d, n]
     angle = _angle_deg(_coherence_dense(grassmannian_codebook(n, d).to_dense()))
@@ -104,6 +106,7 @@ def test_the_table_holds_the_closed_forms_it_should() -> None:
 
 
 @pytest.mark.parametrize(("n", "d", "seed"), [(11, 5, 0), (8, 4, 3), (13, 4, 1), (9, 3, 2)])
+@pytest.mark.slow
 def test_more_restarts_never_give_a_worse_packing(n: int, d: int, seed: int) -> None:
     # (11, 5) with seed 0 used to give 67.254 degrees with 2 restarts and 67.021 with 16
     angles = [_angle_deg(line_coherence(pack_lines(n, d, np.random.default_rng(seed), n_restarts=r))) for r in (1, 2, 3, 5, 8, 12)]
@@ -112,6 +115,7 @@ def test_more_restarts_never_give_a_worse_packing(n: int, d: int, seed: int) -> 
 
 @settings(max_examples=12, deadline=None)
 @given(n=st.integers(4, 9), d=st.integers(3, 4), seed=st.integers(0, 2**16), fewer=st.integers(1, 4), extra=st.integers(1, 4))
+@pytest.mark.slow
 def test_more_restarts_never_worse_for_any_seed(n: int, d: int, seed: int, fewer: int, extra: int) -> None:
     few = line_coherence(pack_lines(n, d, np.random.default_rng(seed), n_iter=60, n_restarts=fewer))
     more = line_coherence(pack_lines(n, d, np.random.default_rng(seed), n_iter=60, n_restarts=fewer + extra))
@@ -172,6 +176,7 @@ def test_trivial_cases_are_exact() -> None:
 
 
 @pytest.mark.parametrize(("n", "d"), [(8, 3), (10, 5), (20, 4)])
+@pytest.mark.slow
 def test_same_seed_gives_identical_codewords(n: int, d: int) -> None:
     a = grassmannian_codebook(n, d, seed=7, n_restarts=3).to_dense()
     b = grassmannian_codebook(n, d, seed=7, n_restarts=3).to_dense()
@@ -194,6 +199,7 @@ def test_other_seeds_still_meet_the_bound(n: int, d: int, seed: int) -> None:
     assert abs(mu - welch_bound(n, d)) < 1e-3
 
 
+@pytest.mark.slow
 def test_never_below_welch_or_orthoplex_bound() -> None:
     for d in range(2, 6):
         for n in range(2, 13):

@@ -69,6 +69,7 @@ def sorted_classes(m_per=60, k=4, d=6, seed=0):
     return Softmax(X, np.repeat(np.arange(k), m_per), alpha=1e-2)
 
 
+@pytest.mark.slow
 def test_memory_removes_the_bias_floor_of_persistent_stragglers_on_sorted_shards():
     """On label-sorted shards two persistently 5x-slow workers hold a class between them that
     ignoring them (and LWPD without memory) never sees: their loss stalls at a floor. With
@@ -109,6 +110,7 @@ def adversarial_least_squares(groups=8, per=60, d=10, boost=8.0, seed=0):
 
 
 @pytest.mark.parametrize("slowdown", [10.0, 30.0])
+@pytest.mark.slow
 def test_step_rule_keeps_stale_heterogeneous_least_squares_from_diverging(slowdown):
     """Two of eight workers 10x / 30x slow, on shards that own directions of the curvature:
     their gradients are 10-20 / 30-60 steps stale. The fixed 1/L step diverges (checked); the
@@ -221,6 +223,7 @@ def test_late_results_are_folded_once_with_the_age_of_their_step(policy):
     assert balances(h)
 
 
+@pytest.mark.slow
 def test_async_with_memory_converges_to_the_optimum():
     problem = least_squares()
     best = optimum(problem)
@@ -289,6 +292,7 @@ def test_memory_arguments_are_validated():
 
 @pytest.mark.parametrize("max_staleness", [2, 10])
 @pytest.mark.parametrize("scheme", ["ignore", "lwpd"])
+@pytest.mark.slow
 def test_async_at_the_default_step_never_diverges(scheme, max_staleness):
     """policy="async" without memory folds results up to max_staleness steps old; at a fixed
     1 / L it diverged on this well-conditioned least squares (loss 1e5-1e9 after 100 steps).

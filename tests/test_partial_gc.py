@@ -78,6 +78,7 @@ def _covered(orders, chunks):
 
 @pytest.mark.parametrize("problem_name", PROBLEMS)
 @pytest.mark.parametrize("kind,s,order", CONFIGS)
+@pytest.mark.slow
 def test_exact_on_every_prefix_pattern(problem_name, kind, s, order):
     """Every pattern of "worker i finished its first p_i chunks" (p_i = 0..s+1), which
     includes every set of n - s complete workers: exact iff every partition is covered."""

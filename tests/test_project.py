@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -43,6 +44,7 @@ def test_readme_python_examples_run():
 
 
 
+@pytest.mark.slow
 def test_readme_dask_example_runs_as_a_saved_script(tmp_path):
     """Saved to a file and run with ``python file.py``, as a user would: Dask's worker
     processes re-import the script, which needs the ``__main__`` guard."""

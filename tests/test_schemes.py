@@ -444,6 +444,7 @@ def test_nesterov_reaches_the_least_squares_solution_in_fewer_steps():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.slow
 def test_nesterov_with_partial_gradients_stays_stable(seed):
     """Partially decoded (biased) LWPD estimates under stragglers: the restarts keep the
     accelerated run stable -- finite, below its start, and no worse than plain steps by more

@@ -39,6 +39,7 @@ COEF_ATOL = 1e-6
 
 # ---------------------------------------------------------------------- scikit-learn's checks
 @parametrize_with_checks([CodedGDClassifier(), CodedGDRegressor()])
+@pytest.mark.slow
 def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         # default max_iter on the checks' unscaled toy data: convergence is not what they test
@@ -84,6 +85,7 @@ def _noiseless(**kw):
     ids=["linear", "ridge", "sgd", "ridge-no-intercept"],
 )
 @pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.slow
 def test_regressor_matches_closed_form(estimator, alpha, weighted):
     X, y = _regression()
     sw = np.random.default_rng(1).uniform(0.2, 3.0, len(y)) if weighted else None
@@ -113,6 +115,7 @@ def clone_fit(estimator, X, y, sample_weight=None, **params):
     "n_classes,case",
     [(k, case) for k in (2, 3) for case in ("l2", "l2-weighted", "no-intercept", "sgd")] + [(2, "no-penalty")],
 )
+@pytest.mark.slow
 def test_classifier_matches_lbfgs(n_classes, case):
     X, y = _classification(n_classes)
     m = len(y)
@@ -189,6 +192,7 @@ def test_digits_accuracy_within_one_point_of_logistic_regression(digits, digits_
     assert abs(digits_no_stragglers.score(X_te, y_te) - reference) <= 0.01
 
 
+@pytest.mark.slow
 def test_digits_with_stragglers_keeps_accuracy_and_saves_time(digits, digits_no_stragglers):
     X_tr, X_te, y_tr, y_te = digits
     common = dict(n_workers=16, stragglers=ShiftedExponential(shift=1.0, rate=0.5), max_iter=300, random_state=0)
@@ -213,6 +217,7 @@ def test_digits_with_stragglers_keeps_accuracy_and_saves_time(digits, digits_no_
 
 
 # ---------------------------------------------------------------------- model selection
+@pytest.mark.slow
 def test_pipeline_grid_search_and_cross_val_score():
     X, y = load_breast_cancer(return_X_y=True)
     pipe = Pipeline([("scale", StandardScaler()), ("clf", CodedGDClassifier(max_iter=60, tol=1e-3, random_state=0))])
@@ -450,6 +455,7 @@ def test_placement_is_a_parameter_like_any_other():
 
 
 @pytest.mark.parametrize("placement", ["sorted", "dirichlet:alpha=0.1"])
+@pytest.mark.slow
 def test_a_skewed_placement_keeps_an_exact_scheme_exact(placement):
     X, y = _regression()
     reg = CodedGDRegressor(Ridge(alpha=5.0), scheme="uncoded", placement=placement, **_noiseless()).fit(X, y)
@@ -513,6 +519,7 @@ def test_the_deadline_probe_binds_the_shards_training_uses(monkeypatch):
     assert clf.n_workers_ == 6
 
 
+@pytest.mark.slow
 def test_acceleration_takes_fewer_steps_to_the_same_coefficients():
     """The default ("auto": Nesterov with restart under a synchronous policy) and plain
     gradient steps (None) both land on scikit-learn's own solution, and the accelerated fit
@@ -539,6 +546,7 @@ def test_acceleration_takes_fewer_steps_to_the_same_coefficients():
 
 @pytest.mark.parametrize("n_classes", [2, 3])
 @pytest.mark.parametrize("class_weight", ["balanced", "dict"])
+@pytest.mark.slow
 def test_class_weight_is_folded_into_the_sample_weights_as_scikit_learn_does(n_classes, class_weight):
     """LogisticRegression(class_weight=...) reaches scikit-learn's own coefficients, with and
     without sample weights, for "balanced" and for a dict."""

@@ -527,6 +527,7 @@ def test_hook_encodes_and_decodes_a_bucket_as_the_general_path_does(config, nume
         assert code.recovered == pytest.approx(decoder.recovered_fraction(), abs=1e-15)
 
 
+@pytest.mark.slow
 def test_ddp_hook_on_two_gloo_processes_trains_like_plain_ddp():
     import torch.multiprocessing as mp
 

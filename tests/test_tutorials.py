@@ -34,6 +34,7 @@ def _code_cells(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.slow
 def test_tutorial_runs(path: Path, monkeypatch: pytest.MonkeyPatch):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")

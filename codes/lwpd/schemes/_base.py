@@ -265,13 +265,19 @@ class RowMemory:
                              "(lwpd._config.MEMORY_MAX_ENTRIES); use memory=False, fewer workers or a smaller codebook")
         self.values = np.zeros((n_groups, n_rows))
         self.computed = np.full((n_groups, n_rows), -1, dtype=np.int32)  # -1: never received
+        self._newest = -1  # the largest step stored so far
 
     def store(self, group: int, rows: Any, values: Any, computed: int) -> None:
         """Keep ``values`` for ``rows`` (indices or a slice) of ``group`` where they are at
         least as fresh as what is kept: a result computed earlier never overwrites a newer one."""
         rows = np.arange(self.values.shape[1])[rows] if isinstance(rows, slice) else np.asarray(rows)
-        newer = self.computed[group, rows] <= computed
         values = np.broadcast_to(np.asarray(values, dtype=float).reshape(-1), rows.shape)
+        if computed >= self._newest:  # nothing kept is newer (every step's fresh results): no comparison
+            self._newest = computed
+            self.values[group, rows] = values
+            self.computed[group, rows] = computed
+            return
+        newer = self.computed[group, rows] <= computed
         self.values[group, rows[newer]] = values[newer]
         self.computed[group, rows[newer]] = computed
 

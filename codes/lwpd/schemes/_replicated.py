@@ -173,6 +173,7 @@ class ReplicatedLWPD(Scheme):
         # without memory every received row is fresh: its codewords per (group, block), kept as
         # they arrive, so ready() after every arrival is no pass over all rows
         self._fresh_counts = np.zeros((n_groups, partition.n_blocks), dtype=np.int64)
+        self._filled = 0  # (group, block) pairs with as many fresh codewords as coordinates
         self._block_first = first  # each block's first codeword
 
     def tasks(self, theta: np.ndarray) -> list[Task]:
@@ -188,6 +189,7 @@ class ReplicatedLWPD(Scheme):
         self._step += 1
         self._received[:] = False
         self._fresh_counts[:] = 0
+        self._filled = 0
 
     def fold(self, worker: int, result: Any, age: int = 0) -> None:
         indices, values = result_pair(result, len(self.codebook_))
@@ -197,7 +199,13 @@ class ReplicatedLWPD(Scheme):
             new = indices[~self._received[group, indices]]
             if new.size > 1 and not (new[1:] > new[:-1]).all():  # a chunk's codewords come sorted; count a repeat once
                 new = np.unique(new)
-            np.add.at(self._fresh_counts[group], self.codebook_.block_of[new], 1)
+            blocks = self.codebook_.block_of[new]
+            counts, sizes = self._fresh_counts[group], self._sizes[blocks]
+            short = counts[blocks] < sizes
+            np.add.at(counts, blocks, 1)
+            crossed = short & (counts[blocks] >= sizes)  # blocks this result filled (a block once per entry)
+            if crossed.any():
+                self._filled += int(np.unique(blocks[crossed]).size)
         self._received[group, indices] = True
 
     def _fresh(self) -> np.ndarray:
@@ -264,9 +272,10 @@ class ReplicatedLWPD(Scheme):
         memory, also once ``wait_for`` of the chunks have arrived (kept values fill the rest)."""
         if self.memory and received >= math.ceil(self.wait_for * self.n_workers * self.chunks):
             return True
-        counts = (self._fresh_counts if not self.memory  # codewords per (group, block)
-                  else np.add.reduceat(self._fresh(), self._block_first, axis=1))
-        if (counts < self._sizes).any():  # too few to span somewhere: no need to decode
+        if not self.memory:
+            if self._filled < self._fresh_counts.size:  # too few to span somewhere: no need to decode
+                return False
+        elif (np.add.reduceat(self._fresh(), self._block_first, axis=1) < self._sizes).any():
             return False
         self.estimate()
         return bool(self._spanned.all())
