@@ -412,14 +412,19 @@ def clear_pattern_bits(codewords, block_of, row_of, masks):
 
 
 @_twin(**_FAST)
-def project_by_patterns(first, size, masks, Q, positions, g, out):
+def project_by_patterns(first, size, masks, Q, whole, positions, g, out):
     """``out[block] = Q[masks[t]] @ g[block]`` for block ``t`` of a run of equal blocks, the
     run's coordinates starting at block-order position ``first`` (``Q[s]``: the projector of
-    received set ``s``). ``g`` and ``out`` are in another order: block-order position ``p``
-    is their entry ``positions[p]``."""
+    received set ``s``; ``whole[s]``: its received codewords span the block, so ``Q[s]`` is
+    the identity and the block is copied). ``g`` and ``out`` are in another order:
+    block-order position ``p`` is their entry ``positions[p]``."""
     for t in prange(masks.shape[0]):
         s = masks[t]
         o = first + t * size
+        if whole[s]:
+            for i in range(size):
+                out[positions[o + i]] = g[positions[o + i]]
+            continue
         for i in range(size):
             acc = 0.0
             for j in range(size):

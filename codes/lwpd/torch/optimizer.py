@@ -645,8 +645,9 @@ class CodedOptimizer(torch.optim.Optimizer):
                                                  _config.RANK_RTOL)
                 run.projectors[new] = P @ run.base
                 run.ranks[new] = ranks
-            cpu.project_by_patterns(run.first, run.size, run_masks, run.projectors, self._positions, g_np, g_hat,
-                                    work=run.n_blocks * run.size**2)
+            # a received set that spans its block projects onto the whole block: a copy, no product
+            cpu.project_by_patterns(run.first, run.size, run_masks, run.projectors, run.ranks == run.size,
+                                    self._positions, g_np, g_hat, work=run.n_blocks * run.size**2)
             rank += int(seen[present] @ run.ranks[present])
         return torch.from_numpy(g_hat), rank / g_np.size
 
