@@ -303,3 +303,17 @@ def test_table_says_when_a_scheme_took_no_step_and_why_speed_up_is_blank(tmp_pat
     assert "speed-up: against uncoded" in capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     assert all(r["steps_taken"] == 5 for r in results)
+
+
+def test_table_states_no_speed_up_for_a_target_met_at_the_start():
+    """A time to target of 0 (the initial loss already met it) gives no speed-up, not a
+    division by zero."""
+    from lwpd import History
+    from lwpd._experiment import Outcome, table
+
+    def outcome(scheme, reached):
+        return Outcome(scheme, History(scheme=scheme), reached, 0.1, "accuracy", 0.9, 0.0, 1.0, 10.0, 0.1, 1)
+
+    text = table([outcome("uncoded", 0.0), outcome("lwpd", 0.0)])
+    assert "0.0" in text and "inf" not in text.lower().replace("information", "")
+    assert all(line.split()[5] == "-" for line in text.splitlines()[1:3])

@@ -336,7 +336,7 @@ def test_submit_many_delivers_an_error_from_every_task_and_refuses_bad_input_who
     done = cluster.wait(errors="return")
     assert [type(c.error) for c in sorted(done, key=lambda c: c.task_id)] == [ZeroDivisionError] * 2 + [RuntimeError] * 2
     for kwargs, match in [({"works": [1.0], "floats": [0.0, 0.0]}, "one entry per task"),
-                          ({"works": [1.0, -1.0], "floats": [0.0, 0.0]}, "works"),
+                          ({"works": [1.0, -1.0], "floats": [0.0, 0.0]}, "work"),
                           ({"works": [1.0, 1.0], "floats": [0.0, np.nan]}, "floats")]:
         with pytest.raises(ValueError, match=match):
             cluster.submit_many(0, _times_ten, [(1,), (2,)], **kwargs)

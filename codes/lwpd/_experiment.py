@@ -264,7 +264,8 @@ def table(outcomes: list[Outcome]) -> str:
     lines = [f"{'scheme':<12} {'compute':>8} {'floats':>8} {'decode ms':>10} {'time to target':>15} {'speed-up':>9} "
              f"{'final loss':>11} {'test ' + metric:>14} {'grad error':>11}"]
     for o in outcomes:
-        speed = base / o.time_to_target if math.isfinite(o.time_to_target) and math.isfinite(base) else math.nan
+        # a time of 0: the initial loss already met the target (no speed-up to state)
+        speed = (base / o.time_to_target if 0 < o.time_to_target < math.inf and math.isfinite(base) else math.nan)
         reached = f"{o.time_to_target:15.1f}" if math.isfinite(o.time_to_target) else f"{'not reached':>15}"
         speed_text = f"{speed:8.2f}x" if math.isfinite(speed) else f"{'-':>9}"
         name = o.scheme + ("*" if o.steps_taken == 0 else "")

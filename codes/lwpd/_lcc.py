@@ -451,8 +451,8 @@ def decode_error_bound(arrived_alphas: Any, K: int) -> float:
 
 class ErrorBoundScreen:
     """:func:`decode_error_bound` and :func:`decode` for a master that asks after every
-    arrival whether it can decode: the same answers, most of them without a singular value
-    decomposition.
+    arrival whether it can decode: the same answers up to rounding, most of them without a
+    singular value decomposition.
 
     While the arrived points leave gaps, the bound stays far above the limit for many
     arrivals in a row, and each full check is an SVD of an ``n x threshold`` matrix (0.1 s
@@ -507,7 +507,8 @@ class ErrorBoundScreen:
         # a check that the screen answers never forms the scaled matrix
         V = self._vandermonde[arrived]
         scale = np.sqrt(np.bincount(arrived, minlength=self.alphas.size) @ self._squares)
-        margin = limit * (1 + 1e-6)  # over the rounding of the products: never "above" wrongly
+        # over the rounding of the products (relative error of order n eps cond <= n limit): never "above" wrongly
+        margin = limit * (1 + max(1e-6, 10 * V.shape[0] * limit))
         if self._top is not None and np.isin(self._arrived, arrived).all():
             ratio = scale / self._scale  # A_new = [V_old; rows] D_new: the old vectors in the new scaling
             low = self._lower_bound(V, scale, ratio * self._top, ratio[:, None] * self._bottom)

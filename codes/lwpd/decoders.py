@@ -251,6 +251,9 @@ class ProjectionDecoder(_Decoder):
             An index is out of range.
         ValueError
             A value is NaN or inf, or the lengths differ. Nothing is folded in then.
+        OverflowError
+            The results since the last :meth:`reset` would exceed what the int32 per-codeword
+            counts hold (``lwpd._config.DECODER_COUNT_DTYPE``). Nothing is folded in then.
         """
         if self._backend == "cuda":
             self._fold_on_device(indices, values)
@@ -534,7 +537,7 @@ def decode(codebook: Codebook, indices: Any, values: Any, method: str = "project
     Notes
     -----
     Only the blocks with arrivals are solved, so the cost follows what arrived, not the
-    codebook's size. The per-codeword counts and sums this needs (16 bytes per codeword) are
+    codebook's size. The per-codeword counts and sums this needs (12 bytes per codeword) are
     kept with the codebook after the first call and reused, only the entries a call touched
     being cleared; a call from a second thread at the same moment uses fresh ones.
 

@@ -542,8 +542,8 @@ class _StepCost:
     def submit_worker(self, cluster: Any, tasks: list) -> list[int]:
         """Submit one worker's tasks of a step, in order; returns their ids. Tasks that share a
         ``joint`` (:class:`lwpd.schemes.Task`) are computed in one call where the cluster can
-        (:meth:`lwpd.cluster.SimulatedCluster.submit_many`): the same results and modelled
-        times, less of the simulator's own wall time."""
+        (:meth:`lwpd.cluster.SimulatedCluster.submit_many`): the same results up to rounding
+        and the same modelled times, less of the simulator's own wall time."""
         many = getattr(cluster, "submit_many", None)
         joint = tasks[0].joint if tasks else None
         if many is None or joint is None or len(tasks) < 2 or any(task.joint is not joint for task in tasks):

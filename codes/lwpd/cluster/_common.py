@@ -263,14 +263,12 @@ class RoundsMixin:
         worker = check_worker(worker, self._n_workers)
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-        for name, values in (("works", works), ("floats", floats)):
-            arr = np.asarray(values, dtype=float)
-            if arr.ndim != 1 or not (np.isfinite(arr).all() and (arr >= 0).all()):
-                raise ValueError(f"{name} must be a sequence of finite numbers >= 0, got {values!r}")
+        works = [check_work(w) for w in works]  # the checks submit makes, task by task
+        floats = [check_real("floats", f, nonnegative=True) for f in floats]
         if self._round_delays is None:
             self.new_round()
         delay = float(self._round_delays[worker])
-        return worker, [self._cost.task_time(delay, float(w), float(f)) for w, f in zip(works, floats)]
+        return worker, [self._cost.task_time(delay, w, f) for w, f in zip(works, floats)]
 
     def new_round(self) -> np.ndarray:
         """Start a round: draw fresh per-worker delays, used by tasks submitted from now on.

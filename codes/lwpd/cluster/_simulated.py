@@ -180,12 +180,13 @@ class SimulatedCluster(RoundsMixin):
         """Submit several tasks of one worker whose results one call computes.
 
         ``joint(arg_lists)`` is run once, now, and must return one result per entry of
-        ``arg_lists``, the result its task would have returned on its own. Each task is then
-        scheduled exactly as :meth:`submit` schedules it, in order, each with its own work and
-        floats: the modelled times are those of the tasks submitted one by one, and only the
+        ``arg_lists``, the result its task would have returned on its own (up to rounding: a
+        joint computation may sum in another order). Each task is then scheduled exactly as
+        :meth:`submit` schedules it, in order, each with its own work and floats: the ids,
+        modelled times and tie order are those of the tasks submitted one by one, and only the
         simulator's own wall time is saved (a worker's chunks share one forward pass at a
         thousand simulated workers). An exception raised by ``joint`` is delivered by every
-        task.
+        task (each counts as failed, where one by one only the raising task would).
 
         Parameters
         ----------
