@@ -304,12 +304,13 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         tol = self.tol
         converged = [False]
 
-        start = problem.loss(np.zeros(problem.n_params) if theta0 is None else theta0)
-        blown_up = _config.SKLEARN_DIVERGENCE_FACTOR * max(1.0, abs(start))
+        def blown_up(history: Any) -> float:
+            """The loss past which the fit has diverged (train records the starting loss)."""
+            return _config.SKLEARN_DIVERGENCE_FACTOR * max(1.0, abs(history.initial_loss))
 
         def stop(step: int, theta: np.ndarray, history: Any) -> bool:
             losses = history.loss
-            if not math.isfinite(losses[-1]) or losses[-1] > blown_up:  # diverged: stop, reported below
+            if not math.isfinite(losses[-1]) or losses[-1] > blown_up(history):  # diverged: stop, reported below
                 return True
             if tol is None or len(losses) <= window:
                 return False
@@ -331,7 +332,7 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
             if str(exc).startswith("theta must be finite"):  # a step overflowed
                 raise FloatingPointError(diverged) from exc
             raise
-        if not np.isfinite(history.loss[-1]) or history.loss[-1] > blown_up:
+        if not np.isfinite(history.loss[-1]) or history.loss[-1] > blown_up(history):
             raise FloatingPointError(diverged)
         if tol is not None and not converged[0]:
             warnings.warn(
