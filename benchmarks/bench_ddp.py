@@ -240,9 +240,9 @@ def report(everything: dict) -> None:
                       f"accuracy (median over seeds), {lw['ms_per_step'] / p['ms_per_step']:.2f}x the time per step, "
                       f"{lw['floats'] / p['floats']:.2f}x the floats (goal: within 0.5 points at lower time)")
             e, a = by["lwpd-exact"], by["allreduce"]
-            ratio = e["ms_per_step"] / a["ms_per_step"]
+            ratio, goal = e["ms_per_step"] / a["ms_per_step"], settings["exact_goal"]
             print(f"- exact mode (lwpd-exact): {ratio:.2f}x allreduce's time per step "
-                  f"(goal <= {EXACT_GOAL:g}x: {'met' if ratio <= EXACT_GOAL else 'MISSED'})")
+                  f"(goal <= {goal:g}x: {'met' if ratio <= goal else 'MISSED'})")
 
 
 def main() -> None:
@@ -259,7 +259,8 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     epochs, seeds, folds = (1, 1, 1) if args.quick else (EPOCHS, SEEDS, FOLDS)
     runs = [(seed, fold) for seed in range(seeds) for fold in range(folds)]
-    everything = {"settings": {"epochs": epochs, "seeds": seeds, "folds": folds, "quick": args.quick}, "worlds": {}}
+    everything = {"settings": {"epochs": epochs, "seeds": seeds, "folds": folds, "quick": args.quick,
+                               "exact_goal": EXACT_GOAL}, "worlds": {}}
     for world in (int(w) for w in args.worlds.split(",")):
         everything["worlds"][world] = summarise(run(world, ("mlp", "cnn"), epochs, runs))
     report(everything)
