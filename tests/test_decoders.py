@@ -343,6 +343,48 @@ def test_all_finite_kernel_matches_numpy(n, where, bad, dtype):
         assert not cpu.all_finite(a)
 
 
+@given(data=st.data())
+@settings(max_examples=40, deadline=None)
+def test_scatter_kernel_matches_numpy_for_any_split_of_the_codewords(data):
+    """Folding a batch by threads that each own a range of codewords gives the same counts
+    and sums, bit for bit, as NumPy's unbuffered add (repeats added in arrival order)."""
+    from lwpd._kernels import cpu
+
+    n = data.draw(st.integers(1, 60))
+    indices = np.array(data.draw(st.lists(st.integers(0, n - 1), max_size=120)), dtype=np.int64)
+    values = np.random.default_rng(n).standard_normal(indices.size)
+    counts = np.zeros(n, np.int64)
+    sums = np.zeros(n)
+    np.add.at(counts, indices, 1)
+    np.add.at(sums, indices, values)
+    for build, parts in ((cpu.scatter_results.serial, 1), (cpu.scatter_results.parallel, data.draw(st.integers(1, 7)))):
+        got_counts, got_sums = np.zeros(n, np.int32), np.zeros(n)
+        build(indices, values, got_counts, got_sums, parts)
+        np.testing.assert_array_equal(got_counts, counts)
+        np.testing.assert_array_equal(got_sums, sums)
+
+
+def test_threaded_scatter_route_decodes_as_the_serial_one(monkeypatch):
+    """A batch large enough for the threaded fold (thresholds lowered here) decodes exactly
+    as the serial fold does, and as the pinv oracle."""
+    from lwpd import _config
+
+    cb = block_codebook(projective_codebook(4, max_weight=2), Partition.uniform(4 * 30, 4))
+    rng = np.random.default_rng(5)
+    values = cb.encode(rng.standard_normal(cb.dim))
+    arrivals = rng.integers(0, len(cb), 500)
+    serial = ProjectionDecoder(cb)
+    serial.update(arrivals, values[arrivals])
+    monkeypatch.setattr(_config, "SCATTER_PARALLEL_MIN_CODEWORDS", 1)
+    monkeypatch.setattr(_config, "PARALLEL_MIN_WORK", 1)
+    threaded = ProjectionDecoder(cb)
+    threaded.update(arrivals, values[arrivals])
+    np.testing.assert_array_equal(threaded._counts, serial._counts)
+    np.testing.assert_array_equal(threaded.estimate(), serial.estimate())
+    np.testing.assert_allclose(decode(cb, arrivals, values[arrivals]), ref.decode_projection(cb.to_dense(), arrivals, values[arrivals]),
+                               rtol=1e-10, atol=1e-12)
+
+
 def test_shared_patterns_are_used_on_a_large_tiled_codebook():
     from lwpd._kernels import cpu
 

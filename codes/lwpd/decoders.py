@@ -82,6 +82,18 @@ def _tile_dense(cb: Codebook) -> np.ndarray:
     return np.ascontiguousarray(dense.T)
 
 
+def _pack_state(lay: _Layout, n_codewords: int, n_blocks: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A projection decoder's layout and state in two arrays (see ``cpu.unpack_state``): the
+    integers ``[bounds, lengths | layout ints | ranks]`` and the floats
+    ``[layout floats | value sums | estimate]``, the state zeroed."""
+    header = np.concatenate([lay.bounds, [lay.ints.size, n_blocks, lay.floats.size]])
+    assert header.size == cpu.STATE_HEADER
+    ints = np.concatenate([header, lay.ints, np.zeros(n_blocks, dtype=np.int64)]).astype(np.int64)
+    floats = np.zeros(lay.floats.size + n_codewords + dim, dtype=_config.DECODER_DTYPE)
+    floats[: lay.floats.size] = lay.floats
+    return ints, floats
+
+
 class _Decoder:
     """Shared argument handling: one ``(index, value)`` or arrays of them."""
 
@@ -151,6 +163,16 @@ class _Decoder:
 
 
 _COUNT_LIMIT = int(np.iinfo(_config.DECODER_COUNT_DTYPE).max)
+
+
+def _scatter(indices: np.ndarray, values: np.ndarray, counts: np.ndarray, sums: np.ndarray) -> None:
+    """Fold a batch into the per-codeword counts and sums, by threads when the state is
+    larger than the caches (``_config.SCATTER_PARALLEL_MIN_CODEWORDS``)."""
+    if counts.size >= _config.SCATTER_PARALLEL_MIN_CODEWORDS and indices.size >= _config.PARALLEL_MIN_WORK:
+        # (asking for the thread count starts Numba's pool, so only where it is used)
+        cpu.scatter_results.parallel(indices, values, counts, sums, numba.get_num_threads())
+    else:
+        cpu.scatter_results.serial(indices, values, counts, sums, 1)
 
 
 def _check_magnitude(name: str, largest: float) -> None:
@@ -223,9 +245,10 @@ class ProjectionDecoder(_Decoder):
         self._layout = _layout(codebook)
         n_blocks = codebook.blocks.n_blocks
         self._counts = np.zeros(codebook.n_codewords, dtype=_config.DECODER_COUNT_DTYPE)
-        self._sums = np.zeros(codebook.n_codewords, dtype=_config.DECODER_DTYPE)
-        self._ranks = np.zeros(n_blocks, dtype=np.int64)
-        self._x = np.zeros(codebook.dim, dtype=_config.DECODER_DTYPE)
+        # the layout, the value sums, the block ranks and the estimate live in two packed arrays
+        # so that a single arrival's kernel call passes three arrays, not seven
+        self._packed = _pack_state(self._layout, codebook.n_codewords, n_blocks, codebook.dim)
+        _, _, _, self._sums, self._ranks, self._x = cpu.unpack_state(*self._packed, codebook.n_codewords)
         self._pattern_table: np.ndarray | None = None  # received set -> slot, see _solve
         # blocks whose results changed since their last solve: a batch update only folds
         # (counts and sums), and the blocks are solved once when the estimate is read, so
@@ -264,14 +287,14 @@ class ProjectionDecoder(_Decoder):
             j, v = one
             if self._n_received >= _COUNT_LIMIT:
                 self._check_count_room(1)
-            cpu.fold_one(j, v, lay.ints, lay.bounds, lay.floats, self._counts, self._sums, _config.RANK_RTOL, self._ranks, self._x)
+            cpu.fold_one(j, v, *self._packed, self._counts, _config.RANK_RTOL)
             self._n_received += 1
             return
         idx, vals = self._many(indices, values)
         if idx.size == 0:
             return
         self._check_count_room(idx.size)
-        cpu.scatter_results(idx, vals, self._counts, self._sums)
+        _scatter(idx, vals, self._counts, self._sums)
         self._n_received += int(idx.size)
         touched = cpu.blocks_touched(idx, lay.ints, lay.bounds, lay.floats)
         fresh = touched[~self._dirty[touched]]
@@ -293,13 +316,14 @@ class ProjectionDecoder(_Decoder):
         blocks = self._dirty_blocks[0] if len(self._dirty_blocks) == 1 else np.sort(np.concatenate(self._dirty_blocks))
         self._dirty_blocks = []
         self._dirty[blocks] = False
-        self._solve(blocks)
+        self._solve(blocks, self._x)
 
-    def _solve(self, blocks: np.ndarray) -> None:
+    def _solve(self, blocks: np.ndarray, x: np.ndarray) -> None:
+        """Solve the listed blocks into ``x`` (and their ranks)."""
         lay = self._layout
         rows = self._codebook._tile_rows
         if 0 < rows <= _config.PATTERN_MAX_ROWS and blocks.size >= _config.PATTERN_MIN_BLOCKS:
-            blocks = self._solve_shared_patterns(blocks, rows)
+            blocks = self._solve_shared_patterns(blocks, rows, x)
             if blocks.size == 0:
                 return
         work = blocks.size * lay.max_block**2
@@ -309,10 +333,10 @@ class ProjectionDecoder(_Decoder):
         chunks = 4 * numba.get_num_threads() if work >= _config.PARALLEL_MIN_WORK else 1
         cpu.solve_blocks(
             blocks, lay.ints, lay.bounds, lay.floats, lay.tile_dense, self._counts, self._sums, _config.RANK_RTOL,
-            lay.max_block, chunks, self._ranks, self._x, work=work,
+            lay.max_block, chunks, self._ranks, x, work=work,
         )
 
-    def _solve_shared_patterns(self, blocks: np.ndarray, rows: int) -> np.ndarray:
+    def _solve_shared_patterns(self, blocks: np.ndarray, rows: int, x: np.ndarray) -> np.ndarray:
         """Solve the tiled blocks whose received sets repeat once per set; return the rest.
 
         Same result as the per-block solve (the same information matrices and the same
@@ -327,7 +351,7 @@ class ProjectionDecoder(_Decoder):
             return blocks
         P, pattern_ranks = cpu.pattern_operators(masks, lay.ints, lay.bounds, lay.floats, _config.RANK_RTOL)
         cpu.apply_patterns(blocks, slots, P, pattern_ranks, lay.ints, lay.bounds, lay.floats, self._sums, self._ranks,
-                           self._x, work=blocks.size * P.shape[1] * rows)
+                           x, work=blocks.size * P.shape[1] * rows)
         return blocks[slots < 0]
 
     def estimate(self) -> np.ndarray:
@@ -587,12 +611,12 @@ def _decode_into(dec: ProjectionDecoder, indices: Any, values: Any, clear: bool 
     decode to zero); ``clear``: zero the counts and sums touched afterwards."""
     idx, vals = dec._many(indices, values)
     dec._check_count_room(idx.size)
-    dec._x = np.zeros(dec.codebook.dim, dtype=_config.DECODER_DTYPE)
+    x = np.zeros(dec.codebook.dim, dtype=_config.DECODER_DTYPE)
     try:
-        cpu.scatter_results(idx, vals, dec._counts, dec._sums)
+        _scatter(idx, vals, dec._counts, dec._sums)
         lay = dec._layout
-        dec._solve(cpu.blocks_touched(idx, lay.ints, lay.bounds, lay.floats))
-        return dec._x
+        dec._solve(cpu.blocks_touched(idx, lay.ints, lay.bounds, lay.floats), x)
+        return x
     finally:
         if clear and 8 * idx.size < dec._counts.size:  # few arrivals: clear what they touched
             dec._counts[idx] = 0

@@ -432,13 +432,24 @@ def project_by_patterns(first, size, masks, Q, whole, positions, g, out):
             out[positions[o + i]] = acc
 
 
-@njit(**_FAST)
-def scatter_results(indices, values, counts, sums):
-    """Fold arrivals into per-codeword counts and value sums."""
-    for t in range(indices.shape[0]):
-        j = indices[t]
-        counts[j] += 1
-        sums[j] += values[t]
+@_twin(**_FAST)
+def scatter_results(indices, values, counts, sums, n_parts):
+    """Fold arrivals into per-codeword counts and value sums.
+
+    Random-order arrivals make this a scatter bound by memory latency, not arithmetic. The
+    codeword range is split into ``n_parts`` contiguous parts, each folded by one thread that
+    reads every arrival and keeps those in its part: no two threads write one entry, and each
+    entry's values are added in arrival order, so the result does not depend on ``n_parts``.
+    """
+    n = counts.shape[0]
+    for part in prange(n_parts):
+        lo = part * n // n_parts
+        hi = (part + 1) * n // n_parts
+        for t in range(indices.shape[0]):
+            j = indices[t]
+            if lo <= j < hi:
+                counts[j] += 1
+                sums[j] += values[t]
 
 
 @njit(**_FAST)
@@ -459,15 +470,43 @@ def blocks_touched(indices, ints, bounds, floats):
     return np.flatnonzero(seen).astype(np.int64)
 
 
+#: Entries of a decoder's packed integers before its layout: the layout's eleven bounds, then
+#: the lengths of the layout's integers, of the ranks and of the layout's floats.
+STATE_HEADER = 14
+
+
+@njit(inline="always", **_FAST)
+def unpack_state(ints, floats, n_codewords):
+    """Views of a projection decoder's packed state (see ``lwpd.decoders._pack_state``):
+    ``ints = [header | layout ints | ranks]``, ``floats = [layout floats | sums | x]``.
+
+    A single arrival's kernel takes the layout and the state as three arrays (these two and
+    the int32 counts) instead of seven, because Numba's dispatch costs about 0.13 us per
+    array argument, which dominates a single-arrival update.
+    """
+    n_ints, n_blocks, n_floats = ints[11], ints[12], ints[13]
+    start = STATE_HEADER + n_ints
+    return (
+        ints[STATE_HEADER:start],  # layout ints
+        ints[:11],  # layout bounds
+        floats[:n_floats],  # layout floats
+        floats[n_floats : n_floats + n_codewords],  # sums
+        ints[start : start + n_blocks],  # ranks
+        floats[n_floats + n_codewords :],  # x
+    )
+
+
 @njit(**_FAST)
-def fold_one(j, value, ints, bounds, floats, counts, sums, tol, ranks, x):
+def fold_one(j, value, ints, floats, counts, tol):
     """Fold one arrival and re-solve only its block. Work depends on that block alone.
 
     The block is assembled by scattering its received rows (not densely): a block being
     filled one arrival at a time has few received rows, and measured single updates were
     about 20% slower with the dense assembly.
     """
-    offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, rest_block = unpack_layout(ints, bounds, floats)
+    lay_ints, bounds, lay_floats, sums, ranks, x = unpack_state(ints, floats, counts.shape[0])
+    offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, rest_block = unpack_layout(
+        lay_ints, bounds, lay_floats)
     counts[j] += 1
     sums[j] += value
     beta = block_of_codeword(j, tptr.shape[0] - 1, tile_blocks, rest_block)
