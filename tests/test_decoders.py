@@ -505,29 +505,37 @@ def test_peeling_fill_must_be_a_finite_number_named():
         dec.estimate(fill=np.nan)
 
 
-def test_counts_are_int32_and_a_batch_that_could_overflow_them_is_refused_whole(monkeypatch):
-    """The per-codeword counts are int32 (12 bytes of state per codeword); a decoder refuses,
-    before any change, arrivals that would take the results since its reset past what they
-    hold -- shown with the limit lowered to 10."""
-    from lwpd import decoders
+@pytest.mark.parametrize("threaded", [False, True])
+def test_counts_are_uint16_and_an_arrival_past_a_full_count_is_refused_whole(monkeypatch, threaded):
+    """The per-codeword counts are uint16 (10 bytes of state per codeword): a codeword may
+    arrive 65,535 times between resets. A batch that would take any count past that is
+    refused before anything is folded in (its other arrivals included), by the serial and
+    the threaded fold alike, and so is a single arrival; the one-shot decode likewise."""
+    from lwpd import _config, decoders
 
+    if threaded:
+        monkeypatch.setattr(_config, "SCATTER_PARALLEL_MIN_CODEWORDS", 1)
+        monkeypatch.setattr(_config, "PARALLEL_MIN_WORK", 1)
     cb = block_codebook(projective_codebook(4, max_weight=2), Partition.uniform(8, 4))
     dec = ProjectionDecoder(cb)
-    assert dec._counts.dtype == np.int32
-    monkeypatch.setattr(decoders, "_COUNT_LIMIT", 10)
-    g = np.random.default_rng(0).standard_normal(8)
-    values = cb.encode(g)
-    dec.update(np.arange(8), values[:8])
-    before = dec.estimate().copy()
+    assert dec._counts.dtype == np.uint16
+    values = cb.encode(np.random.default_rng(0).standard_normal(8))
+    limit = 65_535
+    received = np.r_[np.full(limit - 1, 3), np.arange(8)]  # codeword 3 then holds exactly the limit
+    dec.update(received, values[received])
+    before, counts, n = dec.estimate().copy(), dec._counts.copy(), dec.n_received
+    np.testing.assert_allclose(before, ref.decode_projection(cb.to_dense(), received, values[received]), atol=1e-9)
+    with pytest.raises(OverflowError, match="codeword 3 would arrive more than 65,535 times"):
+        dec.update(np.array([9, 10, 3, 11]), values[[9, 10, 3, 11]])
     with pytest.raises(OverflowError, match="reset"):
-        dec.update(np.arange(8, 11), values[8:11])
-    np.testing.assert_array_equal(dec.estimate(), before)  # nothing was folded in
-    assert dec.n_received == 8
-    dec.update(8, float(values[8]))
-    dec.update(9, float(values[9]))
-    with pytest.raises(OverflowError, match="reset"):
-        dec.update(10, float(values[10]))
+        dec.update(3, float(values[3]))
+    np.testing.assert_array_equal(dec._counts, counts)  # nothing was folded in
+    np.testing.assert_array_equal(dec.estimate(), before)
+    assert dec.n_received == n
+    dec.update(np.array([9, 10]), values[[9, 10]])  # other codewords still fold in
     dec.reset()
-    dec.update(np.arange(10), values[:10])  # room again after a reset
+    dec.update(3, float(values[3]))  # room again after a reset
     with pytest.raises(OverflowError):
-        decoders.decode(cb, np.arange(11), values[:11])
+        decoders.decode(cb, np.full(limit + 1, 3), np.full(limit + 1, values[3]))
+    np.testing.assert_allclose(decoders.decode(cb, np.full(limit, 3), np.full(limit, values[3])),
+                               decoders.decode(cb, [3], values[[3]]), atol=1e-12)  # the cached scratch is clean

@@ -40,11 +40,12 @@ DEFAULT_DTYPE: np.dtype = np.dtype(np.float64)
 #: Decoder state (information matrices, sums of received values) is always float64.
 DECODER_DTYPE: np.dtype = np.dtype(np.float64)
 
-#: Arrivals per codeword (projection decoder, CPU): int32 -- 12 bytes of state per codeword
+#: Arrivals per codeword (projection decoder, CPU): uint16 -- 10 bytes of state per codeword
 #: with its float64 sum, not 16 (the whole weight-2 base over 10^7 coordinates is 8 x 10^7
-#: codewords). A decoder refuses a batch that would bring the arrivals since its last reset
-#: past the largest int32, so no count can overflow.
-DECODER_COUNT_DTYPE: np.dtype = np.dtype(np.int32)
+#: codewords). A codeword may arrive up to 65,535 times between two resets; an arrival past
+#: that is refused with OverflowError, the whole batch unchanged (the kernels check each
+#: count before adding to it and undo a batch's counts, which are exact integers).
+DECODER_COUNT_DTYPE: np.dtype = np.dtype(np.uint16)
 
 #: Numerical rank of a block's information matrix ``A = V_S^T V_S`` (projection decoder):
 #: pivoted Cholesky stops when the largest remaining Schur-complement diagonal is at most

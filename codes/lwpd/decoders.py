@@ -162,17 +162,26 @@ class _Decoder:
         return idx, np.ascontiguousarray(vals)
 
 
-_COUNT_LIMIT = int(np.iinfo(_config.DECODER_COUNT_DTYPE).max)
-
-
 def _scatter(indices: np.ndarray, values: np.ndarray, counts: np.ndarray, sums: np.ndarray) -> None:
     """Fold a batch into the per-codeword counts and sums, by threads when the state is
-    larger than the caches (``_config.SCATTER_PARALLEL_MIN_CODEWORDS``)."""
+    larger than the caches (``_config.SCATTER_PARALLEL_MIN_CODEWORDS``).
+
+    Raises OverflowError, with nothing folded in, when a codeword would arrive more often
+    than its count holds."""
     if counts.size >= _config.SCATTER_PARALLEL_MIN_CODEWORDS and indices.size >= _config.PARALLEL_MIN_WORK:
         # (asking for the thread count starts Numba's pool, so only where it is used)
-        cpu.scatter_results.parallel(indices, values, counts, sums, numba.get_num_threads())
+        full = cpu.scatter_results.parallel(indices, values, counts, sums, numba.get_num_threads())
     else:
-        cpu.scatter_results.serial(indices, values, counts, sums, 1)
+        full = cpu.scatter_results.serial(indices, values, counts, sums, 1)
+    if full >= 0:
+        _refuse_full_count(int(indices[full]), counts)
+
+
+def _refuse_full_count(codeword: int, counts: np.ndarray) -> None:
+    limit = int(np.iinfo(counts.dtype).max)
+    raise OverflowError(
+        f"codeword {codeword} would arrive more than {limit:,} times since the last reset, more than its count holds "
+        f"(lwpd._config.DECODER_COUNT_DTYPE, {counts.dtype}); nothing was folded in. Call reset() between gradient steps")
 
 
 def _check_magnitude(name: str, largest: float) -> None:
@@ -275,8 +284,8 @@ class ProjectionDecoder(_Decoder):
         ValueError
             A value is NaN or inf, or the lengths differ. Nothing is folded in then.
         OverflowError
-            The results since the last :meth:`reset` would exceed what the int32 per-codeword
-            counts hold (``lwpd._config.DECODER_COUNT_DTYPE``). Nothing is folded in then.
+            A codeword would arrive more than 65,535 times since the last :meth:`reset`, more
+            than its count holds (``lwpd._config.DECODER_COUNT_DTYPE``). Nothing is folded in then.
         """
         if self._backend == "cuda":
             self._fold_on_device(indices, values)
@@ -285,15 +294,13 @@ class ProjectionDecoder(_Decoder):
         one = self._one(indices, values)
         if one is not None:
             j, v = one
-            if self._n_received >= _COUNT_LIMIT:
-                self._check_count_room(1)
-            cpu.fold_one(j, v, *self._packed, self._counts, _config.RANK_RTOL)
+            if not cpu.fold_one(j, v, *self._packed, self._counts, _config.RANK_RTOL):
+                _refuse_full_count(j, self._counts)
             self._n_received += 1
             return
         idx, vals = self._many(indices, values)
         if idx.size == 0:
             return
-        self._check_count_room(idx.size)
         _scatter(idx, vals, self._counts, self._sums)
         self._n_received += int(idx.size)
         touched = cpu.blocks_touched(idx, lay.ints, lay.bounds, lay.floats)
@@ -301,13 +308,6 @@ class ProjectionDecoder(_Decoder):
         if fresh.size:
             self._dirty[fresh] = True
             self._dirty_blocks.append(fresh)
-
-    def _check_count_room(self, arriving: int) -> None:
-        """Refuse (before any change) arrivals that could overflow a per-codeword count."""
-        if self._n_received + arriving > _COUNT_LIMIT:
-            raise OverflowError(
-                f"{self._n_received + arriving:,} results since the last reset: more than the per-codeword counts "
-                f"hold ({_COUNT_LIMIT:,}, lwpd._config.DECODER_COUNT_DTYPE); call reset() between gradient steps")
 
     def _flush(self) -> None:
         """Solve the blocks that batch updates left unsolved (a no-op when there are none)."""
@@ -561,7 +561,7 @@ def decode(codebook: Codebook, indices: Any, values: Any, method: str = "project
     Notes
     -----
     Only the blocks with arrivals are solved, so the cost follows what arrived, not the
-    codebook's size. The per-codeword counts and sums this needs (12 bytes per codeword) are
+    codebook's size. The per-codeword counts and sums this needs (10 bytes per codeword) are
     kept with the codebook after the first call and reused, only the entries a call touched
     being cleared; a call from a second thread at the same moment uses fresh ones.
 
@@ -610,7 +610,6 @@ def _decode_into(dec: ProjectionDecoder, indices: Any, values: Any, clear: bool 
     """``pinv(V_S) r_S`` into a new array, solving only the blocks with arrivals (the others
     decode to zero); ``clear``: zero the counts and sums touched afterwards."""
     idx, vals = dec._many(indices, values)
-    dec._check_count_room(idx.size)
     x = np.zeros(dec.codebook.dim, dtype=_config.DECODER_DTYPE)
     try:
         _scatter(idx, vals, dec._counts, dec._sums)

@@ -434,22 +434,48 @@ def project_by_patterns(first, size, masks, Q, whole, positions, g, out):
 
 @_twin(**_FAST)
 def scatter_results(indices, values, counts, sums, n_parts):
-    """Fold arrivals into per-codeword counts and value sums.
+    """Fold arrivals into per-codeword counts and value sums; return -1, or, when a count is
+    full (its dtype's largest value), the position of an arrival that would overflow it,
+    with nothing changed.
 
     Random-order arrivals make this a scatter bound by memory latency, not arithmetic. The
     codeword range is split into ``n_parts`` contiguous parts, each folded by one thread that
     reads every arrival and keeps those in its part: no two threads write one entry, and each
     entry's values are added in arrival order, so the result does not depend on ``n_parts``.
+    Counts are added first and checked as they go, then the sums: a full count is found
+    before any sum changes, and undoing the integer counts is exact.
     """
     n = counts.shape[0]
+    limit = np.iinfo(counts.dtype).max
+    stops = np.full(n_parts, indices.shape[0], dtype=np.int64)  # where each part stopped
     for part in prange(n_parts):
         lo = part * n // n_parts
         hi = (part + 1) * n // n_parts
         for t in range(indices.shape[0]):
             j = indices[t]
             if lo <= j < hi:
+                if counts[j] == limit:
+                    stops[part] = t
+                    break
                 counts[j] += 1
+    full = stops.min()
+    if full < indices.shape[0]:
+        for part in prange(n_parts):
+            lo = part * n // n_parts
+            hi = (part + 1) * n // n_parts
+            for t in range(stops[part]):
+                j = indices[t]
+                if lo <= j < hi:
+                    counts[j] -= 1
+        return full
+    for part in prange(n_parts):
+        lo = part * n // n_parts
+        hi = (part + 1) * n // n_parts
+        for t in range(indices.shape[0]):
+            j = indices[t]
+            if lo <= j < hi:
                 sums[j] += values[t]
+    return -1
 
 
 @njit(**_FAST)
@@ -481,7 +507,7 @@ def unpack_state(ints, floats, n_codewords):
     ``ints = [header | layout ints | ranks]``, ``floats = [layout floats | sums | x]``.
 
     A single arrival's kernel takes the layout and the state as three arrays (these two and
-    the int32 counts) instead of seven, because Numba's dispatch costs about 0.13 us per
+    the uint16 counts) instead of seven, because Numba's dispatch costs about 0.13 us per
     array argument, which dominates a single-arrival update.
     """
     n_ints, n_blocks, n_floats = ints[11], ints[12], ints[13]
@@ -498,12 +524,15 @@ def unpack_state(ints, floats, n_codewords):
 
 @njit(**_FAST)
 def fold_one(j, value, ints, floats, counts, tol):
-    """Fold one arrival and re-solve only its block. Work depends on that block alone.
+    """Fold one arrival and re-solve only its block; False (nothing changed) when the
+    codeword's count is full. Work depends on that block alone.
 
     The block is assembled by scattering its received rows (not densely): a block being
     filled one arrival at a time has few received rows, and measured single updates were
     about 20% slower with the dense assembly.
     """
+    if counts[j] == np.iinfo(counts.dtype).max:
+        return False  # the count is full: nothing changed
     lay_ints, bounds, lay_floats, sums, ranks, x = unpack_state(ints, floats, counts.shape[0])
     offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, rest_block = unpack_layout(
         lay_ints, bounds, lay_floats)
@@ -519,6 +548,7 @@ def fold_one(j, value, ints, floats, counts, tol):
     piv = np.empty(b, dtype=np.int64)
     assemble_block(beta, offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, counts, sums, A, c)
     ranks[beta] = min_norm_solve(A, c, b, tol, piv, y, M, x[o : o + b])
+    return True
 
 
 @njit(**_STRICT)
