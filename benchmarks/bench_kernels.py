@@ -558,7 +558,7 @@ def bench_memory(n: int, rng: np.random.Generator) -> list[str]:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         beyond = peak - estimate.nbytes
-        state = dec._counts.nbytes + dec._sums.nbytes
+        state = dec._state.counts.nbytes + dec._state.sums.nbytes
         lines.append(f"ProjectionDecoder, n = {n:,}, block 8, {per_block} codewords per block ({len(cb):,}), 70% received: "
                      f"peak {beyond / 2**30:.2f} GiB beyond the gradient ({state / 2**30:.2f} GiB of it the per-codeword "
                      f"counts and sums); goal <= 1 GB: {'met' if beyond <= 1e9 else 'missed'}")

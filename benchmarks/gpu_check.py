@@ -161,29 +161,25 @@ def timing(sizes: list[int], cpu_n: int, repeat: int) -> None:
     t_copy = event_time(lambda: dst.copy_to_device(src), repeat)
     copy_bw = 2 * src.nbytes / t_copy
     print(f"  device-to-device copy: {copy_bw / 1e9:.0f} GB/s ({src.nbytes / 1e9:.1f} GB each way)")
-    from lwpd import _gpu
     from lwpd._backend import launch
-    from lwpd._kernels import cuda as kernels
+    from lwpd.decoders._device import DeviceProjectionState
 
     for block in (8, 16):
         for n in sizes:
             cb = codebook(n, block)
-            m, N = cb._tile_rows, len(cb)
+            N = len(cb)
             g = cuda.to_device(np.random.default_rng(1).standard_normal(n))
             out = cuda.device_array(N)
             t_enc = event_time(lambda: cb.encode(g, out=out, backend="cuda"), repeat)
             enc_bw = 8 * (n + N) / t_enc
-            state = _gpu.ProjectionState(cb)
+            state = DeviceProjectionState(cb)
             blocks, threads = launch(N)
             with np.errstate(over="ignore"):  # the hash wraps around on purpose (simulator: numpy scalars)
                 _fill_received[blocks, threads](out, 0.7, state.counts, state.sums)
-            offsets, tptr, tidx, rptr, ridx, order, gptr, _ = state._arrays
 
             def solve_all():
-                state._dirty.copy_to_device(np.ones(cb.blocks.n_blocks, dtype=np.int8))
-                kernels.solve_blocks[max(1, min(_config.CUDA_MAX_BLOCKS, cb.blocks.n_blocks)), 64](
-                    state._dirty, offsets, tptr, tidx, state._tdat, state._tile_blocks, rptr, ridx, state._rdat,
-                    order, gptr, state.counts, state.sums, _config.RANK_RTOL, state.ranks, state.x)
+                state.dirty.copy_to_device(np.ones(cb.blocks.n_blocks, dtype=np.int8))
+                state.solve_dirty()
 
             t_dec = event_time(solve_all, repeat)
             dec_bw = (16 * N + 8 * n) / t_dec  # read counts and sums, write the estimate

@@ -229,11 +229,11 @@ def test_run_gives_every_scheme_the_same_placement(tmp_path, monkeypatch):
         seen.append((scheme.name, kwargs["placement"], [s.tolist() for s in scheme.shards_]))
         return history
 
-    monkeypatch.setattr(lwpd, "train", recording_train)
+    monkeypatch.setattr(_experiment, "train", recording_train)
     schemes = ("uncoded", "ignore", "replication", "gc-cyclic", "gc-partial", "lwpd")
     outcomes = _experiment.run(dataset="wine", schemes=schemes, workers=4, seed=3, max_steps=8, progress=False,
                                out=tmp_path, placement="sorted")
-    monkeypatch.setattr(lwpd, "train", real_train)
+    monkeypatch.setattr(_experiment, "train", real_train)
     problem = _experiment.load_problem("wine", "auto", 3)[0]
     shards = [s.tolist() for s in shard_rows(problem, 4, "sorted")]
     assert [name for name, _, _ in seen] == [name for name in schemes for _ in range(2)]  # warm-up, then the run

@@ -314,8 +314,8 @@ def test_dense_tile_assembly_equals_the_scattered_assembly(data):
             decoders[name].update(idx, values)
     finally:
         _config.PATTERN_MAX_ROWS, _config.DENSE_ASSEMBLY_RATIO = saved
-    assert decoders["dense"]._layout.tile_dense.shape == (b, len(base))
-    assert decoders["scatter"]._layout.tile_dense.size == 0
+    assert decoders["dense"]._state.layout.tile_dense.shape == (b, len(base))
+    assert decoders["scatter"]._state.layout.tile_dense.size == 0
     dense, scatter = decoders["dense"], decoders["scatter"]
     np.testing.assert_allclose(dense.estimate(), scatter.estimate(), rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(dense.block_ranks, scatter.block_ranks)
@@ -326,9 +326,9 @@ def test_dense_tile_assembly_is_chosen_for_small_dense_tiles():
     """The default rule takes the dense assembly for the library's usual tile (64 rows of weight
     <= 2 on blocks of 8) and the scatter for a sparse tile of many coordinates."""
     dense = ProjectionDecoder(block_codebook(projective_codebook(8, max_weight=2), Partition.uniform(80, 8)))
-    assert dense._layout.tile_dense.shape == (8, 64)
+    assert dense._state.layout.tile_dense.shape == (8, 64)
     sparse = ProjectionDecoder(block_codebook(identity_codebook(256), Partition.uniform(512, 256)))
-    assert sparse._layout.tile_dense.size == 0
+    assert sparse._state.layout.tile_dense.size == 0
 
 
 @given(n=st.integers(0, 40), where=st.integers(0, 39), bad=st.sampled_from([np.nan, np.inf, -np.inf]),
@@ -379,7 +379,7 @@ def test_threaded_scatter_route_decodes_as_the_serial_one(monkeypatch):
     monkeypatch.setattr(_config, "PARALLEL_MIN_WORK", 1)
     threaded = ProjectionDecoder(cb)
     threaded.update(arrivals, values[arrivals])
-    np.testing.assert_array_equal(threaded._counts, serial._counts)
+    np.testing.assert_array_equal(threaded._state.counts, serial._state.counts)
     np.testing.assert_array_equal(threaded.estimate(), serial.estimate())
     np.testing.assert_allclose(decode(cb, arrivals, values[arrivals]), ref.decode_projection(cb.to_dense(), arrivals, values[arrivals]),
                                rtol=1e-10, atol=1e-12)
@@ -393,7 +393,7 @@ def test_shared_patterns_are_used_on_a_large_tiled_codebook():
     g = rng.standard_normal(cb.dim)
     received = np.flatnonzero(np.arange(len(cb)) % 16 != 5)  # a worker holding every 16th codeword failed
     dec = ProjectionDecoder(cb)
-    slots, masks = cpu.tile_pattern_slots(np.arange(2000), dec._layout.ints, dec._layout.bounds, dec._layout.floats,
+    slots, masks = cpu.tile_pattern_slots(np.arange(2000), dec._state.layout.ints, dec._state.layout.bounds, dec._state.layout.floats,
                                           np.isin(np.arange(len(cb)), received).astype(np.int64), np.full(1 << 16, -1))
     assert (slots >= 0).all() and masks.size <= 16  # the failure pattern repeats
     dec.update(received, cb.encode(g)[received])
@@ -518,18 +518,18 @@ def test_counts_are_uint16_and_an_arrival_past_a_full_count_is_refused_whole(mon
         monkeypatch.setattr(_config, "PARALLEL_MIN_WORK", 1)
     cb = block_codebook(projective_codebook(4, max_weight=2), Partition.uniform(8, 4))
     dec = ProjectionDecoder(cb)
-    assert dec._counts.dtype == np.uint16
+    assert dec._state.counts.dtype == np.uint16
     values = cb.encode(np.random.default_rng(0).standard_normal(8))
     limit = 65_535
     received = np.r_[np.full(limit - 1, 3), np.arange(8)]  # codeword 3 then holds exactly the limit
     dec.update(received, values[received])
-    before, counts, n = dec.estimate().copy(), dec._counts.copy(), dec.n_received
+    before, counts, n = dec.estimate().copy(), dec._state.counts.copy(), dec.n_received
     np.testing.assert_allclose(before, ref.decode_projection(cb.to_dense(), received, values[received]), atol=1e-9)
     with pytest.raises(OverflowError, match="codeword 3 would arrive more than 65,535 times"):
         dec.update(np.array([9, 10, 3, 11]), values[[9, 10, 3, 11]])
     with pytest.raises(OverflowError, match="reset"):
         dec.update(3, float(values[3]))
-    np.testing.assert_array_equal(dec._counts, counts)  # nothing was folded in
+    np.testing.assert_array_equal(dec._state.counts, counts)  # nothing was folded in
     np.testing.assert_array_equal(dec.estimate(), before)
     assert dec.n_received == n
     dec.update(np.array([9, 10]), values[[9, 10]])  # other codewords still fold in

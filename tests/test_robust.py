@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from lwpd import Partition, ProjectionDecoder, block_codebook, compress, projective_codebook, train
 from lwpd.cluster import ExecutorCluster, SimulatedCluster
 from lwpd.problems import LeastSquares
-from lwpd.robust import (Byzantine, DecodingFailureWarning, RobustAggregation, RobustDecoder, block_code_limits)
+from lwpd.robust import Byzantine, DecodingFailureWarning, RobustDecoder, block_code_limits
+from lwpd.schemes import RobustAggregation
 from lwpd.schemes import LWPD
 
 

@@ -19,7 +19,8 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from lwpd import _config
-from lwpd._validation import as_covariance, as_rng, check_choice, check_codebook, check_int
+from lwpd._validation import as_covariance, as_rng, check_choice, check_int
+from lwpd.codebook import check_codebook
 from lwpd.codebook import Codebook
 
 __all__ = ["compress", "CRITERIA"]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from lwpd import _config
+from lwpd.train import train
 
 DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "synthetic")
 MODELS = ("auto", "least_squares", "logistic", "softmax")
@@ -217,7 +218,6 @@ def _run_one(name: str, problem: Any, test: Any, workers: int, delays: Any, cost
              seed: int, max_steps: int, target: float, progress: bool, client: Any, placement: Any = "iid") -> Outcome:
     """One scheme's run on a fresh cluster of the chosen backend (``client``: the Dask client),
     its data placed by ``placement`` (the warm-up steps too)."""
-    from lwpd import train
     from lwpd.cluster import DaskCluster, ExecutorCluster, SimulatedCluster
 
     scheme = make_scheme(name, workers, problem.n_params)

@@ -42,6 +42,15 @@ def check_real(name: str, value: Any, *, positive: bool = False, nonnegative: bo
     return value
 
 
+def check_fraction(name: str, value: Any, *, zero: bool = False) -> float:
+    """Return ``value`` as a float in ``(0, 1]`` (``[0, 1]`` with ``zero=True``: a
+    probability), or raise naming ``name``."""
+    value = check_real(name, value)
+    if not (0.0 <= value if zero else 0.0 < value) or value > 1.0:
+        raise ValueError(f"{name} must lie in {'[0, 1]' if zero else '(0, 1]'}, got {value}")
+    return value
+
+
 def check_bool(name: str, value: Any) -> bool:
     """Return ``value`` as a bool if it is ``True`` or ``False`` (NumPy's too), else ``TypeError``."""
     if not isinstance(value, (bool, np.bool_)):
@@ -152,15 +161,6 @@ def as_covariance(covariance: Any, dim: int) -> np.ndarray | None:
     if np.linalg.eigvalsh(cov).min() < -1e-10 * scale:
         raise ValueError("covariance must be positive semi-definite")
     return cov
-
-
-def check_codebook(name: str, value: Any):
-    """Return ``value`` if it is a :class:`lwpd.Codebook`, else raise ``TypeError`` naming ``name``."""
-    from lwpd.codebook import Codebook
-
-    if not isinstance(value, Codebook):
-        raise TypeError(f"{name} must be a lwpd.Codebook, got {type(value).__name__}")
-    return value
 
 
 def as_rng(name: str, seed: Any, default: int | None = None) -> np.random.Generator:

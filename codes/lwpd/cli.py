@@ -13,6 +13,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lwpd._compress import compress
+from lwpd.constructions import projective_codebook
+from lwpd.metrics import summary
+
 _CRITERIA = ("coherence", "frame_potential", "mutual_information", "logdet")
 
 
@@ -61,7 +65,6 @@ def _as_flags(message: str) -> str:
 
 
 def _cmd_codebook(args: argparse.Namespace) -> int:
-    from lwpd import compress, projective_codebook, summary
 
     try:
         shown = projective_codebook(args.dim, q=args.q, max_weight=args.max_weight, normalize=False)

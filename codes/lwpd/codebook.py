@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -434,6 +434,11 @@ class Codebook:
     def _tile_rows(self) -> int:
         return self._tile.n_rows if self._tile is not None else 0
 
+    @property
+    def internals(self) -> "CodebookInternals":
+        """How the codebook is stored, for lwpd's own kernels and dispatch (not a stable API)."""
+        return CodebookInternals(self)
+
     def __len__(self) -> int:
         return self.n_codewords
 
@@ -676,3 +681,62 @@ class Codebook:
         for key, value in state.items():
             object.__setattr__(self, key, value)
         self._cache = {}
+
+
+# ---------------------------------------------------------------------------- internal interface
+class Storage(NamedTuple):
+    """A codebook as kept: a base pattern tiled over equal blocks, then the other codewords."""
+
+    base: _CSR | None  #: the tile's base pattern, local block coordinates (None: no tile)
+    tiled_blocks: int  #: blocks ``0 .. tiled_blocks - 1`` repeat the base
+    rows: int  #: codewords per tiled block (the base's rows; 0 without a tile)
+    rest: _CSR  #: the other codewords, global coordinates, indices from ``rows * tiled_blocks``
+    rest_block: np.ndarray  #: the block of each of those
+
+
+class CodebookInternals:
+    """How a codebook is stored, for lwpd's kernels, decoders and GPU dispatch (reached as
+    :attr:`Codebook.internals`). Not a stable API: it changes with the storage.
+
+    What is derived from a codebook (packed layouts, device copies, one-shot decoding
+    scratch) is kept with it by :meth:`memo`, since a codebook is immutable.
+    """
+
+    __slots__ = ("_cb",)
+
+    def __init__(self, cb: Codebook) -> None:
+        self._cb = cb
+
+    @property
+    def storage(self) -> Storage:
+        """The tile and the rest (views, no copies)."""
+        cb = self._cb
+        return Storage(cb._tile, cb._tile_blocks, cb._tile_rows, cb._rest, cb._rest_block)
+
+    def rest_groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """The untiled codewords grouped by block: ``(order, ptr)``, ``ptr`` running over
+        blocks ``tiled_blocks .. n_blocks - 1`` (cached)."""
+        return self._cb._rest_groups()
+
+    def csr(self) -> _CSR:
+        """Every codeword in CSR form with global coordinates (cached; materialises a tile)."""
+        return self._cb._csr()
+
+    def tile_ell(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """The tile's base transposed and padded to its largest weight (cached)."""
+        return self._cb._tile_ell(dtype)
+
+    def memo(self, key: Any, build: Callable[[], Any]) -> Any:
+        """The value kept under ``key``, built by ``build()`` on first use."""
+        cache = self._cb._cache
+        value = cache.get(key)
+        if value is None:
+            value = cache[key] = build()
+        return value
+
+
+def check_codebook(name: str, value: Any) -> Codebook:
+    """Return ``value`` if it is a :class:`Codebook`, else raise ``TypeError`` naming ``name``."""
+    if not isinstance(value, Codebook):
+        raise TypeError(f"{name} must be a lwpd.Codebook, got {type(value).__name__}")
+    return value

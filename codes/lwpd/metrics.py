@@ -16,13 +16,13 @@ import numpy as np
 from lwpd import _config
 from lwpd._validation import (
     as_rng,
-    check_codebook,
     as_covariance,
     as_index_array,
+    check_fraction,
     check_int,
     check_real,
 )
-from lwpd.codebook import Codebook
+from lwpd.codebook import Codebook, check_codebook
 
 __all__ = [
     "coherence",
@@ -366,9 +366,7 @@ def captured_energy(
                 captured += float(_captured_traces(rows, masks[sl], block_sigma(betas[sl], rows.shape[1])).sum())
         return captured / total_var
 
-    p = check_real("erasure_prob", erasure_prob)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"erasure_prob must lie in [0, 1], got {p}")
+    p = check_fraction("erasure_prob", erasure_prob, zero=True)
     n_samples = check_int("n_samples", n_samples, minimum=1)
     rng = as_rng("seed", seed)
     captured = 0.0

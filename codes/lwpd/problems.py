@@ -50,10 +50,10 @@ from lwpd._validation import (
     as_index_array,
     as_real_array,
     check_bool,
-    check_codebook,
     check_finite,
     check_real,
 )
+from lwpd.codebook import check_codebook
 
 __all__ = ["LeastSquares", "Logistic", "Softmax"]
 

@@ -1,5 +1,4 @@
-"""Byzantine workers: fault injection, robust decoding by real-number error correction, and
-the robust-aggregation baselines (coordinate-wise median and trimmed mean).
+"""Byzantine workers: fault injection and robust decoding by real-number error correction.
 
 A Byzantine worker returns whatever it likes. :class:`Byzantine` makes a seeded fraction of a
 cluster's workers lie (every cluster takes it as ``faults=``). :class:`RobustDecoder` decodes
@@ -7,8 +6,8 @@ LWPD results *through* such lies whenever a block received more codewords than i
 the received values of a block are a codeword ``A g`` of a real linear code, so a few corrupted
 values are located and excluded as errors are in a Reed-Solomon code (the real-number error
 correction of Candès and Tao, 2005, used for gradients by Data, Song and Diggavi, 2018).
-:class:`RobustAggregation` is what a data-parallel user would otherwise reach for (Yin et
-al., 2018).
+What a data-parallel user would otherwise reach for, the coordinate-wise median and trimmed
+mean (Yin et al., 2018), is the scheme :class:`lwpd.schemes.RobustAggregation`.
 """
 
 from __future__ import annotations
@@ -23,10 +22,9 @@ import numpy as np
 
 from lwpd import _config
 from lwpd._validation import check_choice, check_int, check_real
-from lwpd.decoders import _Decoder
-from lwpd.schemes._data_parallel import _Sharded
+from lwpd.decoders._base import Decoder, HostOnlyState
 
-__all__ = ["Byzantine", "DecodingFailureWarning", "RobustAggregation", "RobustDecoder", "RobustReport",
+__all__ = ["Byzantine", "DecodingFailureWarning", "RobustDecoder", "RobustReport",
            "block_code_limits"]
 
 ATTACKS = ("random", "sign_flip", "constant", "scaled")
@@ -237,7 +235,8 @@ def block_code_limits(codebook: Any, received: Any = None, max_errors: int = 3) 
     >>> block_code_limits(block_codebook(base, Partition.uniform(8, 4)))
     (array([2, 2]), array([4, 4]))
     """
-    from lwpd._validation import as_index_array, check_codebook
+    from lwpd._validation import as_index_array
+    from lwpd.codebook import check_codebook
 
     codebook = check_codebook("codebook", codebook)
     max_errors = check_int("max_errors", max_errors, minimum=0)
@@ -279,7 +278,7 @@ def _code(cache: dict, rows: np.ndarray, limit: int) -> _BlockCode:
     return code
 
 
-class RobustDecoder(_Decoder):
+class RobustDecoder(Decoder):
     """Projection decoding that locates and excludes corrupted values, block by block.
 
     Fold results in with :meth:`update` as for :class:`~lwpd.ProjectionDecoder`; each
@@ -368,31 +367,15 @@ class RobustDecoder(_Decoder):
         self._cache: dict[bytes, _BlockCode] = {}
         self.reset()
 
-    def update(self, indices: Any, values: Any) -> None:
-        """Fold in results: one ``(index, value)`` pair, or equal-length arrays of them.
-
-        Raises
-        ------
-        IndexError, ValueError
-            As :meth:`lwpd.ProjectionDecoder.update` (a value must be finite); nothing is
-            folded in then.
-        """
-        one = self._one(indices, values)
-        if one is not None:
-            idx, vals = np.array([one[0]], dtype=np.int64), np.array([one[1]])
-        else:
-            idx, vals = self._many(indices, values)
-        self._indices.append(idx)
-        self._values.append(vals)
-        self._n_received += int(idx.size)
+    def _make_state(self, codebook: Any, backend: str) -> "_ReceivedRows":
+        return _ReceivedRows()
 
     def estimate(self) -> np.ndarray:
         """The gradient estimate from the values so far, corrupted values excluded (see the
         class notes); blocks beyond the correction radius are zero and reported."""
         cb = self._codebook
         g = np.zeros(cb.dim)
-        idx = np.concatenate(self._indices) if self._indices else np.zeros(0, np.int64)
-        vals = np.concatenate(self._values) if self._values else np.zeros(0)
+        idx, vals = self._state.rows()
         radius = np.full(cb.blocks.n_blocks, -1, dtype=np.int64)
         rejected, corrected, failed, unverified = [], [], [], []
         offsets = cb.blocks.offsets
@@ -456,15 +439,40 @@ class RobustDecoder(_Decoder):
 
     def reset(self) -> None:
         """Forget every result (the code of each received pattern stays cached)."""
-        self._indices: list[np.ndarray] = []
-        self._values: list[np.ndarray] = []
-        self._n_received = 0
+        super().reset()
         self._rank = 0
         self._report = RobustReport()
 
     def __repr__(self) -> str:
         extra = ", unverified='use'" if self.unverified == "use" else ""
         return f"RobustDecoder({self._codebook!r}, max_errors={self.max_errors}{extra}, n_received={self._n_received})"
+
+
+class _ReceivedRows(HostOnlyState):
+    """Every value received, in arrival order: a robust decoder keeps each as a row."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def fold_one(self, j: int, value: float) -> None:
+        self.fold_many(np.array([j], dtype=np.int64), np.array([value]))
+
+    def fold_many(self, indices: np.ndarray, values: np.ndarray) -> None:
+        self._indices.append(indices)
+        self._values.append(values)
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, values)`` of every arrival so far."""
+        if not self._indices:
+            return np.zeros(0, np.int64), np.zeros(0)
+        return np.concatenate(self._indices), np.concatenate(self._values)
+
+    def received(self) -> np.ndarray:
+        return np.unique(self.rows()[0])
+
+    def reset(self) -> None:
+        self._indices: list[np.ndarray] = []
+        self._values: list[np.ndarray] = []
 
 
 def _allowance(norm_y: Any, rows: int, tol: float, atol: float) -> Any:
@@ -494,55 +502,3 @@ def _decode_block(code: _BlockCode, y: np.ndarray, t: int, tol: float,
             if float(np.linalg.norm(r)) <= _allowance(float(np.linalg.norm(y[keep])), int(keep.sum()), tol, atol):
                 return x, subsets[candidate]
     return None, np.zeros(0, np.int64)
-
-
-class RobustAggregation(_Sharded):
-    """Data-parallel gradients aggregated by a Byzantine-robust rule instead of the mean.
-
-    Each worker returns its shard's gradient (as :class:`~lwpd.schemes.IgnoreStragglers`);
-    the estimate is the coordinate-wise ``"median"`` or the coordinate-wise ``"trimmed_mean"``
-    (dropping the ``trim`` fraction of largest and of smallest values per coordinate) of the
-    results that arrived (Yin, Chen, Ramchandran, Bartlett, ICML 2018). Robust to a minority
-    of liars, but biased when shards differ, and it never says which workers lied.
-
-    Parameters
-    ----------
-    rule : {"median", "trimmed_mean"}, default "median"
-    trim : float, default 0.1
-        With ``"trimmed_mean"``: fraction trimmed at each end, in ``[0, 0.5)``.
-    wait_for : float, default 1.0
-        Fraction of the workers a step waits for when it waits "until ready".
-
-    Examples
-    --------
-    >>> from lwpd.robust import RobustAggregation
-    >>> RobustAggregation("trimmed_mean", trim=0.2)
-    RobustAggregation(rule='trimmed_mean', trim=0.2, wait_for=1.0)
-    """
-
-    def __init__(self, rule: str = "median", trim: float = 0.1, wait_for: float = 1.0) -> None:
-        from lwpd.schemes._data_parallel import _check_fraction
-
-        self.rule = check_choice("rule", rule, ("median", "trimmed_mean"))
-        trim = check_real("trim", trim, nonnegative=True)
-        if trim >= 0.5:
-            raise ValueError(f"trim must lie in [0, 0.5), got {trim}")
-        self.trim = trim
-        self.wait_for = _check_fraction(wait_for)
-        self.name = rule
-
-    def estimate(self) -> np.ndarray | None:
-        if not self._results:
-            return None
-        stacked = np.stack([self._results[key] for key in sorted(self._results)])
-        if self.rule == "median":
-            return np.median(stacked, axis=0)
-        from scipy.stats import trim_mean
-
-        return trim_mean(stacked, self.trim, axis=0)
-
-    def ready(self, received: int) -> bool:
-        return received >= math.ceil(self.wait_for * self.n_workers)
-
-    def __repr__(self) -> str:
-        return f"RobustAggregation(rule={self.rule!r}, trim={self.trim}, wait_for={self.wait_for})"

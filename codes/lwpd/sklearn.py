@@ -53,6 +53,7 @@ from threadpoolctl import threadpool_limits
 from lwpd import _config
 from lwpd.placement import check_placement, shard_rows
 from lwpd.schemes import LWPD
+from lwpd.train import train
 
 __all__ = ["CodedGDClassifier", "CodedGDRegressor"]
 
@@ -266,7 +267,6 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         return sw
 
     def _fit(self, X: Any, y: Any, sample_weight: Any, problem_cls: Any) -> "_CodedGD":
-        from lwpd import train
         from lwpd.cluster import SimulatedCluster
 
         est = self._checked_estimator()

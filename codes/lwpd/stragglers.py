@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from lwpd._validation import as_rng, check_int, check_real
+from lwpd._validation import as_rng, check_fraction, check_int, check_real
 
 __all__ = [
     "DelayModel",
@@ -71,14 +71,6 @@ __all__ = [
     "MarkovBursty",
     "Trace",
 ]
-
-
-def _check_probability(name: str, value: Any) -> float:
-    """Return ``value`` as a float in ``[0, 1]``, or raise naming ``name``."""
-    p = check_real(name, value)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
-    return p
 
 
 def _check_slowdown(value: Any) -> float:
@@ -299,7 +291,7 @@ class Bernoulli(DelayModel):
     """
 
     def __init__(self, p_fail: float, base: float = 1.0) -> None:
-        self.p_fail = _check_probability("p_fail", p_fail)
+        self.p_fail = check_fraction("p_fail", p_fail, zero=True)
         self.base = check_real("base", base, positive=True)
 
     def _draw(self, n_workers: int, rng: np.random.Generator) -> np.ndarray:
@@ -351,7 +343,7 @@ class SlowWorkers(DelayModel):
     """
 
     def __init__(self, fraction: float, slowdown: float, base: float = 1.0) -> None:
-        self.fraction = _check_probability("fraction", fraction)
+        self.fraction = check_fraction("fraction", fraction, zero=True)
         self.slowdown = _check_slowdown(slowdown)
         self.base = check_real("base", base, positive=True)
         self.slow: np.ndarray | None = None
@@ -442,8 +434,8 @@ class MarkovBursty(DelayModel):
     """
 
     def __init__(self, p_stay_slow: float, p_stay_fast: float, slowdown: float, base: float = 1.0) -> None:
-        self.p_stay_slow = _check_probability("p_stay_slow", p_stay_slow)
-        self.p_stay_fast = _check_probability("p_stay_fast", p_stay_fast)
+        self.p_stay_slow = check_fraction("p_stay_slow", p_stay_slow, zero=True)
+        self.p_stay_fast = check_fraction("p_stay_fast", p_stay_fast, zero=True)
         if self.p_stay_slow == 1.0 and self.p_stay_fast == 1.0:
             raise ValueError(
                 "p_stay_slow and p_stay_fast cannot both be 1: the chain would never change state "

@@ -6,11 +6,11 @@ then per step ``begin``, ``tasks(theta)``, ``fold(worker, result)`` as results a
 """
 
 from lwpd.schemes._base import MalformedResult, Scheme, Task
-from lwpd.schemes._data_parallel import IgnoreStragglers, Replication, Uncoded
+from lwpd.schemes._data_parallel import IgnoreStragglers, Replication, RobustAggregation, Uncoded
 from lwpd.schemes._gradient_coding import GradientCoding
 from lwpd.schemes._lcc import LCC
 from lwpd.schemes._lwpd import LWPD, RandomK
 from lwpd.schemes._partial_gc import PartialGradientCoding
 from lwpd.schemes._replicated import ReplicatedLWPD
 
-__all__ = ["GradientCoding", "IgnoreStragglers", "LCC", "LWPD", "MalformedResult", "PartialGradientCoding", "RandomK", "ReplicatedLWPD", "Replication", "Scheme", "Task", "Uncoded"]
+__all__ = ["GradientCoding", "IgnoreStragglers", "LCC", "LWPD", "MalformedResult", "PartialGradientCoding", "RandomK", "ReplicatedLWPD", "Replication", "RobustAggregation", "Scheme", "Task", "Uncoded"]

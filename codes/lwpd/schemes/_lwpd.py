@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 
 from lwpd import _config
-from lwpd._validation import check_bool, check_choice, check_int, check_real
+from lwpd._compress import compress as compress_codebook
+from lwpd._validation import check_bool, check_choice, check_fraction, check_int, check_real
+from lwpd.codebook import Partition
+from lwpd.constructions import block_codebook, identity_codebook, projective_codebook
 from lwpd.cost import chunk_supports, derivative_ops, moment_derivative_ops, moment_setup_ops
 from lwpd.schemes._base import RowMemory, Scheme, Task, curvature_shares, result_pair
 
@@ -244,7 +247,6 @@ class LWPD(Scheme):
         max_age: int = _config.MEMORY_MAX_AGE,
         unverified: str = "drop",
     ) -> None:
-        from lwpd.schemes._data_parallel import _check_fraction
 
         from lwpd.codebook import Codebook
 
@@ -268,12 +270,10 @@ class LWPD(Scheme):
         self.unverified = check_choice("unverified", unverified, UNVERIFIED)
         if self.unverified != "drop" and self.decoder != "robust":
             raise ValueError(f"unverified={self.unverified!r} applies to decoder='robust' only")
-        self.wait_for = _check_fraction(wait_for)
+        self.wait_for = check_fraction("wait_for", wait_for)
         self.chunks = None if chunks is None else check_int("chunks", chunks, minimum=1)
         self.reassign = check_bool("reassign", reassign)
-        share = check_real("share", share)
-        if not 0.0 < share <= 1.0:
-            raise ValueError(f"share must lie in (0, 1], got {share}")
+        share = check_fraction("share", share)
         if share != 1.0 and self.layout != "sharded":
             raise ValueError(f"share applies to layout='sharded' only (each codeword is answered once with layout={self.layout!r})")
         if share != 1.0 and not self.reassign:
@@ -292,8 +292,6 @@ class LWPD(Scheme):
                              "shards' values of one codeword differ, and only the projection decoder pools them")
 
     def _build_codebook(self) -> Any:
-        from lwpd import Partition, block_codebook, projective_codebook
-        from lwpd import compress as compress_codebook
 
         n = self.problem.n_params
         size = min(self.block_size, n)
@@ -588,7 +586,6 @@ class RandomK(LWPD):
         super().__init__(redundancy=1.0, wait_for=wait_for, chunks=chunks, share=share)
 
     def _build_codebook(self) -> Any:
-        from lwpd import Partition, block_codebook, identity_codebook
 
         n = self.problem.n_params
         size = min(self.block_size, n)

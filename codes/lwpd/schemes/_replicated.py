@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from lwpd import _config
-from lwpd._validation import check_bool, check_choice, check_int
+from lwpd._validation import check_bool, check_choice, check_fraction, check_int
+from lwpd.codebook import Codebook, Partition
+from lwpd.constructions import block_codebook
 from lwpd.cost import codeword_support, derivative_ops
 from lwpd.schemes._base import RowMemory, Scheme, Task, curvature_shares, group_rows, result_pair
 from lwpd.schemes._lwpd import _codeword_chunk, _joint_chunks
@@ -117,18 +119,16 @@ class ReplicatedLWPD(Scheme):
 
     def __init__(self, block_size: int = 8, chunks: int = 4, wait_for: float = 0.75, memory: bool = False,
                  max_age: int = _config.MEMORY_MAX_AGE, partial: bool = False, second: str = "weight-2") -> None:
-        from lwpd.schemes._data_parallel import _check_fraction
 
         self.block_size = check_int("block_size", block_size, minimum=1)
         self.chunks = check_int("chunks", chunks, minimum=1)
-        self.wait_for = _check_fraction(wait_for)
+        self.wait_for = check_fraction("wait_for", wait_for)
         self.memory = check_bool("memory", memory)
         self.max_age = check_int("max_age", max_age, minimum=0)
         self.partial = check_bool("partial", partial)
         self.second = check_choice("second", second, SECOND_BASES)
 
     def _bind(self, rng: np.random.Generator) -> None:
-        from lwpd import Codebook, Partition, block_codebook
         from lwpd.decoders import ProjectionDecoder
 
         if self.n_workers % 2:

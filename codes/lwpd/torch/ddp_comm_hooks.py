@@ -7,8 +7,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from lwpd._compress import compress
 from lwpd._validation import check_int
-from lwpd.codebook import Codebook
+from lwpd.codebook import Codebook, Partition
+from lwpd.constructions import block_codebook, projective_codebook
 
 
 
@@ -93,7 +95,6 @@ class LWPDHookState:
     def _base(self, size: int) -> Codebook:
         """The base of a block of ``size`` coordinates: the projective base, or (cyclic) its
         log-det compression to a basis of the block."""
-        from lwpd import compress, projective_codebook
 
         base = self._bases.get(size)
         if base is None:
@@ -122,7 +123,6 @@ class LWPDHookState:
         return self._build(numel, step, np.random.default_rng([self.seed, bucket_index, step]))
 
     def _build(self, numel: int, step: int, rng: np.random.Generator | None) -> tuple[Codebook, "_TiledCode"]:
-        from lwpd import Partition, block_codebook
 
         patterns: dict[int, Codebook] = {}
 

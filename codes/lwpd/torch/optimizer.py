@@ -13,11 +13,13 @@ import numpy as np
 import torch
 
 from lwpd import _config
-from lwpd._validation import as_rng, check_choice, check_int, check_real
+from lwpd._validation import as_rng, check_choice, check_fraction, check_int, check_real
 from lwpd.codebook import Codebook, Partition
 from lwpd.torch.partitions import (_SCHEMES, ParameterPartition, _assign, _build_partition, _check_max_block,
                                    _flatten, _group_blocks_by_size, _module_groups, _named_parameters,
                                    _sequence_groups)
+from lwpd._compress import compress
+from lwpd.constructions import block_codebook, projective_codebook
 
 _POLICIES = ("deadline", "fastest", "all")
 _HOOK_REGISTRIES = (
@@ -32,7 +34,6 @@ _HOOK_REGISTRIES = (
 
 def _block_base(size: int, max_weight: int, redundancy: float) -> Codebook:
     """Compressed projective pattern for a block of ``size`` coordinates."""
-    from lwpd import compress, projective_codebook
 
     base = projective_codebook(size, q=3, max_weight=max_weight)
     keep = int(min(len(base), max(size, round(redundancy * size))))
@@ -43,7 +44,6 @@ def _default_codebook(partition: Partition, max_weight: int = 2, redundancy: flo
     """The default codebook of the torch adapters: per block, a projective base PG(b-1, 3) of
     weight <= ``max_weight``, compressed to ``round(redundancy * b)`` codewords (private).
     """
-    from lwpd import block_codebook
 
     redundancy = _config.TORCH_REDUNDANCY if redundancy is None else redundancy
     cache: dict[int, Codebook] = {}
@@ -76,8 +76,7 @@ def _pattern_runs(codebook: Codebook, rows: np.ndarray) -> list[_PatternRun] | N
     per block size, every block's codewords contiguous and in the pattern's order; ``rows``:
     codewords per block), or ``None`` when the runs are too many or their blocks have too
     many codewords (``_config.TORCH_PATTERN_MAX_RUNS``, ``TORCH_PATTERN_MAX_ROWS``)."""
-    from lwpd import block_codebook
-    from lwpd.decoders import _layout
+    from lwpd.decoders._layout import layout as packed_layout
 
     sizes = codebook.blocks.sizes
     starts = np.flatnonzero(np.r_[True, (sizes[1:] != sizes[:-1]) | (rows[1:] != rows[:-1])])
@@ -92,7 +91,7 @@ def _pattern_runs(codebook: Codebook, rows: np.ndarray) -> list[_PatternRun] | N
         b, m, c0, o = int(sizes[a]), int(rows[a]), int(first_codeword[a]), int(offsets[a])
         base = csr[c0 : c0 + m].toarray()[:, o : o + b].astype(_config.DECODER_DTYPE)
         pattern = block_codebook(Codebook.from_dense(base), Partition.uniform(b, b))
-        runs.append(_PatternRun(o, int(a), int(z - a), b, m, base, _layout(pattern),
+        runs.append(_PatternRun(o, int(a), int(z - a), b, m, base, packed_layout(pattern),
                                 np.zeros((1 << m, b, b), dtype=_config.DECODER_DTYPE), np.full(1 << m, -1, dtype=np.int64)))
     return runs
 
@@ -301,9 +300,7 @@ class CodedOptimizer(torch.optim.Optimizer):
             if self.policy == "deadline" and self.deadline is None:
                 raise ValueError("policy='deadline' with a cluster needs deadline= (cluster time per step)")
             self.n_workers = check_int("cluster.n_workers", cluster.n_workers, minimum=1)
-        self.wait_for = check_real("wait_for", wait_for, positive=True)
-        if self.wait_for > 1:
-            raise ValueError(f"wait_for must be a fraction in (0, 1], got {self.wait_for}")
+        self.wait_for = check_fraction("wait_for", wait_for)
         redundancy = check_real("redundancy", redundancy, positive=True)
         self.exact_grad_stats = bool(exact_grad_stats)
         self.stragglers = NoDelay() if stragglers is None else check_delay_model(stragglers)
