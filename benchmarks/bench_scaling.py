@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from lwpd import train
-from lwpd._experiment import SCHEMES, make_scheme
+from lwpd.schemes.registry import NAMES as SCHEMES, make_scheme
 from lwpd.cluster import SimulatedCluster
 from lwpd.problems import LeastSquares
 from lwpd.stragglers import ShiftedExponential
@@ -53,7 +53,7 @@ def ms_per_step(p: LeastSquares, scheme: str, workers: int) -> float:
         stamps.append(time.perf_counter())
         return False
 
-    train(p, make_scheme(scheme, workers, p.n_params), SimulatedCluster(workers, ShiftedExponential(1.0, 0.5), seed=0),
+    train(p, make_scheme(scheme, workers), SimulatedCluster(workers, ShiftedExponential(1.0, 0.5), seed=0),
           policy="first_k", max_steps=STEPS, progress=False, seed=0, track_error=False, callback=stamp)
     return 1e3 * float(np.median(np.diff(stamps)))
 

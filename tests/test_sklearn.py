@@ -27,7 +27,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from lwpd.cluster import SimulatedCluster
-from lwpd.schemes import LWPD
+from lwpd.schemes import LWPD, registry
 from lwpd.sklearn import CodedGDClassifier, CodedGDRegressor
 from lwpd.stragglers import ShiftedExponential
 
@@ -253,14 +253,25 @@ def test_policies_and_scheme_objects():
     assert fits["object"].history_.scheme == "lwpd"
 
 
-@pytest.mark.parametrize("scheme", ["lwpd", "uncoded", "ignore", "replication", "gc-frc", "gc-cyclic", "lcc"])
+@pytest.mark.parametrize("scheme", registry.NAMES)
 @pytest.mark.parametrize("policy", ["deadline", "first_k"])
 def test_every_named_scheme_trains_under_stragglers(scheme, policy):
+    """The wrappers take every name of lwpd.schemes.registry, the list the command line takes."""
     X, y = _regression()
     reg = CodedGDRegressor(Ridge(alpha=1.0), scheme=scheme, policy=policy, stragglers=ShiftedExponential(1.0, 0.5),
                            max_iter=100, tol=None, random_state=0).fit(X, y)
     assert reg.history_.scheme == scheme and reg.n_iter_ == 100
     assert reg.score(X, y) > 0.95
+
+
+def test_the_classifier_takes_every_registry_name_but_lcc():
+    X, y = make_classification(120, 5, random_state=0)
+    assert set(registry.names(least_squares=False)) == set(registry.NAMES) - {"lcc"}
+    for name in registry.names(least_squares=False):
+        clf = CodedGDClassifier(scheme=name, max_iter=20, tol=None, random_state=0).fit(X, y)
+        assert clf.history_.scheme == name and clf.score(X, y) > 0.8
+    with pytest.raises(InvalidParameterError, match="scheme"):
+        CodedGDClassifier(scheme="lcc").fit(X, y)
 
 
 def test_lcc_for_regression_and_custom_cluster():

@@ -13,13 +13,11 @@ from typing import Any
 import numpy as np
 
 from lwpd import _config
+from lwpd.schemes import registry
 from lwpd.train import train
 
 DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "synthetic")
 MODELS = ("auto", "least_squares", "logistic", "softmax")
-SCHEMES = ("uncoded", "ignore", "iag", "randk", "replication", "gc-frc", "gc-cyclic", "gc-partial", "lcc", "lwpd",
-           "lwpd-memory", "lwpd-fr")
-DEFAULT_SCHEMES = ("uncoded", "ignore", "replication", "gc-cyclic", "gc-partial", "lwpd")
 _NATURAL_MODEL = {"digits": "softmax", "breast_cancer": "logistic", "wine": "softmax", "diabetes": "least_squares", "synthetic": "least_squares"}
 _STRAGGLERS = {
     "none": ("NoDelay", {}),
@@ -87,38 +85,6 @@ def load_problem(dataset: str, model: str, seed: int):
     return cls(X_tr, y_tr, alpha=alpha), cls(X_te, y_te, alpha=alpha), model
 
 
-def make_scheme(name: str, n_workers: int, n_params: int, *, block_size: int = 8, max_weight: int = 2) -> Any:
-    """A scheme by name. Uncoded, ignore-stragglers and LWPD (the library default: each
-    worker its shard, streaming its partial derivatives in chunks) do about one unit of
-    compute per worker and step; replication and gradient coding do two, LCC ``N / K``.
-    ``iag`` and ``lwpd-memory`` keep every row's latest value across steps; ``randk`` is
-    random-k ignore-stragglers at half the floats; ``lwpd-fr`` pairs workers on the same data
-    with complementary bases. ``block_size`` and ``max_weight`` shape the LWPD codebooks."""
-    from lwpd import schemes
-
-    if name == "uncoded":
-        return schemes.Uncoded()
-    if name == "ignore":
-        return schemes.IgnoreStragglers(wait_for=0.75)
-    if name == "replication":
-        return schemes.Replication(2 if n_workers % 2 == 0 else 1)
-    if name == "gc-frc":
-        return schemes.GradientCoding(1 if n_workers % 2 == 0 else 0, kind="frc")
-    if name == "gc-cyclic":
-        return schemes.GradientCoding(1, kind="cyclic")
-    if name == "gc-partial":
-        return schemes.PartialGradientCoding(1)
-    if name == "lcc":
-        return schemes.LCC(max(1, (n_workers - max(1, n_workers // 4) + 1) // 2))
-    if name == "iag":  # ignore-stragglers with memory: the incremental aggregated gradient
-        return schemes.IgnoreStragglers(wait_for=0.75, memory=True)
-    if name == "randk":  # random-k sparsified ignore-stragglers at half the floats
-        return schemes.RandomK(share=0.5)
-    if name == "lwpd-fr":  # fractional-repetition pairs with complementary bases (even n_workers)
-        return schemes.ReplicatedLWPD(block_size=block_size)
-    return schemes.LWPD(block_size=block_size, max_weight=max_weight, wait_for=0.75, memory=name == "lwpd-memory")
-
-
 def _score(test: Any, theta: np.ndarray) -> tuple[str, float]:
     """Test accuracy for classifiers, R^2 for least squares."""
     W, b = test.unpack(theta)
@@ -148,7 +114,7 @@ class Outcome:
 def run(
     dataset: str = "digits",
     model: str = "auto",
-    schemes: tuple[str, ...] = DEFAULT_SCHEMES,
+    schemes: tuple[str, ...] = registry.DEFAULT_NAMES,
     workers: int = 16,
     stragglers: str = "shifted-exp:shift=1,rate=0.5",
     policy: str = "first_k",
@@ -220,7 +186,7 @@ def _run_one(name: str, problem: Any, test: Any, workers: int, delays: Any, cost
     its data placed by ``placement`` (the warm-up steps too)."""
     from lwpd.cluster import DaskCluster, ExecutorCluster, SimulatedCluster
 
-    scheme = make_scheme(name, workers, problem.n_params)
+    scheme = registry.make_scheme(name, workers)
     pool = None
     if backend == "simulated":
         cluster = SimulatedCluster(workers, delays, seed=seed, cost=cost)
@@ -236,7 +202,7 @@ def _run_one(name: str, problem: Any, test: Any, workers: int, delays: Any, cost
         # Two untimed steps first, on a throwaway simulated cluster: the first call of each
         # kernel compiles it (seconds, once per machine while the cache is cold), which the
         # decode column would otherwise charge to the master.
-        train(problem, make_scheme(name, workers, problem.n_params), SimulatedCluster(workers, delays, seed=seed, cost=cost),
+        train(problem, registry.make_scheme(name, workers), SimulatedCluster(workers, delays, seed=seed, cost=cost),
               policy=policy, deadline=deadline, lr=lr, max_steps=2, progress=False, seed=seed, track_error=False,
               placement=placement)
         history = train(problem, scheme, cluster, policy=policy, deadline=deadline, lr=lr, max_steps=max_steps,

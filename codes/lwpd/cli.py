@@ -16,6 +16,7 @@ import numpy as np
 from lwpd._compress import compress
 from lwpd.constructions import projective_codebook
 from lwpd.metrics import summary
+from lwpd.schemes import registry
 
 _CRITERIA = ("coherence", "frame_potential", "mutual_information", "logdet")
 
@@ -112,9 +113,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         schemes = tuple(name.strip() for name in args.schemes.split(","))
-        unknown = [name for name in schemes if name not in _experiment.SCHEMES]
+        unknown = [name for name in schemes if name not in registry.NAMES]
         if unknown or not schemes or len(set(schemes)) < len(schemes):
-            raise ValueError(f"--schemes takes distinct names, comma-separated, from {', '.join(_experiment.SCHEMES)}; got {args.schemes!r}")
+            raise ValueError(f"--schemes takes distinct names, comma-separated, from {', '.join(registry.NAMES)}; got {args.schemes!r}")
         if args.placement.partition(":")[0] not in PLACEMENTS:  # the library's message also offers index arrays
             raise ValueError(f"--placement must be iid, sorted or dirichlet:alpha=A (A > 0); got {args.placement!r}")
         if not 0 <= args.seed < 2**32:
@@ -193,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dataset", choices=_experiment.DATASETS, default="digits", help="the training data (scikit-learn's)")
     run.add_argument("--model", choices=_experiment.MODELS, default="auto", help="default: the data set's natural model")
-    run.add_argument("--schemes", default=",".join(_experiment.DEFAULT_SCHEMES),
-                     help=f"comma-separated, from {', '.join(_experiment.SCHEMES)}")
+    run.add_argument("--schemes", default=",".join(registry.DEFAULT_NAMES),
+                     help=f"comma-separated, from {', '.join(registry.NAMES)}")
     run.add_argument("--workers", type=int, default=16, help="simulated workers, one shard of the rows each")
     run.add_argument("--stragglers", default="shifted-exp:shift=1,rate=0.5",
                      help="delay model name[:key=value,...], e.g. pareto:alpha=1.5 or slow:fraction=0.1,slowdown=10")

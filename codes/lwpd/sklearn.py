@@ -52,13 +52,13 @@ from threadpoolctl import threadpool_limits
 
 from lwpd import _config
 from lwpd.placement import check_placement, shard_rows
-from lwpd.schemes import LWPD
+from lwpd.schemes import LWPD, registry
 from lwpd.train import train
 
 __all__ = ["CodedGDClassifier", "CodedGDRegressor"]
 
-_CLASSIFIER_SCHEMES = ("lwpd", "uncoded", "ignore", "replication", "gc-frc", "gc-cyclic")
-_REGRESSOR_SCHEMES = _CLASSIFIER_SCHEMES + ("lcc",)
+_CLASSIFIER_SCHEMES = registry.names(least_squares=False)
+_REGRESSOR_SCHEMES = registry.names(least_squares=True)
 
 _COMMON_DOC = """
     scheme : str or Scheme, default "lwpd"
@@ -348,11 +348,9 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
 
     def _scheme(self, problem: Any, n_workers: int, fixed: bool) -> tuple[Any, int]:
         """The scheme (a fresh copy) and the number of workers it can occupy."""
-        from lwpd._experiment import make_scheme
-
         def build(n: int) -> Any:
             if isinstance(self.scheme, str):
-                return make_scheme(self.scheme, n, problem.n_params, block_size=self.block_size, max_weight=self.max_weight)
+                return registry.make_scheme(self.scheme, n, block_size=self.block_size, max_weight=self.max_weight)
             return copy.deepcopy(self.scheme)
 
         scheme = build(n_workers)
