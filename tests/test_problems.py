@@ -251,7 +251,7 @@ def test_lipschitz_iterative_path(monkeypatch):
     # Beyond the Gram-size limit: Lanczos, inflated by a small margin (never below exact).
     X, y = _data("ls", True, m=60, d=30)
     exact = LeastSquares(X, y).lipschitz()
-    monkeypatch.setattr(problems, "_EXACT_GRAM_LIMIT", 4)
+    monkeypatch.setattr(_config, "EXACT_GRAM_LIMIT", 4)
     approx = LeastSquares(X, y).lipschitz()
     assert approx >= exact
     assert approx == pytest.approx(exact, rel=1e-5)
@@ -423,7 +423,7 @@ def test_weighted_lipschitz_iterative_path(monkeypatch):
     weights = np.random.default_rng(10).uniform(0.0, 2.0, M)
     for fit_intercept in (True, False):
         exact = _make_weighted("ls", True, 0.0, weights, fit_intercept).lipschitz()
-        monkeypatch.setattr(problems, "_EXACT_GRAM_LIMIT", 1)
+        monkeypatch.setattr(_config, "EXACT_GRAM_LIMIT", 1)
         lanczos = _make_weighted("ls", True, 0.0, weights, fit_intercept).lipschitz()
         assert exact <= lanczos <= exact * (1 + 3e-6)  # the Lanczos margin is 1e-6
         monkeypatch.undo()

@@ -37,6 +37,15 @@ DENSE_TILE_BYTES_PER_WEIGHT: int = 32
 FLOAT_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float64))
 DEFAULT_DTYPE: np.dtype = np.dtype(np.float64)
 
+# ---------------------------------------------------------------------------- problems
+#: Largest side of the Gram matrix formed explicitly by :meth:`lipschitz`; beyond it the
+#: spectral norm is found by Lanczos iteration (``scipy.sparse.linalg.eigsh``).
+EXACT_GRAM_LIMIT: int = 2048
+
+#: Relative safety margin applied to an iterative (Lanczos) estimate of ``||[X 1]||_2^2``,
+#: which converges to the top eigenvalue from below.
+LANCZOS_MARGIN: float = 1e-6
+
 #: Decoder state (information matrices, sums of received values) is always float64.
 DECODER_DTYPE: np.dtype = np.dtype(np.float64)
 

@@ -255,7 +255,7 @@ def _write(out: Path, outcomes: list[Outcome], config: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lwpd.train import strict_json
+    from lwpd._history import strict_json
 
     out.mkdir(parents=True, exist_ok=True)
     data = {
