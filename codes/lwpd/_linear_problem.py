@@ -407,7 +407,7 @@ class LinearProblem(ABC):
             return np.zeros(0)
 
         # Entries of the selected codewords: (codeword slot, coordinate, value).
-        slot, coords, vals = cb._csr().selected_entries(sel)
+        slot, coords, vals = cb.internals.csr().selected_entries(sel)
         vals = vals.astype(np.float64)
 
         # Residuals: one pass over the selected rows.

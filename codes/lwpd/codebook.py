@@ -726,6 +726,11 @@ class CodebookInternals:
         """The tile's base transposed and padded to its largest weight (cached)."""
         return self._cb._tile_ell(dtype)
 
+    def distinct_blocks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, int]]:
+        """``(block, codeword_indices, dense_rows, multiplicity)`` per distinct block (the
+        tile's base once, with the number of blocks it covers)."""
+        return self._cb._iter_blocks()
+
     def memo(self, key: Any, build: Callable[[], Any]) -> Any:
         """The value kept under ``key``, built by ``build()`` on first use."""
         cache = self._cb._cache
@@ -733,6 +738,29 @@ class CodebookInternals:
         if value is None:
             value = cache[key] = build()
         return value
+
+
+def codebook_from_csr(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, shape: tuple[int, int],
+                      name: str = "array") -> Codebook:
+    """A codebook from CSR arrays (for constructions that build them directly), validated as
+    :meth:`Codebook.from_scipy` validates; ``name`` is the argument named in its errors."""
+    return Codebook._from_csr(_CSR(indptr, indices, data, shape), None, name)
+
+
+def tiled_codebook(base: Codebook, partition: Partition, tiled_blocks: int, rest: Any = None,
+                   rest_block: np.ndarray | None = None) -> Codebook:
+    """``base`` repeated over blocks ``0 .. tiled_blocks - 1`` of ``partition`` (kept as the
+    pattern), then the codewords of ``rest`` (a SciPy sparse matrix in global coordinates,
+    block by block) in blocks ``rest_block``; ``rest=None``: no others."""
+    if rest is None:
+        empty = _CSR(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, base.dtype), (0, partition.dim))
+        return Codebook._tiled(base, partition, tiled_blocks, empty, np.zeros(0, np.int64))
+    return Codebook._tiled(base, partition, tiled_blocks, _CSR.from_scipy(rest), rest_block)
+
+
+def leading_run(partition: Partition) -> int:
+    """Number of leading blocks of ``partition`` that share the size of block 0."""
+    return partition._leading_run()
 
 
 def check_codebook(name: str, value: Any) -> Codebook:

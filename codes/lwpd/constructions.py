@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from lwpd import _config
 from lwpd._validation import as_rng, check_choice, check_int, check_prime
-from lwpd.codebook import Codebook, Partition, _CSR
+from lwpd.codebook import Codebook, Partition, codebook_from_csr, leading_run, tiled_codebook
 
 __all__ = [
     "projective_codebook",
@@ -145,7 +144,7 @@ def projective_codebook(dim: int, q: int = 3, max_weight: int | None = None, nor
     if normalize:
         norms = np.sqrt(np.add.reduceat(flat_dat**2, indptr[:-1]))
         flat_dat = flat_dat / np.repeat(norms, weights)
-    return Codebook._from_csr(_CSR(indptr, flat_idx, flat_dat, (total, dim)), None, "array")
+    return codebook_from_csr(indptr, flat_idx, flat_dat, (total, dim))
 
 
 def _restrict(base: Codebook, size: int) -> Codebook:
@@ -164,7 +163,7 @@ def _restrict(base: Codebook, size: int) -> Codebook:
     _, first_seen = np.unique(canonical, axis=0, return_index=True)
     rows = np.sort(first_seen)
     dense = dense[rows]
-    if np.allclose(base._csr().row_norms(), 1.0):
+    if np.allclose(base.internals.csr().row_norms(), 1.0):
         dense = dense / np.linalg.norm(dense, axis=1, keepdims=True)
     return Codebook.from_dense(dense.astype(base.dtype))
 
@@ -222,13 +221,12 @@ def block_codebook(base: Codebook | Callable[[int], Codebook], partition: Partit
         return patterns[size]
 
     sizes, offsets = partition.sizes, partition.offsets
-    lead = partition._leading_run()
+    lead = leading_run(partition)
     tile = pattern(int(sizes[0]))
     dtype = tile.dtype
     rest_ids = np.arange(lead, partition.n_blocks, dtype=np.int64)
     if rest_ids.size == 0:
-        rest = _CSR(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype), (0, partition.dim))
-        return Codebook._tiled(tile, partition, lead, rest, np.zeros(0, np.int64))
+        return tiled_codebook(tile, partition, lead)
     # The remaining blocks, grouped by size and shifted in bulk (one pattern per distinct size):
     # their codewords come block after block, each block's in its pattern's order.
     local = {int(size): pattern(int(size)).to_scipy().astype(dtype) for size in np.unique(sizes[lead:])}
@@ -243,8 +241,7 @@ def block_codebook(base: Codebook | Callable[[int], Codebook], partition: Partit
         coo_data.append(np.tile(pat.data, which.size))
     shape = (int(rows_of.sum()), partition.dim)
     coo = sp.coo_array((np.concatenate(coo_data), (np.concatenate(coo_rows), np.concatenate(coo_cols))), shape=shape)
-    rest = _CSR.from_scipy(coo.tocsr())
-    return Codebook._tiled(tile, partition, lead, rest, np.repeat(rest_ids, rows_of))
+    return tiled_codebook(tile, partition, lead, coo.tocsr(), np.repeat(rest_ids, rows_of))
 
 
 def identity_codebook(dim: int) -> Codebook:

@@ -207,7 +207,7 @@ def chunk_supports(codebook: Any, chunks: Any) -> tuple[np.ndarray, np.ndarray]:
     ``(distinct coordinates touched, total weight)`` per chunk."""
     chunks = [np.asarray(chunk, dtype=np.int64).reshape(-1) for chunk in chunks]
     sizes = np.array([chunk.size for chunk in chunks], dtype=np.int64)
-    slot, coords, _ = codebook._csr().selected_entries(np.concatenate(chunks) if chunks else np.zeros(0, np.int64))
+    slot, coords, _ = codebook.internals.csr().selected_entries(np.concatenate(chunks) if chunks else np.zeros(0, np.int64))
     chunk_of = np.repeat(np.arange(len(chunks)), sizes)[slot]
     weight = np.bincount(chunk_of, minlength=len(chunks)).astype(float)
     pairs = chunk_of * np.int64(codebook.dim) + coords  # (chunk, coordinate), repeats where codewords overlap

@@ -38,7 +38,7 @@ __all__ = [
 
 def _expanded_blocks(cb: Codebook) -> Iterator[tuple[int, np.ndarray, int]]:
     """``(block, dense_rows, multiplicity)`` with every tiled block yielded on its own."""
-    for beta, _, rows, mult in cb._iter_blocks():
+    for beta, _, rows, mult in cb.internals.distinct_blocks():
         if mult == 1:
             yield beta, rows, 1
         else:
@@ -64,7 +64,7 @@ def _whitened_blocks(cb: Codebook, variances: np.ndarray | None) -> Iterator[tup
     """``(rows, multiplicity)`` per block, each block's columns scaled by the square roots of
     a diagonal prior's variances (``None``: the identity, so a tiled pattern is yielded once)."""
     if variances is None:
-        for _, _, rows, mult in cb._iter_blocks():
+        for _, _, rows, mult in cb.internals.distinct_blocks():
             yield rows.astype(np.float64), mult
         return
     offsets = cb.blocks.offsets
@@ -357,7 +357,7 @@ def captured_energy(
             mask[:] = False
             mask[as_index_array("received", received, cb.n_codewords)] = True
         captured = 0.0
-        for beta, idx, rows, mult in cb._iter_blocks():
+        for beta, idx, rows, mult in cb.internals.distinct_blocks():
             # a tiled pattern covers blocks beta .. beta+mult-1, codewords idx + k*len(idx)
             betas = beta + np.arange(mult)
             masks = mask[idx[None, :] + len(idx) * np.arange(mult)[:, None]]
@@ -370,7 +370,7 @@ def captured_energy(
     n_samples = check_int("n_samples", n_samples, minimum=1)
     rng = as_rng("seed", seed)
     captured = 0.0
-    for beta, idx, rows, mult in cb._iter_blocks():
+    for beta, idx, rows, mult in cb.internals.distinct_blocks():
         if cov is None:
             # identical blocks under independent erasures: one pattern's expectation, times mult
             masks = rng.random((n_samples, len(idx))) >= p

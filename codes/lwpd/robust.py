@@ -258,7 +258,7 @@ def _block_rows(codebook: Any, idx: np.ndarray):
         return
     offsets, sizes = codebook.blocks.offsets, codebook.blocks.sizes
     block_of = codebook.block_of[idx]
-    slot, coords, vals = codebook._csr().selected_entries(idx)
+    slot, coords, vals = codebook.internals.csr().selected_entries(idx)
     dense = np.zeros((idx.size, int(sizes.max())))
     dense[slot, coords - offsets[block_of[slot]]] = vals
     order = np.lexsort((idx, block_of))

@@ -14,7 +14,7 @@ import numpy as np
 
 from lwpd import _config
 from lwpd._validation import check_int, check_real
-from lwpd.cluster._executor import ExecutorCluster, _run_task
+from lwpd.cluster._executor import ExecutorCluster, run_task
 
 #: Values that always travel with a task (small by nature).
 _INLINE = (type(None), bool, numbers.Number, str, bytes, np.generic)
@@ -173,7 +173,7 @@ class DaskCluster(ExecutorCluster):
 
     def _dispatch(self, worker: int, fn: Callable[..., Any], finish_at: float, args: tuple, kwargs: dict) -> cf.Future:
         address = self._addresses[worker % len(self._addresses)]
-        future = self._client.submit(_run_task, fn, finish_at, worker, self._ship(args), self._ship(kwargs), pure=False,
+        future = self._client.submit(run_task, fn, finish_at, worker, self._ship(args), self._ship(kwargs), pure=False,
                                      workers=[address], allow_other_workers=True)
         # A concurrent.futures twin, settled on the client's event loop (no extra thread, no
         # round trip), so the executor cluster's waiting applies unchanged.

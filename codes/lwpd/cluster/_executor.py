@@ -19,11 +19,10 @@ from lwpd.cluster._common import (
     check_delay_model,
     check_faults,
     check_stop,
-    sample_delays,
 )
 
 
-def _run_task(fn: Callable[..., Any], finish_at: float, worker: int, args: tuple, kwargs: dict) -> Any:
+def run_task(fn: Callable[..., Any], finish_at: float, worker: int, args: tuple, kwargs: dict) -> Any:
     """Executed on the executor: sleep until the modelled finish time (``time.time()``
     seconds, shared by the processes of one machine), then run the task.
 
@@ -196,7 +195,7 @@ class ExecutorCluster(RoundsMixin):
     def _dispatch(self, worker: int, fn: Callable[..., Any], finish_at: float, args: tuple, kwargs: dict) -> cf.Future:
         """Hand one task to the executor (a subclass may choose the executor or ship the
         arguments differently)."""
-        return self._executor.submit(_run_task, fn, finish_at, worker, args, kwargs)
+        return self._executor.submit(run_task, fn, finish_at, worker, args, kwargs)
 
     @staticmethod
     def _outcome(future: cf.Future) -> tuple[Any, BaseException | None]:

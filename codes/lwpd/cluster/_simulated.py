@@ -19,7 +19,6 @@ from lwpd.cluster._common import (
     check_delay_model,
     check_faults,
     check_stop,
-    sample_delays,
 )
 
 

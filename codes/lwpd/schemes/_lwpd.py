@@ -19,7 +19,7 @@ from lwpd.schemes._base import RowMemory, Scheme, Task, curvature_shares, result
 LAYOUTS = ("sharded", "full", "moments")
 
 
-def _codeword_chunk(problem: Any, theta: np.ndarray, codebook: Any, indices: np.ndarray, rows: Any = None,
+def codeword_chunk(problem: Any, theta: np.ndarray, codebook: Any, indices: np.ndarray, rows: Any = None,
                     scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """One chunk of a worker's codewords: ``(indices, scale <grad f_rows(theta), v_j>)``, so the
     master knows which codewords a result answers whichever chunk arrives first."""
@@ -32,14 +32,14 @@ def _moment_chunk(moments: Any, theta: np.ndarray, codebook: Any, indices: np.nd
     if moments is None:
         raise RuntimeError("the moments are not formed yet: run the scheme's setup_tasks first (lwpd.train does)")
     A, b = moments
-    slot, coords, vals = codebook._csr().selected_entries(indices)
+    slot, coords, vals = codebook.internals.csr().selected_entries(indices)
     touched, inverse = np.unique(coords, return_inverse=True)
     g = A[touched] @ theta - b[touched]
     return indices, np.bincount(slot, weights=vals * g[inverse.reshape(-1)], minlength=indices.size)
 
 
-def _joint_chunks(fn: Any, arg_lists: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Several chunks of one worker in one call of ``fn`` (:func:`_codeword_chunk` or
+def joint_chunks(fn: Any, arg_lists: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Several chunks of one worker in one call of ``fn`` (:func:`codeword_chunk` or
     :func:`_moment_chunk`; every argument but the codewords is the worker's, the same for
     all): the codewords of all evaluated at once, the values split back per chunk."""
     parts = [args[_CHUNK_INDICES] for args in arg_lists]
@@ -58,7 +58,7 @@ def _split_evenly(values: np.ndarray, sections: int) -> list[np.ndarray]:
     return [values[bounds[i]:bounds[i + 1]] for i in range(sections)]
 
 
-_CHUNK_INDICES = 3  # where the chunk's codewords sit in the arguments of _codeword_chunk and _moment_chunk
+_CHUNK_INDICES = 3  # where the chunk's codewords sit in the arguments of codeword_chunk and _moment_chunk
 
 
 def _shard_moments(problem: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -331,7 +331,7 @@ class LWPD(Scheme):
             self._check_radius()
             # The size of the terms a value sums, for the decoder's rounding allowance:
             # ||grad f(theta)|| <= L ||theta|| + ||grad f(0)||, times the largest codeword L1 norm.
-            csr = self.codebook_._csr()
+            csr = self.codebook_.internals.csr()
             widest = float(np.abs(csr.data).max()) * float(self.codebook_.weights.max()) if csr.data.size else 0.0
             self._term_scale = (self.problem.lipschitz(), float(np.linalg.norm(self.problem.gradient(np.zeros(n)))),
                                 widest)
@@ -445,9 +445,9 @@ class LWPD(Scheme):
             terms = lipschitz * float(np.linalg.norm(theta)) + slope0
             self._decoder.atol = _config.ROBUST_ROUNDING_ULPS * np.finfo(float).eps * terms * widest
         out = []
-        fn = _moment_chunk if self.layout == "moments" else _codeword_chunk
+        fn = _moment_chunk if self.layout == "moments" else codeword_chunk
         for worker, chunks in enumerate(self._chunks):
-            joint = functools.partial(_joint_chunks, fn)  # one per worker: its chunks may be computed together
+            joint = functools.partial(joint_chunks, fn)  # one per worker: its chunks may be computed together
             for c, (indices, work, rerun_work) in enumerate(chunks):
                 if self.layout == "moments":
                     args = (self._moments, theta, self.codebook_, indices)

@@ -15,7 +15,7 @@ from lwpd.codebook import Codebook, Partition
 from lwpd.constructions import block_codebook
 from lwpd.cost import codeword_support, derivative_ops
 from lwpd.schemes._base import RowMemory, Scheme, Task, curvature_shares, group_rows, result_pair
-from lwpd.schemes._lwpd import _codeword_chunk, _joint_chunks
+from lwpd.schemes._lwpd import codeword_chunk, joint_chunks
 
 
 #: The second member's basis: the projective weight-2 codewords, or the unit vectors reversed.
@@ -179,8 +179,8 @@ class ReplicatedLWPD(Scheme):
     def tasks(self, theta: np.ndarray) -> list[Task]:
         out = []
         for worker, charged in enumerate(self._plan):
-            joint = functools.partial(_joint_chunks, _codeword_chunk)  # one per worker: its chunks may be computed together
-            out.extend(Task(worker, _codeword_chunk, (self.problem, theta, self.codebook_, indices, self._groups[worker // 2]),
+            joint = functools.partial(joint_chunks, codeword_chunk)  # one per worker: its chunks may be computed together
+            out.extend(Task(worker, codeword_chunk, (self.problem, theta, self.codebook_, indices, self._groups[worker // 2]),
                             work, floats=float(indices.size), key=(worker, c), rerun_work=rerun, joint=joint)
                        for c, (indices, work, rerun) in enumerate(charged))
         return out

@@ -10,7 +10,7 @@ from torch.func import functional_call, jvp, vmap
 from lwpd import _config
 from lwpd._validation import check_int
 from lwpd.codebook import Codebook
-from lwpd.torch.partitions import ParameterPartition, _named_parameters
+from lwpd.torch.partitions import ParameterPartition, named_parameters_of
 
 
 
@@ -97,7 +97,7 @@ def directional_derivatives(
     >>> torch.allclose(d, flatten_grads(model))
     True
     """
-    named = _named_parameters(model)
+    named = named_parameters_of(model)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")
     if chunk_size is not None:

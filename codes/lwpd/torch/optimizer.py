@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from lwpd import _config
+from lwpd._compress import compress
 from lwpd._validation import as_rng, check_choice, check_fraction, check_int, check_real
 from lwpd.codebook import Codebook, Partition
-from lwpd.torch.partitions import (_SCHEMES, ParameterPartition, _assign, _build_partition, _check_max_block,
-                                   _flatten, _group_blocks_by_size, _module_groups, _named_parameters,
-                                   _sequence_groups)
-from lwpd._compress import compress
 from lwpd.constructions import block_codebook, projective_codebook
+from lwpd.torch.partitions import (PARTITION_SCHEMES, ParameterPartition, assign, build_partition, check_max_block,
+                                   flatten, group_blocks_by_size, module_groups, named_parameters_of,
+                                   sequence_groups)
 
 _POLICIES = ("deadline", "fastest", "all")
 _HOOK_REGISTRIES = (
@@ -321,10 +321,10 @@ class CodedOptimizer(torch.optim.Optimizer):
                 )
             self.layout = partition
         else:
-            check_choice("partition", partition, _SCHEMES)
-            self.layout = self._partition(params, partition, model, _check_max_block(max_block))
+            check_choice("partition", partition, PARTITION_SCHEMES)
+            self.layout = self._partition(params, partition, model, check_max_block(max_block))
             if codebook is None:
-                self.layout = _group_blocks_by_size(self.layout)
+                self.layout = group_blocks_by_size(self.layout)
         default_codebook = codebook is None
         if codebook is None:
             codebook = _default_codebook(self.layout.partition, self.max_weight, redundancy)
@@ -399,11 +399,11 @@ class CodedOptimizer(torch.optim.Optimizer):
     def _partition(self, params: list[torch.Tensor], scheme: str, model: Any, max_block: int | None) -> ParameterPartition:
         if model is None:
             names = [f"param{i}" for i in range(len(params))]
-            return _build_partition(names, [p.shape for p in params], _sequence_groups([p.shape for p in params]), scheme, max_block)
-        named = _named_parameters(model)
+            return build_partition(names, [p.shape for p in params], sequence_groups([p.shape for p in params]), scheme, max_block)
+        named = named_parameters_of(model)
         if [id(p) for _, p in named] != [id(p) for p in params]:
             raise ValueError("model must have exactly the optimizer's parameters, in the same order")
-        return _build_partition([n for n, _ in named], [p.shape for p in params], _module_groups(model, named), scheme, max_block)
+        return build_partition([n for n, _ in named], [p.shape for p in params], module_groups(model, named), scheme, max_block)
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
@@ -567,7 +567,7 @@ class CodedOptimizer(torch.optim.Optimizer):
                                         0.0 if self.exact_grad_stats else None, waited)
             self.optimizer.step()
             return loss
-        g = _flatten(params)  # flat order; the pattern path reorders inside its kernel
+        g = flatten(params)  # flat order; the pattern path reorders inside its kernel
         if shortcut and self._runs is not None and _config.TORCH_PATTERN_PROJECTION:
             g_hat, recovered = self._project_by_patterns(g, missing)
             received = int(self._chunk_sizes[arrived].sum())
@@ -589,7 +589,7 @@ class CodedOptimizer(torch.optim.Optimizer):
         if self.exact_grad_stats:
             norm = float(torch.linalg.vector_norm(g))
             error = float(torch.linalg.vector_norm(g_hat - g)) / norm if norm > 0 else 0.0
-        _assign(params, g_hat, skip_missing=True)
+        assign(params, g_hat, skip_missing=True)
         self._last_arrived = arrived
         self.last_stats = StepStats(received, len(self.codebook), recovered, error, waited)
         self.optimizer.step()
@@ -665,7 +665,7 @@ class CodedOptimizer(torch.optim.Optimizer):
         rest = idx[~whole[self._block_of[idx]]] if whole.any() else idx
         if rest.size:
             if rest.size * _config.TORCH_SUBSET_ENCODE_FRACTION < len(self.codebook):
-                slot, coords, weights = self.codebook._csr().selected_entries(rest)
+                slot, coords, weights = self.codebook.internals.csr().selected_entries(rest)
                 values = np.bincount(slot, weights=weights * g_np[coords].astype(np.float64), minlength=rest.size)
             else:  # most codewords: the encoding kernel over all of them, then a gather, is cheaper
                 values = _encode(self.codebook, g).numpy()[rest]

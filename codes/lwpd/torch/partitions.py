@@ -11,7 +11,7 @@ import torch
 from lwpd._validation import check_choice, check_int
 from lwpd.codebook import Partition
 
-_SCHEMES = ("tensor", "layer", "neuron")
+PARTITION_SCHEMES = ("tensor", "layer", "neuron")
 
 
 class ParameterPartition(NamedTuple):
@@ -61,7 +61,7 @@ class ParameterPartition(NamedTuple):
         return out
 
 
-def _named_parameters(model: Any) -> list[tuple[str, torch.nn.Parameter]]:
+def named_parameters_of(model: Any) -> list[tuple[str, torch.nn.Parameter]]:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     named = list(model.named_parameters())
@@ -70,7 +70,7 @@ def _named_parameters(model: Any) -> list[tuple[str, torch.nn.Parameter]]:
     return named
 
 
-def _module_groups(model: torch.nn.Module, named: list[tuple[str, Any]]) -> tuple[list[list[int]], list[tuple[int, int | None]]]:
+def module_groups(model: torch.nn.Module, named: list[tuple[str, Any]]) -> tuple[list[list[int]], list[tuple[int, int | None]]]:
     """``(layers, neurons)`` as indices into ``named``: the parameters each module owns
     directly, and its ``(weight, bias)`` pair when it has a weight (bias ``None`` when absent
     or not of shape ``(weight.shape[0],)``)."""
@@ -80,14 +80,15 @@ def _module_groups(model: torch.nn.Module, named: list[tuple[str, Any]]) -> tupl
         own = [where[id(p)] for p in module.parameters(recurse=False) if id(p) in where]
         if own:
             layers.append(own)
-        w, b = module._parameters.get("weight"), module._parameters.get("bias")
+        direct = dict(module.named_parameters(recurse=False))
+        w, b = direct.get("weight"), direct.get("bias")
         if w is not None and id(w) in where and w.ndim >= 1:
             ok = b is not None and id(b) in where and tuple(b.shape) == (w.shape[0],)
             pairs.append((where[id(w)], where[id(b)] if ok else None))
     return layers, pairs
 
 
-def _sequence_groups(shapes: Sequence[torch.Size]) -> tuple[list[list[int]], list[tuple[int, int | None]]]:
+def sequence_groups(shapes: Sequence[torch.Size]) -> tuple[list[list[int]], list[tuple[int, int | None]]]:
     """The same structure guessed from a bare parameter list (no modules known): a tensor of
     two or more dimensions followed by a 1-D tensor of length ``shape[0]`` is a
     ``(weight, bias)`` pair -- the order in which ``nn.Linear`` and ``nn.ConvNd`` register them."""
@@ -114,7 +115,7 @@ def _halve(block: np.ndarray, max_block: int | None) -> list[np.ndarray]:
     return _halve(block[:half], max_block) + _halve(block[half:], max_block)
 
 
-def _build_partition(
+def build_partition(
     names: Sequence[str],
     shapes: Sequence[torch.Size],
     groups: tuple[list[list[int]], list[tuple[int, int | None]]],
@@ -164,7 +165,7 @@ def _build_partition(
     )
 
 
-def _group_blocks_by_size(layout: ParameterPartition) -> ParameterPartition:
+def group_blocks_by_size(layout: ParameterPartition) -> ParameterPartition:
     """The same blocks, reordered so that blocks of equal size are adjacent, the most common
     size first (private). The default codebook then repeats one base pattern over that
     leading run (a tiled codebook: faster to encode, and its blocks with the same received
@@ -187,7 +188,7 @@ def _group_blocks_by_size(layout: ParameterPartition) -> ParameterPartition:
     )
 
 
-def _check_max_block(max_block: Any) -> int | None:
+def check_max_block(max_block: Any) -> int | None:
     return None if max_block is None else check_int("max_block", max_block, minimum=1)
 
 
@@ -232,32 +233,32 @@ def partition_parameters(model: torch.nn.Module, scheme: str = "tensor", max_blo
     >>> partition_parameters(model, "tensor", max_block=4).partition.sizes.tolist()
     [3, 3, 3, 3, 3, 3, 3, 2]
     """
-    check_choice("scheme", scheme, _SCHEMES)
-    max_block = _check_max_block(max_block)
-    named = _named_parameters(model)
+    check_choice("scheme", scheme, PARTITION_SCHEMES)
+    max_block = check_max_block(max_block)
+    named = named_parameters_of(model)
     names = [n for n, _ in named]
     shapes = [p.shape for _, p in named]
-    return _build_partition(names, shapes, _module_groups(model, named), scheme, max_block)
+    return build_partition(names, shapes, module_groups(model, named), scheme, max_block)
 
 
 # ============================================================================ gradients
 def _params_of(model_or_params: Any) -> list[torch.Tensor]:
     if isinstance(model_or_params, torch.nn.Module):
-        return [p for _, p in _named_parameters(model_or_params)]
+        return [p for _, p in named_parameters_of(model_or_params)]
     params = list(model_or_params)
     if not params:
         raise ValueError("there are no parameters")
     return params
 
 
-def _flatten(params: Sequence[torch.Tensor]) -> torch.Tensor:
+def flatten(params: Sequence[torch.Tensor]) -> torch.Tensor:
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     if len(grads) == 1:
         return grads[0].reshape(-1)  # a view when the gradient is contiguous
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-def _assign(params: Sequence[torch.Tensor], vector: torch.Tensor, skip_missing: bool = False) -> None:
+def assign(params: Sequence[torch.Tensor], vector: torch.Tensor, skip_missing: bool = False) -> None:
     offset = 0
     for p in params:
         piece = vector[offset : offset + p.numel()].view_as(p)
@@ -301,7 +302,7 @@ def flatten_grads(model: torch.nn.Module) -> torch.Tensor:
     >>> flatten_grads(model).tolist()
     [1.0, 1.0, 1.0]
     """
-    return _flatten(_params_of(model))
+    return flatten(_params_of(model))
 
 
 def assign_grads(model: torch.nn.Module, vector: Any) -> None:
@@ -332,4 +333,4 @@ def assign_grads(model: torch.nn.Module, vector: Any) -> None:
     """
     params = _params_of(model)
     dim = sum(p.numel() for p in params)
-    _assign(params, _check_vector("vector", vector, dim, params[0]))
+    assign(params, _check_vector("vector", vector, dim, params[0]))
