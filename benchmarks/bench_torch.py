@@ -73,28 +73,28 @@ def breakdown(opt: CodedOptimizer, model: torch.nn.Module, x, y, repeats: int) -
     the general path, and a deployment's master), and the projection by received patterns
     that a step with the default codebook runs instead of encode + decode."""
     from lwpd.torch.optimizer import _decode, _encode
-    from lwpd.torch.partitions import _flatten
+    from lwpd.torch.partitions import flatten as _flatten
 
     model.zero_grad()
     F.cross_entropy(model(x), y).backward()
     params = opt._params()
-    g = opt.layout.to_blocks(_flatten(params))
+    g = opt.parameter_partition.to_blocks(_flatten(params))
     idx = torch.cat(opt._chunk_indices)
     values = _encode(opt.codebook, g)[idx]
     flat = _flatten(params)
     lost = np.random.default_rng(0).random(len(opt._chunk_sizes)) < 0.2
     parts = {
-        "flatten + reorder to blocks": lambda: opt.layout.to_blocks(_flatten(params)),
+        "flatten + reorder to blocks": lambda: opt.parameter_partition.to_blocks(_flatten(params)),
         "encode all codewords": lambda: _encode(opt.codebook, g),
         "decode (fold + solve every block)": lambda: _decode(opt.codebook, opt._decoder, idx, values, g),
     }
     if opt._runs is not None:  # what a step does with the default codebook (lwpd.torch.CodedOptimizer)
         parts[f"project by patterns ({lost.sum()} of {lost.size} chunks lost)"] = lambda: opt._project_by_patterns(flat, np.flatnonzero(lost))
     times = best_times(list(parts.values()), max(3, repeats // 3))
-    n_blocks = opt.layout.partition.n_blocks
+    n_blocks = opt.parameter_partition.partition.n_blocks
     print(f"\nCoded step parts, batch {x.shape[0]} ({n_blocks:,} blocks, every codeword received):")
     for (label, _), t in zip(parts.items(), times):
-        print(f"  {label:<40} {1e3 * t:8.2f} ms  ({1e9 * t / opt.layout.dim:5.1f} ns per parameter)")
+        print(f"  {label:<40} {1e3 * t:8.2f} ms  ({1e9 * t / opt.parameter_partition.dim:5.1f} ns per parameter)")
 
 
 def step_fn(model, opt, x, y):

@@ -314,8 +314,8 @@ def test_dense_tile_assembly_equals_the_scattered_assembly(data):
             decoders[name].update(idx, values)
     finally:
         _config.PATTERN_MAX_ROWS, _config.DENSE_ASSEMBLY_RATIO = saved
-    assert decoders["dense"]._state.layout.tile_dense.shape == (b, len(base))
-    assert decoders["scatter"]._state.layout.tile_dense.size == 0
+    assert decoders["dense"]._state.packed.tile_dense.shape == (b, len(base))
+    assert decoders["scatter"]._state.packed.tile_dense.size == 0
     dense, scatter = decoders["dense"], decoders["scatter"]
     np.testing.assert_allclose(dense.estimate(), scatter.estimate(), rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(dense.block_ranks, scatter.block_ranks)
@@ -326,9 +326,9 @@ def test_dense_tile_assembly_is_chosen_for_small_dense_tiles():
     """The default rule takes the dense assembly for the library's usual tile (64 rows of weight
     <= 2 on blocks of 8) and the scatter for a sparse tile of many coordinates."""
     dense = ProjectionDecoder(block_codebook(projective_codebook(8, max_weight=2), Partition.uniform(80, 8)))
-    assert dense._state.layout.tile_dense.shape == (8, 64)
+    assert dense._state.packed.tile_dense.shape == (8, 64)
     sparse = ProjectionDecoder(block_codebook(identity_codebook(256), Partition.uniform(512, 256)))
-    assert sparse._state.layout.tile_dense.size == 0
+    assert sparse._state.packed.tile_dense.size == 0
 
 
 @given(n=st.integers(0, 40), where=st.integers(0, 39), bad=st.sampled_from([np.nan, np.inf, -np.inf]),
@@ -393,7 +393,7 @@ def test_shared_patterns_are_used_on_a_large_tiled_codebook():
     g = rng.standard_normal(cb.dim)
     received = np.flatnonzero(np.arange(len(cb)) % 16 != 5)  # a worker holding every 16th codeword failed
     dec = ProjectionDecoder(cb)
-    slots, masks = cpu.tile_pattern_slots(np.arange(2000), dec._state.layout.ints, dec._state.layout.bounds, dec._state.layout.floats,
+    slots, masks = cpu.tile_pattern_slots(np.arange(2000), dec._state.packed.ints, dec._state.packed.bounds, dec._state.packed.floats,
                                           np.isin(np.arange(len(cb)), received).astype(np.int64), np.full(1 << 16, -1))
     assert (slots >= 0).all() and masks.size <= 16  # the failure pattern repeats
     dec.update(received, cb.encode(g)[received])

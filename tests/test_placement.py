@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from reference import small_problems, uneven_shards
-from lwpd import _config, train
+from lwpd import _defaults, train
 from lwpd.cluster import SimulatedCluster
 from lwpd.placement import PLACEMENTS, check_placement, label_counts, shard_rows
 from lwpd.problems import LeastSquares, Logistic, Softmax
@@ -212,8 +212,8 @@ def test_dirichlet_on_a_regression_target_uses_its_quantile_bins(monkeypatch, bi
     """A regression target is placed exactly as a classifier whose labels are the target's
     equal-count quantile bins (``PLACEMENT_REGRESSION_BINS`` of them)."""
     if bins is not None:
-        monkeypatch.setattr(_config, "PLACEMENT_REGRESSION_BINS", bins)
-    n_bins = _config.PLACEMENT_REGRESSION_BINS
+        monkeypatch.setattr(_defaults, "PLACEMENT_REGRESSION_BINS", bins)
+    n_bins = _defaults.PLACEMENT_REGRESSION_BINS
     rng = np.random.default_rng(3)
     m = 200
     X = rng.standard_normal((m, 2))
@@ -236,7 +236,7 @@ def test_dirichlet_on_a_regression_target_uses_its_quantile_bins(monkeypatch, bi
 
 
 def test_regression_default_bins_are_deciles():
-    assert _config.PLACEMENT_REGRESSION_BINS == 10
+    assert _defaults.PLACEMENT_REGRESSION_BINS == 10
     rng = np.random.default_rng(4)
     problem = LeastSquares(rng.standard_normal((150, 2)), rng.standard_normal(150))
     counts = label_counts(problem, [np.arange(150)])

@@ -78,3 +78,36 @@ def test_main_job_prints_the_metrics_table():
     for label in ("coherence", "Welch bound", "min angle (deg)", "frame potential", "max weight"):
         assert label in out.stdout
     assert np.isclose(float(out.stdout.split("coherence")[-1].split()[0]), np.sqrt(2 / 3), atol=1e-6)
+
+
+def test_entry_points_share_the_worker_count_and_wait_for_defaults():
+    """lwpd run, the scikit-learn wrappers and CodedOptimizer simulate the same number of
+    workers by default, and every partial-decoding scheme waits for the same fraction."""
+    import inspect
+
+    from lwpd import _defaults, cli
+    from lwpd.schemes import LWPD, IgnoreStragglers, RandomK, ReplicatedLWPD, registry
+    from lwpd.sklearn import CodedGDClassifier, CodedGDRegressor
+    from lwpd.torch import CodedOptimizer
+
+    def default(fn, name):
+        return inspect.signature(fn).parameters[name].default
+
+    assert {default(CodedGDClassifier, "n_workers"), default(CodedGDRegressor, "n_workers"),
+            default(CodedOptimizer, "n_workers"), cli.build_parser().parse_args(["run"]).workers} == {_defaults.WORKERS}
+    assert {default(cls, "wait_for") for cls in (LWPD, IgnoreStragglers, RandomK, ReplicatedLWPD, CodedOptimizer)} \
+        == {_defaults.WAIT_FOR}
+    assert registry.make_scheme("lwpd", 8).wait_for == registry.make_scheme("ignore", 8).wait_for == _defaults.WAIT_FOR
+
+
+def test_policy_names_are_trains_and_the_old_optimizer_name_still_works():
+    import torch
+
+    from lwpd.torch import CodedOptimizer
+
+    model = torch.nn.Linear(8, 2)  # 18 parameters: codewords enough for the default 16 workers
+    with pytest.warns(DeprecationWarning, match="'first_k'"):
+        opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), policy="fastest", seed=0)
+    assert opt.policy == "first_k"
+    with pytest.raises(ValueError, match="'deadline', 'first_k', 'all'"):
+        CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), policy="async")

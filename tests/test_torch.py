@@ -222,8 +222,8 @@ def test_chunking_and_block_order_layout_do_not_change_the_result():
     g = backprop_grad(model, x, y)
     pp = partition_parameters(model, "neuron", max_block=4)
     cb = _default_codebook(pp.partition)  # codewords in block order
-    a = directional_derivatives(model, F.cross_entropy, x, y, cb, layout=pp)
-    b = directional_derivatives(model, F.cross_entropy, x, y, cb, chunk_size=1, layout=pp)
+    a = directional_derivatives(model, F.cross_entropy, x, y, cb, partition=pp)
+    b = directional_derivatives(model, F.cross_entropy, x, y, cb, chunk_size=1, partition=pp)
     expected = torch.as_tensor(cb.encode(pp.to_blocks(g).numpy()))
     torch.testing.assert_close(a, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14)
@@ -266,7 +266,7 @@ def test_without_stragglers_the_coded_step_is_the_plain_step():
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("policy", ["deadline", "fastest", "all"])
+@pytest.mark.parametrize("policy", ["deadline", "first_k", "all"])
 def test_under_stragglers_grad_is_the_projection_onto_the_received_codewords(policy):
     model = cnn()
     x, y = data(model, torch.float64)
@@ -281,9 +281,9 @@ def test_under_stragglers_grad_is_the_projection_onto_the_received_codewords(pol
     g_hat = flatten_grads(model)
     received = opt.last_received
     V = opt.codebook.to_dense()
-    blocked = opt.layout.to_blocks(g).numpy()
+    blocked = opt.parameter_partition.to_blocks(g).numpy()
     oracle = decode_projection(V, received, V[received] @ blocked)
-    np.testing.assert_allclose(opt.layout.to_blocks(g_hat).numpy(), oracle, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(opt.parameter_partition.to_blocks(g_hat).numpy(), oracle, rtol=1e-9, atol=1e-12)
     assert float(g_hat @ g) == pytest.approx(float(g_hat @ g_hat), rel=1e-9)  # a descent direction
     stats = opt.last_stats
     assert stats.received == received.size < stats.n_codewords
@@ -351,8 +351,8 @@ def test_param_groups_are_the_wrapped_optimizers_and_schedulers_work():
 
 def test_partition_without_a_model_pairs_weights_with_their_biases():
     model = cnn()
-    by_shape = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), seed=0).layout
-    by_module = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model=model, seed=0).layout
+    by_shape = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), seed=0).parameter_partition
+    by_module = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model=model, seed=0).parameter_partition
     assert by_shape.partition == by_module.partition
     assert np.array_equal(by_shape.permutation, by_module.permutation)
 
@@ -644,7 +644,7 @@ def test_arrivals_can_come_from_a_cluster():
     # a real executor: the same interface
     with ThreadPoolExecutor(2) as pool:
         model = mlp()
-        opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), seed=0, policy="fastest", wait_for=0.5,
+        opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), seed=0, policy="first_k", wait_for=0.5,
                              cluster=ExecutorCluster(pool, 3))
         one_step(model, opt, x, y)
         assert 0 < opt.last_stats.received < opt.last_stats.n_codewords
@@ -710,7 +710,7 @@ def _coded_grads(monkeypatch, general, make_opt, model, steps=5, dtype=torch.flo
     return out
 
 
-@pytest.mark.parametrize("case", ["layer-chunks-fastest", "neuron-all-weight3", "ungrouped-partition", "float32"])
+@pytest.mark.parametrize("case", ["layer-chunks-first_k", "neuron-all-weight3", "ungrouped-partition", "float32"])
 def test_pattern_projection_matches_the_general_path(monkeypatch, case):
     """The pattern path (per run of equal blocks, the projector of each block's received set,
     cached across steps) writes the general path's gradient, recovered fraction and counts,
@@ -726,8 +726,8 @@ def test_pattern_projection_matches_the_general_path(monkeypatch, case):
 
     def make_opt(model):
         inner = torch.optim.SGD(model.parameters(), lr=0.05)
-        if case == "layer-chunks-fastest":
-            return CodedOptimizer(inner, model=model, partition="layer", chunks=3, policy="fastest", wait_for=0.6,
+        if case == "layer-chunks-first_k":
+            return CodedOptimizer(inner, model=model, partition="layer", chunks=3, policy="first_k", wait_for=0.6,
                                   stragglers=ShiftedExponential(1.0, 1.0), seed=3, n_workers=5)
         if case == "neuron-all-weight3":
             return CodedOptimizer(inner, model=model, partition="neuron", max_weight=3, policy="all", redundancy=1.5,
@@ -749,7 +749,7 @@ def test_pattern_projection_matches_the_general_path(monkeypatch, case):
     # the received sets differ between steps, so the cache grew and was reused
     assert any(s.received < s.n_codewords for _, s, _ in fast)
     assert sum(int((run.ranks >= 0).sum()) for run in opt._runs) >= len(opt._runs)
-    if case in ("layer-chunks-fastest", "neuron-all-weight3"):
+    if case in ("layer-chunks-first_k", "neuron-all-weight3"):
         # here some received sets span their blocks (copied, no product) and some do not (projected)
         assert any((run.ranks == run.size).any() for run in opt._runs)
         assert any(((run.ranks >= 0) & (run.ranks < run.size)).any() for run in opt._runs)

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from lwpd import _config
+from lwpd import _config, _defaults
 from lwpd._validation import as_covariance, as_rng, check_choice, check_int
 from lwpd.codebook import check_codebook
 from lwpd.codebook import Codebook
@@ -213,10 +213,10 @@ def _objective(cb: Codebook, criterion: str, cov: np.ndarray | None) -> _Objecti
     gram, factor = _unit_gram(cb, cov)
     if criterion == "logdet":
         kernel = gram
-        kernel /= _config.DEFAULT_NOISE**2
+        kernel /= _defaults.DEFAULT_NOISE**2
         kernel[np.diag_indices_from(kernel)] += 1.0
         if factor is not None:
-            factor = factor / _config.DEFAULT_NOISE
+            factor = factor / _defaults.DEFAULT_NOISE
         return _Objective(criterion, weights, "logdet", kernel=kernel, factor=factor)
     pair = _correlation(gram)
     if criterion == "coherence":

@@ -1,7 +1,9 @@
-"""Numeric settings for lwpd, kept in one place.
+"""Numeric and kernel policy for lwpd, kept in one place.
 
-Every kernel and every public function reads its flags and tolerances from here, so a
-change of policy (for example a stricter rank tolerance) is made once.
+Every kernel and every public function reads its flags, tolerances and thresholds from here,
+so a change of policy (for example a stricter rank tolerance) is made once. The defaults a
+user sees in signatures (workers, ``wait_for``, the adapters' settings) are in
+:mod:`lwpd._defaults`.
 """
 
 from __future__ import annotations
@@ -109,12 +111,6 @@ TIE_RTOL: float = 1e-9
 MAX_SWAPS: int = 10_000
 COMPRESS_RESTARTS: int = 4
 
-#: Default measurement noise (standard deviation) of the log-det information criterion.
-DEFAULT_NOISE: float = 1.0
-
-#: Default number of Monte Carlo straggler patterns in ``captured_energy``.
-DEFAULT_ENERGY_SAMPLES: int = 256
-
 #: CUDA launches: threads per block, and a cap on blocks per grid (kernels are grid-stride,
 #: so any grid covers any problem size).
 CUDA_THREADS_PER_BLOCK: int = 256
@@ -128,49 +124,13 @@ CUDA_SHARED_PATTERN: int = 2048
 #: information matrix in shared memory, sized at compile time.
 CUDA_MAX_DECODE_BLOCK: int = 32
 
-#: torch adapters (``lwpd.torch``): largest coordinate block ``CodedOptimizer`` codes when
-#: given a partition scheme by name (larger blocks are halved recursively), and how many
-#: codewords per coordinate of each block it keeps (chosen by ``compress``, criterion
-#: "logdet"). The per-step decode costs ``O(b^2)`` per coordinate (an ``O(b^3)`` solve per
-#: block); on a 1M-parameter MLP with 20% failing workers, blocks of <= 4 decoded both faster
-#: and with a smaller gradient error than blocks of <= 8 (benchmarks/bench_torch.py).
-TORCH_MAX_BLOCK: int = 4
-TORCH_REDUNDANCY: float = 2.0
-
 #: ``directional_derivatives`` densifies directions in chunks of at most this many entries
 #: (``chunk_size * n_params``), bounding the memory of the vmapped jvp.
 TORCH_JVP_CHUNK_ELEMENTS: int = 1 << 22
 
-#: ``CodedOptimizer(policy="deadline")`` without an explicit deadline waits this multiple
-#: of the median worker's finishing time (virtual seconds) each step.
-TORCH_DEADLINE_FACTOR: float = 1.25
-
-#: Gradient steps with stale results (``policy="async"``) use this fraction of the
-#: ``1 / L`` step of synchronous gradient descent.
-ASYNC_STEP_FRACTION: float = 0.3
-
-#: scikit-learn adapters: the loss must fall by ``tol * max(1, |loss|)`` over this many
-#: steps, else training stops (like ``n_iter_no_change`` of scikit-learn's SGD).
-SKLEARN_N_ITER_NO_CHANGE: int = 5
-
-#: scikit-learn adapters: a fit whose loss exceeds this multiple of its starting loss (or 1)
-#: has diverged and raises FloatingPointError.
-SKLEARN_DIVERGENCE_FACTOR: float = 1e6
-
-#: scikit-learn adapters: rounds of the delay model drawn to choose the automatic deadline.
-SKLEARN_DEADLINE_ROUNDS: int = 64
-
-#: Placement (lwpd.placement): a regression target is cut into this many quantile bins,
-#: which ``"dirichlet:alpha=A"`` treats as its classes.
-PLACEMENT_REGRESSION_BINS: int = 10
-
 #: Schemes with memory (``memory=True``): the largest table of kept values (groups x rows,
 #: e.g. workers x codewords), 12 bytes each; above it the scheme refuses memory.
 MEMORY_MAX_ENTRIES: int = 1 << 26
-
-#: Schemes with memory: default ``max_age``, the oldest kept value (steps since its task was
-#: dispatched) a step may use. Persistent 10x stragglers deliver every ~10 steps.
-MEMORY_MAX_AGE: int = 20
 
 #: Training: rounds a scheme's one-off setup tasks (e.g. moment encoding) are dispatched
 #: again, to workers that failed, before ``lwpd.train`` gives up.

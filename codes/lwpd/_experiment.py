@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lwpd import _config
+from lwpd import _defaults
 from lwpd.schemes import registry
 from lwpd.train import train
 
@@ -115,7 +115,7 @@ def run(
     dataset: str = "digits",
     model: str = "auto",
     schemes: tuple[str, ...] = registry.DEFAULT_NAMES,
-    workers: int = 16,
+    workers: int = _defaults.WORKERS,
     stragglers: str = "shifted-exp:shift=1,rate=0.5",
     policy: str = "first_k",
     backend: str = "simulated",
@@ -197,7 +197,7 @@ def _run_one(name: str, problem: Any, test: Any, workers: int, delays: Any, cost
         cluster = ExecutorCluster(pool, workers, delays, time_scale=1e-3, seed=seed, cost=cost)
     try:
         # stale gradients (async) want a shorter step than the 1/L of synchronous steps
-        lr = _config.ASYNC_STEP_FRACTION / problem.lipschitz() if policy == "async" else None
+        lr = _defaults.ASYNC_STEP_FRACTION / problem.lipschitz() if policy == "async" else None
         deadline = 3.0 if policy == "deadline" else None
         # Two untimed steps first, on a throwaway simulated cluster: the first call of each
         # kernel compiles it (seconds, once per machine while the cache is cold), which the

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lwpd import _defaults
 from lwpd._compress import compress
 from lwpd.constructions import projective_codebook
 from lwpd.metrics import summary
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", choices=_experiment.MODELS, default="auto", help="default: the data set's natural model")
     run.add_argument("--schemes", default=",".join(registry.DEFAULT_NAMES),
                      help=f"comma-separated, from {', '.join(registry.NAMES)}")
-    run.add_argument("--workers", type=int, default=16, help="simulated workers, one shard of the rows each")
+    run.add_argument("--workers", type=int, default=_defaults.WORKERS, help="simulated workers, one shard of the rows each")
     run.add_argument("--stragglers", default="shifted-exp:shift=1,rate=0.5",
                      help="delay model name[:key=value,...], e.g. pareto:alpha=1.5 or slow:fraction=0.1,slowdown=10")
     run.add_argument("--placement", default="iid", metavar="SPEC",

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from lwpd import _config
+from lwpd import _config, _defaults
 from lwpd._validation import (
     as_rng,
     as_covariance,
@@ -229,7 +229,7 @@ def _sym_logdet(mat: np.ndarray) -> float:
     return float(value)
 
 
-def logdet_information(cb: Codebook, noise: float = _config.DEFAULT_NOISE, covariance: Any = None) -> float:
+def logdet_information(cb: Codebook, noise: float = _defaults.DEFAULT_NOISE, covariance: Any = None) -> float:
     """Information the results carry about the gradient, in nats.
 
     ``1/2 log det(I + noise^-2 V Sigma V^T)``: the mutual information between a Gaussian
@@ -294,7 +294,7 @@ def captured_energy(
     received: Any = None,
     erasure_prob: float | None = None,
     covariance: Any = None,
-    n_samples: int = _config.DEFAULT_ENERGY_SAMPLES,
+    n_samples: int = _defaults.DEFAULT_ENERGY_SAMPLES,
     seed: int | np.random.Generator | None = None,
 ) -> float:
     """Fraction of the gradient's energy that the received codewords capture.

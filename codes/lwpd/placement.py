@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from lwpd import _config
+from lwpd import _defaults
 from lwpd._validation import as_index_array, as_rng, check_int
 
 __all__ = ["PLACEMENTS", "check_placement", "label_counts", "shard_rows"]
@@ -109,7 +109,7 @@ def _classes(problem: Any) -> np.ndarray:
     y = _labels(problem)
     if hasattr(problem, "classes_"):
         return np.unique(y, return_inverse=True)[1].reshape(-1)
-    bins = _config.PLACEMENT_REGRESSION_BINS
+    bins = _defaults.PLACEMENT_REGRESSION_BINS
     edges = np.quantile(y, np.linspace(0.0, 1.0, bins + 1)[1:-1])
     return np.unique(np.searchsorted(edges, y, side="right"), return_inverse=True)[1].reshape(-1)
 

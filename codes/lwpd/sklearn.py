@@ -50,7 +50,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
-from lwpd import _config
+from lwpd import _defaults
 from lwpd.placement import check_placement, shard_rows
 from lwpd.schemes import LWPD, registry
 from lwpd.train import train
@@ -64,7 +64,7 @@ _COMMON_DOC = """
     scheme : str or Scheme, default "lwpd"
         How each step's gradient is split among the workers and decoded: a name
         ({names}) or a scheme object from :mod:`lwpd.schemes` (copied, never modified).
-    n_workers : int, default 8
+    n_workers : int, default 16
         Workers of the simulated cluster (>= 1). Capped at what the problem can occupy: the
         codebook's size for ``"lwpd"``, the number of samples for the data-parallel schemes
         (``n_workers_`` records the number used). Ignored when ``cluster`` is given.
@@ -142,9 +142,9 @@ _FITTED_DOC = """
 
 def _fill(doc: str, **values: Any) -> str:
     return doc.format(
-        rounds=_config.SKLEARN_DEADLINE_ROUNDS,
-        window=_config.SKLEARN_N_ITER_NO_CHANGE,
-        async_fraction=_config.ASYNC_STEP_FRACTION,
+        rounds=_defaults.SKLEARN_DEADLINE_ROUNDS,
+        window=_defaults.SKLEARN_N_ITER_NO_CHANGE,
+        async_fraction=_defaults.ASYNC_STEP_FRACTION,
         **values,
     )
 
@@ -195,7 +195,7 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         estimator: Any = None,
         *,
         scheme: Any = "lwpd",
-        n_workers: int = 8,
+        n_workers: int = _defaults.WORKERS,
         stragglers: Any = None,
         policy: str = "deadline",
         max_iter: int = 200,
@@ -297,16 +297,16 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
                     if self.policy == "deadline" else None)
         lr = None if self.learning_rate == "auto" else float(self.learning_rate)
         if lr is None and self.policy == "async":
-            lr = _config.ASYNC_STEP_FRACTION / problem.lipschitz()
+            lr = _defaults.ASYNC_STEP_FRACTION / problem.lipschitz()
 
         theta0 = self._warm_start(est, problem)
-        window = _config.SKLEARN_N_ITER_NO_CHANGE
+        window = _defaults.SKLEARN_N_ITER_NO_CHANGE
         tol = self.tol
         converged = [False]
 
         def blown_up(history: Any) -> float:
             """The loss past which the fit has diverged (train records the starting loss)."""
-            return _config.SKLEARN_DIVERGENCE_FACTOR * max(1.0, abs(history.initial_loss))
+            return _defaults.SKLEARN_DIVERGENCE_FACTOR * max(1.0, abs(history.initial_loss))
 
         def stop(step: int, theta: np.ndarray, history: Any) -> bool:
             losses = history.loss
@@ -421,7 +421,7 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         model = copy.deepcopy(self.stragglers)
         model.reset()
         gen = np.random.default_rng(seed)
-        draws = np.concatenate([model.sample(n_workers, gen) for _ in range(_config.SKLEARN_DEADLINE_ROUNDS)])
+        draws = np.concatenate([model.sample(n_workers, gen) for _ in range(_defaults.SKLEARN_DEADLINE_ROUNDS)])
         finite = draws[np.isfinite(draws)]
         if finite.size == 0:
             raise ValueError("stragglers: every sampled worker failed, so no deadline can be chosen; use policy='first_k'")

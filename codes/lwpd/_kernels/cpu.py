@@ -3,7 +3,7 @@
 Kernels assume validated input: contiguous arrays, int64 indices in range, finite values.
 Public functions in :mod:`lwpd.codebook` and :mod:`lwpd.decoders` check and dispatch.
 
-Codebook layout seen by the kernels
+The codebook as the kernels see it
 -----------------------------------
 A codebook is a *tile* -- a base pattern ``(tptr, tidx, tdat)`` with ``m`` rows in local
 block coordinates, repeated over blocks ``0 .. tile_blocks - 1`` (codeword ``beta*m + r`` is
@@ -152,7 +152,7 @@ def encode_csr(g, indptr, indices, data, first, out):
             out[row, first + j] = acc
 
 
-# ---------------------------------------------------------------------------- layout helpers
+# ---------------------------------------------------------------------------- packed-codebook helpers
 @njit(inline="always", **_FAST)
 def block_of_codeword(j, m, tile_blocks, rest_block):
     base = m * tile_blocks
@@ -238,10 +238,10 @@ min_norm_solve = njit(inline="always", **_FAST)(_dense.min_norm_solve)
 
 
 @njit(**_FAST)
-def unpack_layout(ints, bounds, floats):
-    """Views of a packed codebook layout (see ``lwpd.decoders._layout``).
+def unpack_codebook(ints, bounds, floats):
+    """Views of a packed codebook (see ``lwpd.decoders._packing``).
 
-    The kernels take the layout as three arrays instead of eleven because Numba's dispatch
+    The kernels take the packed codebook as three arrays instead of eleven because Numba's dispatch
     costs about 0.13 us per array argument, which dominates a single-arrival update.
     """
     return (
@@ -267,7 +267,7 @@ def solve_blocks(blocks, ints, bounds, floats, tile_dense, counts, sums, tol, ma
     Tiled blocks are assembled by :func:`assemble_tile_dense` when ``tile_dense`` (the
     transposed dense base, ``b x m``) is not empty.
     """
-    offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, _ = unpack_layout(ints, bounds, floats)
+    offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, _ = unpack_codebook(ints, bounds, floats)
     nb = blocks.shape[0]
     n_chunks = min(nb, n_chunks)
     m = tptr.shape[0] - 1
@@ -308,7 +308,7 @@ def tile_pattern_slots(blocks, ints, bounds, floats, counts, table):
     ``table`` (length ``2**m``, all -1) maps masks to slots during the call and is left all
     -1 again.
     """
-    _, tptr, _, _, tile_blocks, _, _, _, _, _, _ = unpack_layout(ints, bounds, floats)
+    _, tptr, _, _, tile_blocks, _, _, _, _, _, _ = unpack_codebook(ints, bounds, floats)
     m = tptr.shape[0] - 1
     nb = blocks.shape[0]
     slots = np.full(nb, -1, dtype=np.int64)
@@ -345,7 +345,7 @@ def tile_pattern_slots(blocks, ints, bounds, floats, counts, table):
 def pattern_operators(masks, ints, bounds, floats, tol):
     """``P[s] = A_s^+ V^T`` (shape ``(b, m)``, zero columns for rows not received) and the
     rank of ``A_s`` for each received set ``masks[s]`` of the tile's base rows."""
-    offsets, tptr, tidx, tdat, _, _, _, _, _, _, _ = unpack_layout(ints, bounds, floats)
+    offsets, tptr, tidx, tdat, _, _, _, _, _, _, _ = unpack_codebook(ints, bounds, floats)
     m = tptr.shape[0] - 1
     b = offsets[1] - offsets[0]
     V = np.zeros((m, b))
@@ -384,7 +384,7 @@ def pattern_operators(masks, ints, bounds, floats, tol):
 @_twin(**_FAST)
 def apply_patterns(blocks, slots, P, pattern_ranks, ints, bounds, floats, sums, ranks, x):
     """``x[block] = P[slot] @ sums[block's codewords]`` for every listed block with a slot."""
-    offsets, tptr, _, _, _, _, _, _, _, _, _ = unpack_layout(ints, bounds, floats)
+    offsets, tptr, _, _, _, _, _, _, _, _, _ = unpack_codebook(ints, bounds, floats)
     m = tptr.shape[0] - 1
     b = P.shape[1]
     for t in prange(blocks.shape[0]):
@@ -481,7 +481,7 @@ def scatter_results(indices, values, counts, sums, n_parts):
 @njit(**_FAST)
 def blocks_touched(indices, ints, bounds, floats):
     """Sorted distinct blocks of the given codewords."""
-    offsets, tptr, _, _, tile_blocks, _, _, _, _, _, rest_block = unpack_layout(ints, bounds, floats)
+    offsets, tptr, _, _, tile_blocks, _, _, _, _, _, rest_block = unpack_codebook(ints, bounds, floats)
     m = tptr.shape[0] - 1
     n_blocks = offsets.shape[0] - 1
     if 8 * indices.shape[0] < n_blocks:  # few arrivals: sorting them beats a pass over the blocks
@@ -496,26 +496,26 @@ def blocks_touched(indices, ints, bounds, floats):
     return np.flatnonzero(seen).astype(np.int64)
 
 
-#: Entries of a decoder's packed integers before its layout: the layout's eleven bounds, then
-#: the lengths of the layout's integers, of the ranks and of the layout's floats.
+#: Entries of a decoder's packed integers before its codebook: the packed codebook's eleven
+#: bounds, then the lengths of its integers, of the ranks and of its floats.
 STATE_HEADER = 14
 
 
 @njit(inline="always", **_FAST)
 def unpack_state(ints, floats, n_codewords):
     """Views of a projection decoder's packed state (see ``lwpd.decoders._pack_state``):
-    ``ints = [header | layout ints | ranks]``, ``floats = [layout floats | sums | x]``.
+    ``ints = [header | codebook ints | ranks]``, ``floats = [codebook floats | sums | x]``.
 
-    A single arrival's kernel takes the layout and the state as three arrays (these two and
+    A single arrival's kernel takes the packed codebook and the state as three arrays (these two and
     the uint16 counts) instead of seven, because Numba's dispatch costs about 0.13 us per
     array argument, which dominates a single-arrival update.
     """
     n_ints, n_blocks, n_floats = ints[11], ints[12], ints[13]
     start = STATE_HEADER + n_ints
     return (
-        ints[STATE_HEADER:start],  # layout ints
-        ints[:11],  # layout bounds
-        floats[:n_floats],  # layout floats
+        ints[STATE_HEADER:start],  # codebook ints
+        ints[:11],  # codebook bounds
+        floats[:n_floats],  # codebook floats
         floats[n_floats : n_floats + n_codewords],  # sums
         ints[start : start + n_blocks],  # ranks
         floats[n_floats + n_codewords :],  # x
@@ -534,7 +534,7 @@ def fold_one(j, value, ints, floats, counts, tol):
     if counts[j] == np.iinfo(counts.dtype).max:
         return False  # the count is full: nothing changed
     lay_ints, bounds, lay_floats, sums, ranks, x = unpack_state(ints, floats, counts.shape[0])
-    offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, rest_block = unpack_layout(
+    offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, rest_block = unpack_codebook(
         lay_ints, bounds, lay_floats)
     counts[j] += 1
     sums[j] += value

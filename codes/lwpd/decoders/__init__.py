@@ -4,7 +4,7 @@
 :class:`PeelingDecoder` is cheap and exact (erasure peeling), and :func:`decode` decodes a
 set of results in one shot. Each decoder validates its arguments and hands them to a state
 object of its backend -- ``_host`` (NumPy arrays, Numba kernels) or ``_device`` (numba.cuda)
--- with one interface, so no decoder method branches on the backend. ``_layout`` packs a
+-- with one interface, so no decoder method branches on the backend. ``_packing`` packs a
 codebook for the kernels once per codebook.
 """
 

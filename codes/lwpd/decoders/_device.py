@@ -18,7 +18,7 @@ from lwpd._backend import as_device_array, check_finite_device, is_device_array,
 from lwpd._gpu import device_copy
 from lwpd._kernels import cuda as kernels
 from lwpd.codebook import Codebook
-from lwpd.decoders._layout import layout
+from lwpd.decoders._packing import packed_codebook
 
 
 def _zero(*arrays) -> None:
@@ -84,8 +84,8 @@ class DeviceProjectionState(_DeviceState):
                 f"codebook has a block of {largest} coordinates; the CUDA decoders accept blocks of at most "
                 f"{_config.CUDA_MAX_DECODE_BLOCK} (use a finer Partition, or backend='cpu')"
             )
-        parts = layout(cb).fields()
-        self.layout = parts._replace(**{name: cuda.to_device(np.ascontiguousarray(getattr(parts, name)))
+        parts = packed_codebook(cb).fields()
+        self.packed = parts._replace(**{name: cuda.to_device(np.ascontiguousarray(getattr(parts, name)))
                                         for name in parts._fields if name != "tile_blocks"})
         self.tile_rows = parts.tptr.shape[0] - 1
         self._n_blocks = cb.blocks.n_blocks
@@ -97,7 +97,7 @@ class DeviceProjectionState(_DeviceState):
         self.reset()
 
     def _fold(self, idx, vals) -> None:
-        lay = self.layout
+        lay = self.packed
         if idx.shape[0] == 0:
             return
         blocks, threads = launch(idx.shape[0])
@@ -107,7 +107,7 @@ class DeviceProjectionState(_DeviceState):
 
     def solve_dirty(self) -> None:
         """Re-solve the blocks flagged in :attr:`dirty` and clear their flags."""
-        lay = self.layout
+        lay = self.packed
         blocks = max(1, min(_config.CUDA_MAX_BLOCKS, self._n_blocks))
         threads = min(_config.CUDA_THREADS_PER_BLOCK, 64)
         kernels.solve_blocks[blocks, threads](

@@ -13,7 +13,7 @@ from lwpd import _config
 from lwpd._kernels import cpu
 from lwpd.codebook import Codebook
 from lwpd.decoders._base import HostOnlyState
-from lwpd.decoders._layout import layout, pack_state
+from lwpd.decoders._packing import pack_state, packed_codebook
 
 
 class HostProjectionState(HostOnlyState):
@@ -32,25 +32,25 @@ class HostProjectionState(HostOnlyState):
                 f"codebook has a block of {largest} coordinates; the projection decoder accepts blocks of "
                 f"at most {_config.MAX_DECODE_BLOCK} (give the codebook a Partition, e.g. via block_codebook)"
             )
-        self.layout = layout(codebook)
+        self.packed = packed_codebook(codebook)
         self._tile_rows = codebook.internals.storage.rows
         n_blocks = codebook.blocks.n_blocks
         self.counts = np.zeros(codebook.n_codewords, dtype=_config.DECODER_COUNT_DTYPE)
-        # the layout, the value sums, the block ranks and the estimate live in two packed arrays
+        # the packed codebook, the value sums, the block ranks and the estimate live in two arrays
         # so that a single arrival's kernel call passes three arrays, not seven
-        self._packed = pack_state(self.layout, codebook.n_codewords, n_blocks, codebook.dim)
-        _, _, _, self.sums, self.ranks, self.x = cpu.unpack_state(*self._packed, codebook.n_codewords)
+        self._state_arrays = pack_state(self.packed, codebook.n_codewords, n_blocks, codebook.dim)
+        _, _, _, self.sums, self.ranks, self.x = cpu.unpack_state(*self._state_arrays, codebook.n_codewords)
         self._pattern_table: np.ndarray | None = None  # received set -> slot, see _solve
         self._dirty = np.zeros(n_blocks, dtype=bool)
         self._dirty_blocks: list[np.ndarray] = []
 
     def fold_one(self, j: int, value: float) -> None:
-        if not cpu.fold_one(j, value, *self._packed, self.counts, _config.RANK_RTOL):
+        if not cpu.fold_one(j, value, *self._state_arrays, self.counts, _config.RANK_RTOL):
             refuse_full_count(j, self.counts)
 
     def fold_many(self, indices: np.ndarray, values: np.ndarray) -> None:
         scatter(indices, values, self.counts, self.sums)
-        lay = self.layout
+        lay = self.packed
         touched = cpu.blocks_touched(indices, lay.ints, lay.bounds, lay.floats)
         fresh = touched[~self._dirty[touched]]
         if fresh.size:
@@ -80,7 +80,7 @@ class HostProjectionState(HostOnlyState):
         x = np.zeros(self.x.size, dtype=_config.DECODER_DTYPE)
         try:
             scatter(indices, values, self.counts, self.sums)
-            lay = self.layout
+            lay = self.packed
             self._solve(cpu.blocks_touched(indices, lay.ints, lay.bounds, lay.floats), x)
             return x
         finally:
@@ -103,7 +103,7 @@ class HostProjectionState(HostOnlyState):
 
     def _solve(self, blocks: np.ndarray, x: np.ndarray) -> None:
         """Solve the listed blocks into ``x`` (and their ranks)."""
-        lay = self.layout
+        lay = self.packed
         rows = self._tile_rows
         if 0 < rows <= _config.PATTERN_MAX_ROWS and blocks.size >= _config.PATTERN_MIN_BLOCKS:
             blocks = self._solve_shared_patterns(blocks, rows, x)
@@ -125,7 +125,7 @@ class HostProjectionState(HostOnlyState):
         Same result as the per-block solve (the same information matrices and the same
         pivoted-Cholesky rank decisions), applied as ``P_set @ sums`` per block.
         """
-        lay = self.layout
+        lay = self.packed
         if self._pattern_table is None:
             self._pattern_table = np.full(1 << rows, -1, dtype=np.int64)
         slots, masks = cpu.tile_pattern_slots(blocks, lay.ints, lay.bounds, lay.floats, self.counts, self._pattern_table)

@@ -11,7 +11,7 @@ from lwpd import _backend
 from lwpd._validation import check_choice
 from lwpd.codebook import Codebook, check_codebook
 from lwpd.decoders._base import validated_results
-from lwpd.decoders._layout import layout
+from lwpd.decoders._packing import packed_codebook
 from lwpd.decoders.peeling import PeelingDecoder
 from lwpd.decoders.projection import ProjectionDecoder
 
@@ -82,7 +82,7 @@ def _project_once(codebook: Codebook, indices: Any, values: Any) -> np.ndarray:
         return HostProjectionState(codebook).decode_once(idx, vals)
     try:
         state = codebook.internals.memo("one_shot_state", lambda: HostProjectionState(codebook))
-        if state.layout is not layout(codebook):  # a changed setting rebuilt the layout
+        if state.packed is not packed_codebook(codebook):  # a changed setting repacked the codebook
             state = HostProjectionState(codebook)
         return state.decode_once(idx, vals)
     finally:

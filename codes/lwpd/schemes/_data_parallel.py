@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from lwpd import _config
+from lwpd import _defaults
 from lwpd._validation import check_bool, check_choice, check_fraction, check_int, check_real
 from lwpd.cost import gradient_ops
 from lwpd.schemes._base import (PerWorkerResults, RowMemory, Task, curvature_shares, group_rows, result_pair,
@@ -105,8 +105,8 @@ class IgnoreStragglers(_Sharded):
     'iag'
     """
 
-    def __init__(self, wait_for: float = 0.75, chunks: int = 1, memory: bool = False,
-                 max_age: int = _config.MEMORY_MAX_AGE) -> None:
+    def __init__(self, wait_for: float = _defaults.WAIT_FOR, chunks: int = 1, memory: bool = False,
+                 max_age: int = _defaults.MEMORY_MAX_AGE) -> None:
         self.wait_for = check_fraction("wait_for", wait_for)
         self.chunks = check_int("chunks", chunks, minimum=1)
         self.memory = check_bool("memory", memory)

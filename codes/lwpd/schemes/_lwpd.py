@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from lwpd import _config
+from lwpd import _config, _defaults
 from lwpd._compress import compress as compress_codebook
 from lwpd._validation import check_bool, check_choice, check_fraction, check_int, check_real
 from lwpd.codebook import Partition
@@ -238,13 +238,13 @@ class LWPD(Scheme):
         redundancy: float | None = 1.0,
         compress: str | None = None,
         decoder: str = "projection",
-        wait_for: float = 0.75,
+        wait_for: float = _defaults.WAIT_FOR,
         chunks: int | None = None,
         reassign: bool = True,
         share: float = 1.0,
         max_errors: int = 1,
         memory: bool = False,
-        max_age: int = _config.MEMORY_MAX_AGE,
+        max_age: int = _defaults.MEMORY_MAX_AGE,
         unverified: str = "drop",
     ) -> None:
 
@@ -582,7 +582,7 @@ class RandomK(LWPD):
 
     name = "randk"
 
-    def __init__(self, share: float = 0.5, wait_for: float = 0.75, chunks: int | None = None) -> None:
+    def __init__(self, share: float = 0.5, wait_for: float = _defaults.WAIT_FOR, chunks: int | None = None) -> None:
         super().__init__(redundancy=1.0, wait_for=wait_for, chunks=chunks, share=share)
 
     def _build_codebook(self) -> Any:

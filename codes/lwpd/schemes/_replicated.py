@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from lwpd import _config
+from lwpd import _defaults
 from lwpd._validation import check_bool, check_choice, check_fraction, check_int
 from lwpd.codebook import Codebook, Partition
 from lwpd.constructions import block_codebook
@@ -117,8 +117,8 @@ class ReplicatedLWPD(Scheme):
 
     name = "lwpd-fr"
 
-    def __init__(self, block_size: int = 8, chunks: int = 4, wait_for: float = 0.75, memory: bool = False,
-                 max_age: int = _config.MEMORY_MAX_AGE, partial: bool = False, second: str = "weight-2") -> None:
+    def __init__(self, block_size: int = 8, chunks: int = 4, wait_for: float = _defaults.WAIT_FOR, memory: bool = False,
+                 max_age: int = _defaults.MEMORY_MAX_AGE, partial: bool = False, second: str = "weight-2") -> None:
 
         self.block_size = check_int("block_size", block_size, minimum=1)
         self.chunks = check_int("chunks", chunks, minimum=1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+from lwpd import _defaults
 from lwpd._validation import check_choice, check_int
 from lwpd.schemes._base import Scheme
 from lwpd.schemes._data_parallel import IgnoreStragglers, Replication, Uncoded
@@ -31,7 +32,7 @@ from lwpd.schemes._partial_gc import PartialGradientCoding
 from lwpd.schemes._replicated import ReplicatedLWPD
 
 #: The fraction of its work a partial-decoding scheme waits for (``wait_for``) when built by name.
-WAIT_FOR = 0.75
+WAIT_FOR = _defaults.WAIT_FOR
 
 
 class Entry(NamedTuple):

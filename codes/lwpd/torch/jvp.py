@@ -45,7 +45,7 @@ def directional_derivatives(
     directions: Codebook | torch.Tensor,
     chunk_size: int | None = None,
     *,
-    layout: ParameterPartition | None = None,
+    partition: ParameterPartition | None = None,
 ) -> torch.Tensor:
     """Directional derivatives ``<grad L(theta), v_j>`` by forward-mode AD, without backprop.
 
@@ -70,7 +70,7 @@ def directional_derivatives(
     chunk_size : int, optional
         Directions per vmapped jvp; by default as many as fit in
         ``lwpd._config.TORCH_JVP_CHUNK_ELEMENTS`` dense entries.
-    layout : ParameterPartition, optional
+    partition : ParameterPartition, optional
         The directions are in this partition's block order (as codebooks built for a
         non-contiguous partition are) rather than flat order.
 
@@ -102,13 +102,13 @@ def directional_derivatives(
         raise TypeError(f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, minimum=1)
-    if layout is not None and not isinstance(layout, ParameterPartition):
-        raise TypeError(f"layout must be a ParameterPartition or None, got {type(layout).__name__}")
+    if partition is not None and not isinstance(partition, ParameterPartition):
+        raise TypeError(f"partition must be a ParameterPartition or None, got {type(partition).__name__}")
     params = {n: p.detach() for n, p in named}
     like = named[0][1]
     dim = sum(p.numel() for p in params.values())
-    if layout is not None and layout.dim != dim:
-        raise ValueError(f"layout covers {layout.dim} coordinates but the model has {dim} parameters")
+    if partition is not None and partition.dim != dim:
+        raise ValueError(f"partition covers {partition.dim} coordinates but the model has {dim} parameters")
     n_dirs, chunks = _dense_chunks(directions, dim, chunk_size, like)
     buffers = dict(model.named_buffers())
     args = inputs if isinstance(inputs, tuple) else (inputs,)
@@ -129,8 +129,8 @@ def directional_derivatives(
     batched = vmap(derivative, randomness="same")
     out = []
     for rows in chunks:
-        if layout is not None:
-            rows = layout.from_blocks(rows)
+        if partition is not None:
+            rows = partition.from_blocks(rows)
         out.append(batched(rows))
     result = torch.cat(out) if out else like.new_zeros(0)
     if isinstance(directions, torch.Tensor) and directions.ndim == 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, NamedTuple
@@ -12,7 +13,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 
-from lwpd import _config
+from lwpd import _config, _defaults
 from lwpd._compress import compress
 from lwpd._validation import as_rng, check_choice, check_fraction, check_int, check_real
 from lwpd.codebook import Codebook, Partition
@@ -21,7 +22,8 @@ from lwpd.torch.partitions import (PARTITION_SCHEMES, ParameterPartition, assign
                                    flatten, group_blocks_by_size, module_groups, named_parameters_of,
                                    sequence_groups)
 
-_POLICIES = ("deadline", "fastest", "all")
+#: The policies, named as :func:`lwpd.train` names them ("all": first_k with every task).
+_POLICIES = ("deadline", "first_k", "all")
 _HOOK_REGISTRIES = (
     "_optimizer_step_pre_hooks",
     "_optimizer_step_post_hooks",
@@ -45,7 +47,7 @@ def _default_codebook(partition: Partition, max_weight: int = 2, redundancy: flo
     weight <= ``max_weight``, compressed to ``round(redundancy * b)`` codewords (private).
     """
 
-    redundancy = _config.TORCH_REDUNDANCY if redundancy is None else redundancy
+    redundancy = _defaults.TORCH_REDUNDANCY if redundancy is None else redundancy
     cache: dict[int, Codebook] = {}
 
     def base(size: int) -> Codebook:
@@ -66,7 +68,7 @@ class _PatternRun(NamedTuple):
     size: int
     rows: int  # codewords per block
     base: np.ndarray  # (rows, size): the pattern
-    layout: Any  # the pattern packed for lwpd._kernels.cpu.pattern_operators
+    packed: Any  # the pattern packed for lwpd._kernels.cpu.pattern_operators
     projectors: np.ndarray  # (2**rows, size, size)
     ranks: np.ndarray  # (2**rows,)
 
@@ -76,7 +78,7 @@ def _pattern_runs(codebook: Codebook, rows: np.ndarray) -> list[_PatternRun] | N
     per block size, every block's codewords contiguous and in the pattern's order; ``rows``:
     codewords per block), or ``None`` when the runs are too many or their blocks have too
     many codewords (``_config.TORCH_PATTERN_MAX_RUNS``, ``TORCH_PATTERN_MAX_ROWS``)."""
-    from lwpd.decoders._layout import layout as packed_layout
+    from lwpd.decoders._packing import packed_codebook
 
     sizes = codebook.blocks.sizes
     starts = np.flatnonzero(np.r_[True, (sizes[1:] != sizes[:-1]) | (rows[1:] != rows[:-1])])
@@ -91,7 +93,7 @@ def _pattern_runs(codebook: Codebook, rows: np.ndarray) -> list[_PatternRun] | N
         b, m, c0, o = int(sizes[a]), int(rows[a]), int(first_codeword[a]), int(offsets[a])
         base = csr[c0 : c0 + m].toarray()[:, o : o + b].astype(_config.DECODER_DTYPE)
         pattern = block_codebook(Codebook.from_dense(base), Partition.uniform(b, b))
-        runs.append(_PatternRun(o, int(a), int(z - a), b, m, base, packed_layout(pattern),
+        runs.append(_PatternRun(o, int(a), int(z - a), b, m, base, packed_codebook(pattern),
                                 np.zeros((1 << m, b, b), dtype=_config.DECODER_DTYPE), np.full(1 << m, -1, dtype=np.int64)))
     return runs
 
@@ -192,7 +194,7 @@ class CodedOptimizer(torch.optim.Optimizer):
         by a matching 1-D tensor is taken as weight and bias), splitting blocks above
         ``max_block`` in halves; with the default codebook, blocks of equal size are then
         placed next to each other, the most common size first, so that one base pattern
-        repeats over most blocks (faster coding; :attr:`layout` records the order). A
+        repeats over most blocks (faster coding; :attr:`parameter_partition` records the order). A
         :class:`ParameterPartition` from :func:`partition_parameters` must cover the
         optimizer's parameters in order and is used as given.
     max_weight : int, default 2
@@ -200,17 +202,18 @@ class CodedOptimizer(torch.optim.Optimizer):
     stragglers : DelayModel, optional
         A delay model from :mod:`lwpd.stragglers` (e.g. ``Bernoulli(0.2)``: each worker
         fails with probability 0.2 each step). ``None``: every worker answers.
-    policy : {"deadline", "fastest", "all"}, default "deadline"
+    policy : {"deadline", "first_k", "all"}, default "deadline"
         ``"deadline"``: fold in what arrived by ``deadline`` (default: 1.25 times the median
-        worker's finishing time); ``"fastest"``: the first ``wait_for`` fraction of the
-        tasks; ``"all"``: every task that ever finishes.
+        worker's finishing time); ``"first_k"``: the first ``wait_for`` fraction of the
+        tasks (the name :func:`lwpd.train` gives it; ``"fastest"``, its former name here, is
+        still taken, with a ``DeprecationWarning``); ``"all"``: every task that ever finishes.
     seed : int or numpy.random.Generator, optional
         Seeds the dealing of codewords and the delays.
     exact_grad_stats : bool, default True
         Record ``||g_hat - g|| / ||g||`` in :attr:`last_stats`.
     model : torch.nn.Module, optional
         Keyword only. The model, to partition by its modules.
-    n_workers : int, default 10
+    n_workers : int, default 16
         Keyword only. Simulated workers.
     chunks : int, default 1
         Keyword only. Tasks per worker (run one after another), so a slow worker still
@@ -221,8 +224,8 @@ class CodedOptimizer(torch.optim.Optimizer):
         Keyword only. Default codewords per coordinate of a block.
     deadline : float, optional
         Keyword only. Fixed deadline (virtual seconds) of the ``"deadline"`` policy.
-    wait_for : float, default 0.8
-        Keyword only. Fraction of tasks the ``"fastest"`` policy waits for.
+    wait_for : float, default 0.75
+        Keyword only. Fraction of tasks the ``"first_k"`` policy waits for.
     cluster : SimulatedCluster or ExecutorCluster, optional
         Keyword only. Take the arrivals from a :mod:`lwpd.cluster` cluster instead of a
         delay model: every step submits one task per chunk (its work: the chunk's total
@@ -259,12 +262,12 @@ class CodedOptimizer(torch.optim.Optimizer):
         exact_grad_stats: bool = True,
         *,
         model: torch.nn.Module | None = None,
-        n_workers: int = 10,
+        n_workers: int = _defaults.WORKERS,
         chunks: int = 1,
-        max_block: int = _config.TORCH_MAX_BLOCK,
-        redundancy: float = _config.TORCH_REDUNDANCY,
+        max_block: int = _defaults.TORCH_MAX_BLOCK,
+        redundancy: float = _defaults.TORCH_REDUNDANCY,
         deadline: float | None = None,
-        wait_for: float = 0.8,
+        wait_for: float = _defaults.WAIT_FOR,
         cluster: Any = None,
     ) -> None:
         # Deliberately no Optimizer.__init__: the state lives in the wrapped optimizer.
@@ -284,6 +287,10 @@ class CodedOptimizer(torch.optim.Optimizer):
                 "gradient itself, bypassing the coded gradient); use a first-order optimizer such as SGD or Adam"
             )
         self.optimizer = optimizer
+        if policy == "fastest":
+            warnings.warn("CodedOptimizer's policy 'fastest' is now 'first_k', as lwpd.train names it",
+                          DeprecationWarning, stacklevel=2)
+            policy = "first_k"
         self.policy = check_choice("policy", policy, _POLICIES)
         self.max_weight = check_int("max_weight", max_weight, minimum=1)
         self.n_workers = check_int("n_workers", n_workers, minimum=1)
@@ -319,19 +326,19 @@ class CodedOptimizer(torch.optim.Optimizer):
                     "partition (a ParameterPartition) must cover the optimizer's parameters in order: "
                     f"it has shapes {[tuple(s) for s in partition.shapes]}, the optimizer {[tuple(s) for s in shapes]}"
                 )
-            self.layout = partition
+            self.parameter_partition = partition
         else:
             check_choice("partition", partition, PARTITION_SCHEMES)
-            self.layout = self._partition(params, partition, model, check_max_block(max_block))
+            self.parameter_partition = self._partition(params, partition, model, check_max_block(max_block))
             if codebook is None:
-                self.layout = group_blocks_by_size(self.layout)
+                self.parameter_partition = group_blocks_by_size(self.parameter_partition)
         default_codebook = codebook is None
         if codebook is None:
-            codebook = _default_codebook(self.layout.partition, self.max_weight, redundancy)
+            codebook = _default_codebook(self.parameter_partition.partition, self.max_weight, redundancy)
         elif not isinstance(codebook, Codebook):
             raise TypeError(f"codebook must be a lwpd.Codebook or None, got {type(codebook).__name__}")
-        elif codebook.dim != self.layout.dim:
-            raise ValueError(f"codebook must have dimension {self.layout.dim} (the optimizer's parameters), got {codebook.dim}")
+        elif codebook.dim != self.parameter_partition.dim:
+            raise ValueError(f"codebook must have dimension {self.parameter_partition.dim} (the optimizer's parameters), got {codebook.dim}")
         if len(codebook) < self.n_workers * self.chunks:
             raise ValueError(f"the codebook has {len(codebook)} codewords, fewer than n_workers * chunks ({self.n_workers * self.chunks})")
         self.codebook = codebook
@@ -344,9 +351,9 @@ class CodedOptimizer(torch.optim.Optimizer):
         self._runs = _pattern_runs(codebook, rows) if default_codebook and self._spans is not None else None
         if self._runs is not None:
             # int32 indices: the pattern path streams them once a step, so their width is its cost
-            index = np.int32 if max(len(codebook), self.layout.dim) < 2**31 else np.int64
-            perm = self.layout.permutation
-            self._positions = np.arange(self.layout.dim, dtype=index) if perm is None else np.asarray(perm, dtype=index)
+            index = np.int32 if max(len(codebook), self.parameter_partition.dim) < 2**31 else np.int64
+            perm = self.parameter_partition.permutation
+            self._positions = np.arange(self.parameter_partition.dim, dtype=index) if perm is None else np.asarray(perm, dtype=index)
             self._full_masks = (np.int64(1) << rows) - 1  # every codeword of the block arrived
             self._block_of32 = codebook.block_of.astype(index)
             self._row_of = (np.arange(len(codebook)) - np.repeat(np.r_[0, np.cumsum(rows)[:-1]], rows)).astype(np.int8)
@@ -487,7 +494,7 @@ class CodedOptimizer(torch.optim.Optimizer):
     def __repr__(self) -> str:
         return (
             f"CodedOptimizer({type(self.optimizer).__name__}, n_codewords={len(self.codebook)}, "
-            f"n_blocks={self.layout.partition.n_blocks}, n_workers={self.n_workers}, policy={self.policy!r}, "
+            f"n_blocks={self.parameter_partition.partition.n_blocks}, n_workers={self.n_workers}, policy={self.policy!r}, "
             f"stragglers={self.stragglers!r})"
         )
 
@@ -503,7 +510,7 @@ class CodedOptimizer(torch.optim.Optimizer):
         flat = finish.reshape(-1)
         if self.policy == "all":
             arrived = np.isfinite(flat)
-        elif self.policy == "fastest":
+        elif self.policy == "first_k":
             k = math.ceil(self.wait_for * flat.size)
             arrived = np.zeros(flat.size, dtype=bool)
             arrived[np.argsort(flat, kind="stable")[:k]] = True
@@ -511,7 +518,7 @@ class CodedOptimizer(torch.optim.Optimizer):
         else:
             limit = self.deadline
             if limit is None:
-                limit = _config.TORCH_DEADLINE_FACTOR * float(np.median(finish[:, -1]))
+                limit = _defaults.TORCH_DEADLINE_FACTOR * float(np.median(finish[:, -1]))
             arrived = (flat <= limit) & np.isfinite(flat)  # a failed worker never arrives
         done = flat[arrived]
         waited = float(done.max()) if done.size else 0.0
@@ -529,7 +536,7 @@ class CodedOptimizer(torch.optim.Optimizer):
                 cluster.submit(int(holder[k]), _finished_chunk, k * self.chunks + c, work=float(work[k, c]))
         if self.policy == "deadline":
             stream = cluster.as_completed(deadline=start + self.deadline)
-        elif self.policy == "fastest":
+        elif self.policy == "first_k":
             stream = cluster.as_completed(k=math.ceil(self.wait_for * work.size))
         else:
             stream = cluster.as_completed()
@@ -572,7 +579,7 @@ class CodedOptimizer(torch.optim.Optimizer):
             g_hat, recovered = self._project_by_patterns(g, missing)
             received = int(self._chunk_sizes[arrived].sum())
         else:
-            g = self.layout.to_blocks(g)
+            g = self.parameter_partition.to_blocks(g)
             if arrived.size:
                 idx = torch.cat([self._chunk_indices[c] for c in arrived])
             else:
@@ -584,7 +591,7 @@ class CodedOptimizer(torch.optim.Optimizer):
                 values = _encode(self.codebook, g)[idx] if idx.numel() else torch.zeros(0)
                 g_hat = _decode(self.codebook, self._decoder, idx, values, g)
                 recovered = self._decoder.recovered_fraction()
-            g, g_hat = self.layout.from_blocks(g), self.layout.from_blocks(g_hat)
+            g, g_hat = self.parameter_partition.from_blocks(g), self.parameter_partition.from_blocks(g_hat)
         error = None
         if self.exact_grad_stats:
             norm = float(torch.linalg.vector_norm(g))
@@ -606,14 +613,14 @@ class CodedOptimizer(torch.optim.Optimizer):
     def _check_grads(self, params: list[torch.Tensor]) -> None:
         """Refuse integer and non-finite gradients (one sum per tensor: a sum is finite when
         every entry is, barring overflow, which the exact check then settles)."""
-        for name, p in zip(self.layout.names, params):
+        for name, p in zip(self.parameter_partition.names, params):
             if p.grad is None:
                 continue
             if p.grad.dtype not in (torch.float16, torch.float32, torch.float64):
                 raise TypeError(f"CodedOptimizer codes float16, float32 and float64 gradients, got {p.grad.dtype} "
                                 f"(in {name})")
             if not math.isfinite(float(p.grad.sum())) and not bool(torch.isfinite(p.grad).all()):
-                bad = [n for n, q in zip(self.layout.names, params) if q.grad is not None and not bool(torch.isfinite(q.grad).all())]
+                bad = [n for n, q in zip(self.parameter_partition.names, params) if q.grad is not None and not bool(torch.isfinite(q.grad).all())]
                 raise ValueError(f"the gradient has NaN or inf entries (in {', '.join(bad)}); nothing was stepped")
 
     def _project_by_patterns(self, g: torch.Tensor, missing: np.ndarray) -> tuple[torch.Tensor, float]:
@@ -638,7 +645,7 @@ class CodedOptimizer(torch.optim.Optimizer):
             present = np.flatnonzero(seen)
             new = present[run.ranks[present] < 0]
             if new.size:
-                P, ranks = cpu.pattern_operators(new, run.layout.ints, run.layout.bounds, run.layout.floats,
+                P, ranks = cpu.pattern_operators(new, run.packed.ints, run.packed.bounds, run.packed.floats,
                                                  _config.RANK_RTOL)
                 run.projectors[new] = P @ run.base
                 run.ranks[new] = ranks

@@ -165,26 +165,26 @@ def build_partition(
     )
 
 
-def group_blocks_by_size(layout: ParameterPartition) -> ParameterPartition:
+def group_blocks_by_size(parts: ParameterPartition) -> ParameterPartition:
     """The same blocks, reordered so that blocks of equal size are adjacent, the most common
     size first (private). The default codebook then repeats one base pattern over that
     leading run (a tiled codebook: faster to encode, and its blocks with the same received
     set share one factorisation when decoded)."""
-    sizes = layout.partition.sizes
+    sizes = parts.partition.sizes
     values, counts = np.unique(sizes, return_counts=True)
     common = values[np.argmax(counts)]
     order = np.lexsort((np.arange(sizes.size), sizes, sizes != common))  # stable within a size
     if np.array_equal(order, np.arange(sizes.size)):
-        return layout
-    offsets = layout.partition.offsets
-    flat = np.arange(layout.dim) if layout.permutation is None else layout.permutation
+        return parts
+    offsets = parts.partition.offsets
+    flat = np.arange(parts.dim) if parts.permutation is None else parts.permutation
     permutation = np.concatenate([flat[offsets[i] : offsets[i + 1]] for i in order]).astype(np.int64)
     return ParameterPartition(
         Partition.from_sizes(sizes[order]),
         permutation,
-        tuple(layout.block_names[i] for i in order),
-        layout.names,
-        layout.shapes,
+        tuple(parts.block_names[i] for i in order),
+        parts.names,
+        parts.shapes,
     )
 
 

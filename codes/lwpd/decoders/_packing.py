@@ -1,6 +1,6 @@
-"""A codebook packed for the decoding kernels, built once per codebook and cached (private).
+"""A codebook packed into arrays for the decoding kernels, built once per codebook and cached (private).
 
-The kernels take the layout as three arrays rather than eleven because Numba's dispatch
+The kernels take the packed codebook as three arrays rather than eleven because Numba's dispatch
 costs about 0.13 us per array argument, which dominates a single-arrival update; Python code
 reads the same arrays by name through :meth:`Layout.fields`.
 """
@@ -16,8 +16,8 @@ from lwpd._kernels import cpu
 from lwpd.codebook import Codebook
 
 
-class LayoutFields(NamedTuple):
-    """The packed layout's parts by name (views, no copies); see ``lwpd._kernels.cpu``'s
+class PackedFields(NamedTuple):
+    """The packed codebook's parts by name (views, no copies); see ``lwpd._kernels.cpu``'s
     module docstring for what the tile and the rest are."""
 
     offsets: np.ndarray  # block boundaries, (n_blocks + 1,)
@@ -33,10 +33,10 @@ class LayoutFields(NamedTuple):
     rest_block: np.ndarray  # the block of each rest row
 
 
-class Layout(NamedTuple):
-    """A codebook packed for the decoding kernels (see ``lwpd._kernels.cpu.unpack_layout``).
+class PackedCodebook(NamedTuple):
+    """A codebook packed for the decoding kernels (see ``lwpd._kernels.cpu.unpack_codebook``).
 
-    ``ints`` concatenates the parts of :class:`LayoutFields` that are integer arrays,
+    ``ints`` concatenates the parts of :class:`PackedFields` that are integer arrays,
     ``bounds`` holds their nine boundaries, then the split of ``floats`` (tile values | rest
     values) and the number of tiled blocks.
     """
@@ -49,20 +49,20 @@ class Layout(NamedTuple):
     #: (``_config.DENSE_ASSEMBLY_RATIO``), else an empty ``(0, 0)`` array.
     tile_dense: np.ndarray
 
-    def fields(self) -> LayoutFields:
+    def fields(self) -> PackedFields:
         """The parts by name, sliced by the same kernel the decoders use."""
-        return LayoutFields(*cpu.unpack_layout(self.ints, self.bounds, self.floats))
+        return PackedFields(*cpu.unpack_codebook(self.ints, self.bounds, self.floats))
 
 
-def layout(cb: Codebook) -> Layout:
-    """The codebook's packed layout, built once per codebook (it is immutable) and cached,
+def packed_codebook(cb: Codebook) -> PackedCodebook:
+    """The codebook packed for the kernels, built once per codebook (it is immutable) and cached,
     so a decoder or a one-shot decode costs nothing in proportion to all blocks."""
     # keyed by the settings that shape it, so a changed setting builds a fresh one
-    key = f"cpu_layout/{_config.DENSE_ASSEMBLY_RATIO!r}/{np.dtype(_config.DECODER_DTYPE).name}"
+    key = f"cpu_packed/{_config.DENSE_ASSEMBLY_RATIO!r}/{np.dtype(_config.DECODER_DTYPE).name}"
     return cb.internals.memo(key, lambda: _build(cb))
 
 
-def _build(cb: Codebook) -> Layout:
+def _build(cb: Codebook) -> PackedCodebook:
     f64 = _config.DECODER_DTYPE
     kept = cb.internals.storage
     if kept.base is not None:
@@ -73,7 +73,7 @@ def _build(cb: Codebook) -> Layout:
     order, gptr = cb.internals.rest_groups()
     parts = [cb.blocks.offsets, tptr, tidx, rest.indptr, rest.indices, order, gptr, kept.rest_block]
     bounds = np.concatenate([[0], np.cumsum([p.size for p in parts]), [tdat.size, kept.tiled_blocks]])
-    return Layout(
+    return PackedCodebook(
         np.concatenate(parts).astype(np.int64),
         bounds.astype(np.int64),
         np.concatenate([tdat, rest.data]).astype(f64),
@@ -97,10 +97,10 @@ def _tile_dense(cb: Codebook) -> np.ndarray:
     return np.ascontiguousarray(dense.T)
 
 
-def pack_state(lay: Layout, n_codewords: int, n_blocks: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """A projection decoder's layout and state in two arrays (see ``cpu.unpack_state``): the
-    integers ``[bounds, lengths | layout ints | ranks]`` and the floats
-    ``[layout floats | value sums | estimate]``, the state zeroed."""
+def pack_state(lay: PackedCodebook, n_codewords: int, n_blocks: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A projection decoder's packed codebook and state in two arrays (see
+    ``cpu.unpack_state``): the integers ``[bounds, lengths | codebook ints | ranks]`` and the
+    floats ``[codebook floats | value sums | estimate]``, the state zeroed."""
     header = np.concatenate([lay.bounds, [lay.ints.size, n_blocks, lay.floats.size]])
     if header.size != cpu.STATE_HEADER:  # the kernel reads the header at fixed places
         raise AssertionError(f"packed header has {header.size} entries, the kernels expect {cpu.STATE_HEADER}")
