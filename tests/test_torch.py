@@ -780,3 +780,23 @@ def test_adding_a_param_group_is_refused_and_nothing_changes():
     model(torch.randn(8, 4)).square().mean().backward()
     opt.step()  # still works
     assert opt.last_stats.n_codewords > 0
+
+
+def test_step_time_is_in_the_cost_models_units():
+    """A worker holding an average share of the codewords does one unit of work (lwpd.cost's
+    uncoded shard gradient): without stragglers a step that waits for all takes the largest
+    share, about 1, whatever the model's size (it read 747 on a 2,410-parameter MLP in
+    codeword weights); with a fixed delay d it takes d times that."""
+    for hidden in (8, 64):
+        model = torch.nn.Sequential(torch.nn.Linear(6, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 3))
+        x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+        times = {}
+        for delay in (1.0, 3.0):
+            opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), seed=0, n_workers=4, policy="all",
+                                 stragglers=FixedDelays([delay] * 4))
+            one_step(model, opt, x, y)
+            times[delay] = opt.last_stats.time
+            work = opt._chunk_work[:, -1]
+            np.testing.assert_allclose(work.mean(), 1.0)
+            assert times[delay] == pytest.approx(delay * work.max())
+        assert 1.0 <= times[1.0] < 1.5 and times[3.0] == pytest.approx(3 * times[1.0])

@@ -136,7 +136,12 @@ class StepStats:
     relative_error : float or None
         ``||g_hat - g|| / ||g||`` (``None`` unless ``exact_grad_stats``; 0 for ``g = 0``).
     time : float
-        Virtual time the step waited (seconds of the delay model).
+        Time the step waited, in the units of :mod:`lwpd.cost`: a worker computes its
+        codewords' directional derivatives in time ``delay * work``, where a worker holding
+        an average share of the codewords (by total weight) does one unit of work, as an
+        uncoded worker's shard gradient is one unit in :mod:`lwpd.cost` (the directional
+        derivatives are taken to cost in proportion to their codewords' weight). Without
+        stragglers (``delay = 1``) a step that waits for every worker takes about 1.
     """
 
     received: int
@@ -223,14 +228,15 @@ class CodedOptimizer(torch.optim.Optimizer):
     redundancy : float, default 2.0
         Keyword only. Default codewords per coordinate of a block.
     deadline : float, optional
-        Keyword only. Fixed deadline (virtual seconds) of the ``"deadline"`` policy.
+        Keyword only. Fixed deadline of the ``"deadline"`` policy, in the time units of
+        :class:`StepStats` (a worker with no delay finishes its share in about 1).
     wait_for : float, default 0.75
         Keyword only. Fraction of tasks the ``"first_k"`` policy waits for.
     cluster : SimulatedCluster or ExecutorCluster, optional
         Keyword only. Take the arrivals from a :mod:`lwpd.cluster` cluster instead of a
-        delay model: every step submits one task per chunk (its work: the chunk's total
-        codeword weight) to the worker holding it and folds in the chunks that complete
-        under ``policy``; the cluster's own delay model decides, and ``last_stats.time`` is
+        delay model: every step submits one task per chunk (its work: the chunk's share of
+        its worker's unit, by codeword weight; see :class:`StepStats`) to the worker holding
+        it and folds in the chunks that complete under ``policy``; the cluster's own delay model decides, and ``last_stats.time`` is
         the cluster time the step took. Its ``n_workers`` replaces ``n_workers``; give no
         ``stragglers`` with it, and a ``deadline`` with ``policy="deadline"``.
 
@@ -393,8 +399,11 @@ class CodedOptimizer(torch.optim.Optimizer):
         self._chunk_blocks = [np.unique(block_of[c]) for c in chunks]  # blocks each chunk touches
         self._chunk_sizes = np.array([c.size for c in chunks], dtype=np.int64)
         self._chunk_codewords = chunks
-        # Work of a group's chunks, cumulated: a worker runs its chunks one after another.
-        self._chunk_work = np.array([np.cumsum([weights[c].sum() for c in parts]) for parts in dealt], dtype=np.float64)
+        # Work of a group's chunks, cumulated (a worker runs its chunks one after another), in
+        # lwpd.cost's units: a group of average total codeword weight is one unit, as an
+        # uncoded worker's shard gradient is one unit there
+        work = np.array([np.cumsum([weights[c].sum() for c in parts]) for parts in dealt], dtype=np.float64)
+        self._chunk_work = work / work[:, -1].mean()
 
     # ----------------------------------------------------------------- torch plumbing
     def _params(self) -> list[torch.Tensor]:
