@@ -456,3 +456,34 @@ def test_executor_without_delays_runs_immediately():
         np.testing.assert_array_equal(cluster.round_delays, [0.0, 0.0])
         assert cluster.wait()[0].result == 6
         assert time.perf_counter() - t < 1.0
+
+
+def test_every_cluster_is_a_cluster_and_so_is_any_object_with_its_methods():
+    """lwpd.cluster.Cluster is the one written interface: the package's clusters derive from
+    it, an object with its REQUIRED methods counts as one, and what lacks them is named."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lwpd.cluster import Cluster, ExecutorCluster, SimulatedCluster
+
+    class Recorded:  # a user's own cluster, not derived from Cluster
+        n_workers, now = 2, 0.0
+
+        def submit(self, worker, fn, *args, work=1.0, floats=0.0, **kwargs):
+            return 0
+
+        def as_completed(self, deadline=None, k=None, errors="raise"):
+            return iter(())
+
+        def cancel(self, task_ids=None):
+            return 0
+
+        def new_round(self):
+            return None
+
+    with ThreadPoolExecutor(1) as pool:
+        assert isinstance(ExecutorCluster(pool, 2), Cluster)
+    assert isinstance(SimulatedCluster(2), Cluster) and isinstance(Recorded(), Cluster)
+    assert not isinstance(object(), Cluster) and Cluster.missing(Recorded()) == []
+    assert Cluster.missing(object()) == list(Cluster.REQUIRED)
+    with pytest.raises(TypeError, match="abstract"):
+        Cluster()

@@ -653,7 +653,7 @@ def test_arrivals_can_come_from_a_cluster():
                        cluster=SimulatedCluster(2, seed=0), policy="all")
     with pytest.raises(ValueError, match="needs deadline="):
         CodedOptimizer(torch.optim.SGD(mlp().parameters(), lr=0.1), cluster=SimulatedCluster(2, seed=0))
-    with pytest.raises(TypeError, match="cluster must be a lwpd.cluster cluster"):
+    with pytest.raises(TypeError, match="cluster must be a lwpd.cluster.Cluster"):
         CodedOptimizer(torch.optim.SGD(mlp().parameters(), lr=0.1), cluster=object(), policy="all")
 
 

@@ -1,6 +1,8 @@
 """Clusters that run worker tasks: simulated (virtual clock) or real (any executor).
 
-Both clusters share one interface, so a scheme or a training loop is written once:
+Every cluster has one interface, :class:`Cluster` (the base class of the three here; any
+object with its :attr:`Cluster.REQUIRED` methods counts as one), so a scheme or a training
+loop is written once:
 
 - ``submit(worker, fn, *args, work=1.0, **kwargs)`` hands a task to a logical worker and
   returns its task id;
@@ -20,9 +22,9 @@ e.g. :class:`lwpd.robust.Byzantine`) corrupts some workers' results as they are 
 or any running scheduler -- with the data placed on the workers once.
 """
 
-from lwpd.cluster._common import Completion
+from lwpd.cluster._common import Cluster, Completion
 from lwpd.cluster._dask import DaskCluster, dask_cluster
 from lwpd.cluster._executor import ExecutorCluster
 from lwpd.cluster._simulated import SimulatedCluster
 
-__all__ = ["Completion", "DaskCluster", "ExecutorCluster", "SimulatedCluster", "dask_cluster"]
+__all__ = ["Cluster", "Completion", "DaskCluster", "ExecutorCluster", "SimulatedCluster", "dask_cluster"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 import numbers
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -177,13 +178,106 @@ def as_task_ids(task_ids: Any, issued: int, outstanding: Iterable[int]) -> list[
     return out
 
 
-class RoundsMixin:
-    """Rounds of per-worker delays and the task count, shared by both clusters.
+class Cluster(ABC):
+    """What every cluster offers, and what :func:`lwpd.train`, :class:`lwpd.torch.CodedOptimizer`
+    and the scikit-learn wrappers call: the interface of the package's docstring, with the
+    parts every cluster shares (rounds of per-worker delays, the task count, the fault model,
+    :meth:`as_completed`'s checks, :meth:`wait`, :meth:`reset`).
 
-    A subclass sets ``_delays``, ``_n_workers``, ``_rng``, ``_tasks`` (outstanding tasks),
+    A subclass implements :attr:`now`, :meth:`submit`, :meth:`cancel` and the hooks
+    ``_iterate`` (the completions, in order), ``_never_finishes`` and ``_clear``, and sets
+    ``_delays``, ``_n_workers``, ``_rng``, ``_rng_source``, ``_tasks`` (outstanding tasks),
     ``_round``, ``_round_delays``, ``_cost`` and ``_faults``, and ``_DEFAULT_DELAY`` (the
-    delay without a model).
+    delay without a model). Any object with the methods named in :attr:`REQUIRED` counts as a
+    cluster (``isinstance(obj, Cluster)``), so a user's own cluster need not subclass it.
     """
+
+    #: What a training loop calls on a cluster.
+    REQUIRED = ("submit", "as_completed", "cancel", "new_round", "n_workers", "now")
+
+    @classmethod
+    def __subclasshook__(cls, other: type) -> bool:
+        if cls is Cluster:
+            return all(any(name in base.__dict__ for base in other.__mro__) for name in cls.REQUIRED) or NotImplemented
+        return NotImplemented
+
+    @classmethod
+    def missing(cls, obj: Any) -> list[str]:
+        """The names of :attr:`REQUIRED` that ``obj`` lacks (empty for a cluster)."""
+        return [name for name in cls.REQUIRED if not hasattr(obj, name)]
+
+    @property
+    @abstractmethod
+    def now(self) -> float:
+        """The cluster clock."""
+
+    @abstractmethod
+    def submit(self, worker: int, fn: Callable[..., Any], *args: Any, work: float = 1.0, floats: float = 0.0,
+               **kwargs: Any) -> int:
+        """Hand ``fn(*args, **kwargs)`` to a worker; its task id."""
+
+    @abstractmethod
+    def cancel(self, task_ids: Any = None) -> int:
+        """Cancel outstanding tasks (all by default); how many were cancelled."""
+
+    @abstractmethod
+    def _iterate(self, deadline: float | None, k: int | None, errors: str) -> Iterator[Completion]:
+        """The completions, in order, until the deadline, the k-th or nothing can finish."""
+
+    @abstractmethod
+    def _never_finishes(self, task: Any) -> bool:
+        """Whether an outstanding task can never finish (its worker's delay is infinite)."""
+
+    @abstractmethod
+    def _clear(self) -> None:
+        """Clock to 0 and no task: the state of a new cluster."""
+
+    def as_completed(self, deadline: float | None = None, k: int | None = None,
+                     errors: str = "raise") -> Iterator[Completion]:
+        """Yield finished tasks in completion order, on the cluster clock.
+
+        Parameters
+        ----------
+        deadline : float, optional
+            Cluster-clock time. Tasks finishing at or before it are yielded; when the
+            iteration ends, the clock is at the deadline if it was still ahead (the
+            simulated cluster advances it; a real one sleeps until then).
+        k : int, optional
+            Stop after ``k`` completions.
+        errors : {"raise", "return"}, default "raise"
+            What happens when a task raised (or its executor lost it): re-raise the
+            exception here, or yield a :class:`Completion` carrying it (``error``) and go on.
+
+        Yields
+        ------
+        Completion
+            On the simulated cluster ``now`` equals ``completion.finished`` while it is
+            handled; on a real one ``finished`` is when the master saw the task complete.
+
+        Notes
+        -----
+        Without a deadline, the iteration also ends when no task can ever finish (nothing
+        pending, or only tasks of workers with infinite delay). Tasks not yielded stay
+        pending. Tasks may be submitted while iterating. An exception raised by a task is
+        delivered as ``errors`` says (the task is then no longer pending).
+        """
+        deadline, k = check_stop(deadline, k, errors)
+        return self._iterate(deadline, k, errors)
+
+    def wait(self, deadline: float | None = None, k: int | None = None, errors: str = "raise") -> list[Completion]:
+        """``list(self.as_completed(deadline, k, errors))``."""
+        return list(self.as_completed(deadline, k, errors))
+
+    def reset(self) -> None:
+        """Cancel everything, restart the clock at 0, reset the delay and fault models and
+        the seed (a real cluster's executor is left running)."""
+        self.cancel()
+        if self._delays is not None:
+            self._delays.reset()
+        if self._faults is not None:
+            self._faults.reset()
+        self._rng_source.reset()
+        self._clear()
 
     _DEFAULT_DELAY = 1.0
 

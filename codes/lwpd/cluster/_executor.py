@@ -11,14 +11,13 @@ import numpy as np
 
 from lwpd._validation import check_int, check_real
 from lwpd.cluster._common import (
-    RoundsMixin,
+    Cluster,
     Completion,
     RngSource,
     as_task_ids,
     check_cost,
     check_delay_model,
     check_faults,
-    check_stop,
 )
 
 
@@ -42,7 +41,7 @@ class _Task:
     future: cf.Future | None  # None: the worker never returns (infinite delay)
 
 
-class ExecutorCluster(RoundsMixin):
+class ExecutorCluster(Cluster):
     """The cluster interface over a real ``concurrent.futures.Executor``.
 
     Works with any executor that implements the standard API -- ``ThreadPoolExecutor``,
@@ -216,38 +215,6 @@ class ExecutorCluster(RoundsMixin):
         if tid is not None:
             self._finished_at[tid] = self.now
 
-    def as_completed(self, deadline: float | None = None, k: int | None = None,
-                     errors: str = "raise") -> Iterator[Completion]:
-        """Yield finished tasks in completion order, waiting in real time.
-
-        Parameters
-        ----------
-        deadline : float, optional
-            Cluster-clock time (seconds, as ``now``). Tasks finishing before it are
-            yielded; when the iteration ends, it sleeps until the deadline if that is
-            still ahead, matching the simulated cluster's clock.
-        k : int, optional
-            Stop after ``k`` completions.
-        errors : {"raise", "return"}, default "raise"
-            What happens when a task raised (or its executor lost it, e.g. a Dask worker
-            that died too often): re-raise the exception here, or yield a
-            :class:`Completion` carrying it (``error``) and go on.
-
-        Yields
-        ------
-        Completion
-            ``finished`` is the cluster time at which the master saw the future complete.
-
-        Notes
-        -----
-        Without a deadline, the iteration also ends when no submitted future remains
-        (nothing pending, or only tasks of workers with infinite delay). Tasks not yielded
-        stay pending. An exception raised by a task is delivered as ``errors`` says (the
-        task is then no longer pending).
-        """
-        deadline, k = check_stop(deadline, k, errors)
-        return self._iterate(deadline, k, errors)
-
     def _live(self) -> list[cf.Future]:
         return [t.future for t in self._tasks.values() if t.future is not None]
 
@@ -280,10 +247,6 @@ class ExecutorCluster(RoundsMixin):
             remaining = deadline - self.now
             if remaining > 0:
                 time.sleep(remaining)
-
-    def wait(self, deadline: float | None = None, k: int | None = None, errors: str = "raise") -> list[Completion]:
-        """``list(self.as_completed(deadline, k, errors))``."""
-        return list(self.as_completed(deadline, k, errors))
 
     def cancel(self, task_ids: Any = None) -> int:
         """Cancel outstanding tasks.
@@ -318,19 +281,6 @@ class ExecutorCluster(RoundsMixin):
             count += 1
         self._cancel_futures(futures)
         return count
-
-    def reset(self) -> None:
-        """Cancel everything, restart the clock at 0, reset the delay model and the seed.
-
-        The executor itself is left running.
-        """
-        self.cancel()
-        if self._delays is not None:
-            self._delays.reset()
-        if self._faults is not None:
-            self._faults.reset()
-        self._rng_source.reset()
-        self._clear()
 
     def __repr__(self) -> str:
         return (f"ExecutorCluster({type(self._executor).__name__}, n_workers={self._n_workers}, "

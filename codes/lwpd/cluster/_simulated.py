@@ -11,14 +11,13 @@ import numpy as np
 
 from lwpd._validation import check_int
 from lwpd.cluster._common import (
-    RoundsMixin,
+    Cluster,
     Completion,
     RngSource,
     as_task_ids,
     check_cost,
     check_delay_model,
     check_faults,
-    check_stop,
 )
 
 
@@ -45,7 +44,7 @@ def _independent_stream(rng: np.random.Generator) -> np.random.Generator:
     return np.random.default_rng(copy.deepcopy(bitgen).random_raw(4))
 
 
-class SimulatedCluster(RoundsMixin):
+class SimulatedCluster(Cluster):
     """A simulated cluster of ``n_workers`` workers on a virtual clock.
 
     Nothing sleeps: task functions run at once on the caller's thread, and the cluster
@@ -261,38 +260,6 @@ class SimulatedCluster(RoundsMixin):
     def _never_finishes(task: _Task) -> bool:
         return not np.isfinite(task.duration)
 
-    def as_completed(self, deadline: float | None = None, k: int | None = None,
-                     errors: str = "raise") -> Iterator[Completion]:
-        """Yield finished tasks in completion order, advancing the virtual clock.
-
-        Parameters
-        ----------
-        deadline : float, optional
-            Absolute virtual time. Tasks finishing at or before it are yielded; when the
-            iteration ends, ``now`` is advanced to the deadline (if it is later), as if the
-            caller had waited until then.
-        k : int, optional
-            Stop after ``k`` completions (``now`` stays at the k-th finish time).
-        errors : {"raise", "return"}, default "raise"
-            What happens when a task function raised: re-raise its exception here, or
-            yield a :class:`Completion` carrying it (``error``) and go on.
-
-        Yields
-        ------
-        Completion
-            ``now`` equals ``completion.finished`` while it is being handled.
-
-        Notes
-        -----
-        Without a deadline, the iteration also ends when no task can ever finish (nothing
-        pending, or only tasks on workers with infinite delay). Tasks not yielded stay
-        pending. Tasks may be submitted while iterating; they are taken into account. If
-        a task function raised, the error is delivered at its finish time as ``errors``
-        says (the task is then no longer pending).
-        """
-        deadline, k = check_stop(deadline, k, errors)
-        return self._iterate(deadline, k, errors)
-
     def _iterate(self, deadline: float | None, k: int | None, errors: str) -> Iterator[Completion]:
         count = 0
         while k is None or count < k:
@@ -310,10 +277,6 @@ class SimulatedCluster(RoundsMixin):
             return
         if deadline is not None and deadline > self._now:
             self._now = deadline
-
-    def wait(self, deadline: float | None = None, k: int | None = None, errors: str = "raise") -> list[Completion]:
-        """``list(self.as_completed(deadline, k, errors))``."""
-        return list(self.as_completed(deadline, k, errors))
 
     def cancel(self, task_ids: Any = None) -> int:
         """Cancel outstanding tasks and free their workers at the current time.
@@ -359,15 +322,6 @@ class SimulatedCluster(RoundsMixin):
             self._push(tid, task)
             cursor = task.finish
         self._busy_until[worker] = cursor
-
-    def reset(self) -> None:
-        """Clock back to 0, every task dropped, the delay model reset, the seed restored."""
-        if self._delays is not None:
-            self._delays.reset()
-        if self._faults is not None:
-            self._faults.reset()
-        self._rng_source.reset()
-        self._clear()
 
     def __repr__(self) -> str:
         return f"SimulatedCluster(n_workers={self._n_workers}, now={self._now:g}, pending={self.pending})"

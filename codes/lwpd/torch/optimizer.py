@@ -15,6 +15,7 @@ import torch
 
 from lwpd import _config, _defaults
 from lwpd._compress import compress
+from lwpd.cluster._common import Cluster
 from lwpd._validation import as_rng, check_choice, check_fraction, check_int, check_real
 from lwpd.codebook import Codebook, Partition
 from lwpd.constructions import block_codebook, projective_codebook
@@ -304,10 +305,10 @@ class CodedOptimizer(torch.optim.Optimizer):
         self.deadline = None if deadline is None else check_real("deadline", deadline, positive=True)
         self.cluster = cluster
         if cluster is not None:
-            missing = [a for a in ("submit", "as_completed", "cancel", "new_round", "n_workers", "now") if not hasattr(cluster, a)]
+            missing = Cluster.missing(cluster)
             if missing:
-                raise TypeError(f"cluster must be a lwpd.cluster cluster (SimulatedCluster, ExecutorCluster); "
-                                f"{type(cluster).__name__} lacks {', '.join(missing)}")
+                raise TypeError(f"cluster must be a lwpd.cluster.Cluster (SimulatedCluster, ExecutorCluster, DaskCluster, "
+                                f"or an object with its methods); {type(cluster).__name__} lacks {', '.join(missing)}")
             if stragglers is not None:
                 raise ValueError("give stragglers or cluster, not both: a cluster brings its own delay model")
             if self.policy == "deadline" and self.deadline is None:
