@@ -157,3 +157,22 @@ def test_summary_table():
     assert s["coherence"] == pytest.approx(math.sqrt(2 / 3))
     assert s["welch_bound"] == pytest.approx(welch_bound(13, 3))
     assert s["min_angle_deg"] == pytest.approx(math.degrees(math.acos(math.sqrt(2 / 3))))
+
+
+def test_the_one_correlation_normalisation_against_numpy():
+    """correlations_from_gram (used by the metrics, compress and the Grassmannian search)
+    is G_ij / sqrt(G_ii G_jj) with a unit diagonal, a dead codeword's row and column 0."""
+    from lwpd.metrics import correlations_from_gram
+
+    rng = np.random.default_rng(4)
+    V = rng.standard_normal((7, 4))
+    V[3] = 0.0  # zero (prior) variance: carries nothing
+    gram = V @ V.T
+    norms = np.linalg.norm(V, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.nan_to_num(gram / np.outer(norms, norms))
+    np.fill_diagonal(expected, 1.0)
+    got = correlations_from_gram(gram)
+    np.testing.assert_allclose(got, expected, atol=1e-15)
+    assert not np.shares_memory(got, gram)
+    assert correlations_from_gram(gram, in_place=True) is gram

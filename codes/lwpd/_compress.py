@@ -22,6 +22,7 @@ from lwpd import _config, _defaults
 from lwpd._validation import as_covariance, as_rng, check_choice, check_int
 from lwpd.codebook import check_codebook
 from lwpd.codebook import Codebook
+from lwpd.metrics import correlations_from_gram
 
 __all__ = ["compress", "CRITERIA"]
 
@@ -190,24 +191,6 @@ def _unit_gram(cb: Codebook, cov: np.ndarray | None) -> tuple[np.ndarray, np.nda
     return gram, factor
 
 
-def _correlation(gram: np.ndarray) -> np.ndarray:
-    """Normalise a Gram matrix to correlations in place, as :mod:`lwpd.metrics` does.
-
-    In-place passes matter: at N = 8192 every fresh N x N temporary costs about a second.
-    """
-    d = np.sqrt(np.clip(np.diag(gram), 0.0, None))
-    dead = d == 0
-    d[dead] = 1.0
-    rho = gram
-    rho /= d[:, None]
-    rho /= d[None, :]
-    rho[dead, :] = 0.0  # a codeword with zero prior variance carries nothing
-    rho[:, dead] = 0.0
-    np.clip(rho, -1.0, 1.0, out=rho)
-    np.fill_diagonal(rho, 1.0)
-    return rho
-
-
 def _objective(cb: Codebook, criterion: str, cov: np.ndarray | None) -> _Objective:
     weights = np.asarray(cb.weights, dtype=np.int64)
     gram, factor = _unit_gram(cb, cov)
@@ -218,7 +201,7 @@ def _objective(cb: Codebook, criterion: str, cov: np.ndarray | None) -> _Objecti
         if factor is not None:
             factor = factor / _defaults.DEFAULT_NOISE
         return _Objective(criterion, weights, "logdet", kernel=kernel, factor=factor)
-    pair = _correlation(gram)
+    pair = correlations_from_gram(gram, in_place=True)
     if criterion == "coherence":
         reduce = "max"
         np.abs(pair, out=pair)

@@ -51,7 +51,7 @@ import scipy.sparse
 
 from threadpoolctl import threadpool_limits
 
-from lwpd.metrics import welch_bound
+from lwpd.metrics import correlations_from_gram, welch_bound
 
 __all__ = ["pack_lines", "line_coherence"]
 
@@ -128,10 +128,9 @@ def line_coherence(vectors: np.ndarray) -> float:
     """
     if vectors.shape[0] < 2:
         return 0.0
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    gram = np.abs(unit @ unit.T)
-    np.fill_diagonal(gram, 0.0)
-    return float(min(gram.max(), 1.0))
+    rho = correlations_from_gram(vectors @ vectors.T, in_place=True)
+    np.fill_diagonal(rho, 0.0)
+    return float(np.abs(rho).max())
 
 
 def _closed_form(n_codewords: int, dim: int) -> np.ndarray | None:

@@ -54,10 +54,10 @@ def _correlations(cb: Codebook, covariance: np.ndarray | None = None) -> Iterato
     """
     if covariance is not None and covariance.ndim == 2:
         dense = cb.to_dense().astype(np.float64)
-        yield _normalise(dense @ covariance @ dense.T), 1
+        yield correlations_from_gram(dense @ covariance @ dense.T, in_place=True), 1
         return
     for rows, mult in _whitened_blocks(cb, covariance):
-        yield _normalise(rows @ rows.T), mult
+        yield correlations_from_gram(rows @ rows.T, in_place=True), mult
 
 
 def _whitened_blocks(cb: Codebook, variances: np.ndarray | None) -> Iterator[tuple[np.ndarray, int]]:
@@ -72,12 +72,26 @@ def _whitened_blocks(cb: Codebook, variances: np.ndarray | None) -> Iterator[tup
         yield rows.astype(np.float64) * np.sqrt(variances[offsets[beta] : offsets[beta + 1]]), 1
 
 
-def _normalise(gram: np.ndarray) -> np.ndarray:
+def correlations_from_gram(gram: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """The correlations ``G_ij / sqrt(G_ii G_jj)`` of a Gram matrix, clipped to ``[-1, 1]``,
+    with a unit diagonal; a codeword of zero (prior) variance carries nothing, so its row and
+    column are 0 off the diagonal. The one normalisation of the metrics and of
+    :func:`lwpd.compress` (package-internal).
+
+    ``in_place``: overwrite ``gram`` (at N = 8192 every fresh N x N temporary costs about a
+    second).
+    """
     d = np.sqrt(np.clip(np.diag(gram), 0.0, None))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho = gram / np.outer(d, d)
-    rho[~np.isfinite(rho)] = 0.0  # a codeword with zero prior variance carries nothing
-    return np.clip(rho, -1.0, 1.0)
+    dead = d == 0
+    d[dead] = 1.0
+    rho = gram if in_place else gram.astype(np.float64, copy=True)
+    rho /= d[:, None]
+    rho /= d[None, :]
+    rho[dead, :] = 0.0
+    rho[:, dead] = 0.0
+    np.clip(rho, -1.0, 1.0, out=rho)
+    np.fill_diagonal(rho, 1.0)
+    return rho
 
 
 def _off_diagonal(rho: np.ndarray) -> np.ndarray:
