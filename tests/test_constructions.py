@@ -219,3 +219,15 @@ def test_projective_count_matches_the_closed_forms(dim, q, w):
         math.comb(dim, i) * (q - 1) ** (i - 1) for i in range(1, w + 1)
     )
     assert projective_count(dim, q, w) == expected
+
+
+@pytest.mark.parametrize("size, max_weight, keep", [(4, 2, None), (4, 2, 8), (4, 2, 100), (8, 2, 16), (3, 3, 3)])
+def test_the_one_block_base_recipe(size, max_weight, keep):
+    """projective_block_base (tiled by LWPD, CodedOptimizer and the DDP hook) is the
+    projective base compressed to keep codewords, or the whole base."""
+    from lwpd import compress
+    from lwpd.constructions import projective_block_base
+
+    base = projective_codebook(size, q=3, max_weight=max_weight)
+    expected = base if keep is None or keep >= len(base) else compress(base, keep, criterion="logdet")
+    assert projective_block_base(size, max_weight=max_weight, keep=keep) == expected

@@ -10,6 +10,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
+from lwpd._compress import compress
 from lwpd._validation import as_rng, check_choice, check_int, check_prime
 from lwpd.codebook import Codebook, Partition, codebook_from_csr, leading_run, tiled_codebook
 
@@ -166,6 +167,20 @@ def _restrict(base: Codebook, size: int) -> Codebook:
     if np.allclose(base.internals.csr().row_norms(), 1.0):
         dense = dense / np.linalg.norm(dense, axis=1, keepdims=True)
     return Codebook.from_dense(dense.astype(base.dtype))
+
+
+def projective_block_base(size: int, *, q: int = 3, max_weight: int | None = None, keep: int | None = None,
+                          criterion: str = "logdet") -> Codebook:
+    """The block base the LWPD scheme, ``CodedOptimizer`` and the DDP hook tile: the
+    projective codebook of ``PG(size - 1, q)`` with weight <= ``max_weight``, compressed to
+    ``keep`` codewords by ``criterion`` (:func:`lwpd.compress`); the whole base when ``keep``
+    is ``None`` or at least its size (compressing to every codeword returns the base as it
+    is). Package-internal: the one recipe, with each caller's choice of ``keep``.
+    """
+    base = projective_codebook(size, q=q, max_weight=max_weight)
+    if keep is None or keep >= len(base):
+        return base
+    return compress(base, keep, criterion=criterion)
 
 
 def block_codebook(base: Codebook | Callable[[int], Codebook], partition: Partition) -> Codebook:

@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 
 from lwpd import _config, _defaults
-from lwpd._compress import compress as compress_codebook
 from lwpd._validation import check_bool, check_choice, check_fraction, check_int, check_real
 from lwpd.codebook import Partition
-from lwpd.constructions import block_codebook, identity_codebook, projective_codebook
+from lwpd.constructions import block_codebook, identity_codebook, projective_block_base
 from lwpd.cost import chunk_supports, derivative_ops, moment_derivative_ops, moment_setup_ops
 from lwpd.schemes._base import RowMemory, Scheme, Task, curvature_shares, result_pair
 
@@ -295,10 +294,8 @@ class LWPD(Scheme):
 
         n = self.problem.n_params
         size = min(self.block_size, n)
-        base = projective_codebook(size, q=self.q, max_weight=self.max_weight)
-        if self.redundancy is not None:
-            keep = int(min(len(base), max(1, round(self.redundancy * size))))
-            base = compress_codebook(base, keep, criterion=self.compress)
+        keep = None if self.redundancy is None else max(1, round(self.redundancy * size))
+        base = projective_block_base(size, q=self.q, max_weight=self.max_weight, keep=keep, criterion=self.compress)
         return block_codebook(base, Partition.uniform(n, size))
 
     def _bind(self, rng: np.random.Generator) -> None:

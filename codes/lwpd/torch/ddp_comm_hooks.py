@@ -7,10 +7,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from lwpd._compress import compress
 from lwpd._validation import check_int
 from lwpd.codebook import Codebook, Partition
-from lwpd.constructions import block_codebook, projective_codebook
+from lwpd.constructions import block_codebook, projective_block_base
 
 
 
@@ -98,9 +97,8 @@ class LWPDHookState:
 
         base = self._bases.get(size)
         if base is None:
-            base = projective_codebook(size, q=3, max_weight=self.max_weight)
-            if self.codewords == "cyclic" and len(base) > size:
-                base = compress(base, size, criterion="logdet")
+            base = projective_block_base(size, q=3, max_weight=self.max_weight,
+                                         keep=size if self.codewords == "cyclic" else None)
             self._bases[size] = base
         return base
 

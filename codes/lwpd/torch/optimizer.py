@@ -14,11 +14,10 @@ import numpy as np
 import torch
 
 from lwpd import _config, _defaults
-from lwpd._compress import compress
 from lwpd.cluster._common import Cluster
 from lwpd._validation import as_rng, check_choice, check_fraction, check_int, check_real
 from lwpd.codebook import Codebook, Partition
-from lwpd.constructions import block_codebook, projective_codebook
+from lwpd.constructions import block_codebook, projective_block_base
 from lwpd.torch.partitions import (PARTITION_SCHEMES, ParameterPartition, assign, build_partition, check_max_block,
                                    flatten, group_blocks_by_size, module_groups, named_parameters_of,
                                    sequence_groups)
@@ -38,9 +37,7 @@ _HOOK_REGISTRIES = (
 def _block_base(size: int, max_weight: int, redundancy: float) -> Codebook:
     """Compressed projective pattern for a block of ``size`` coordinates."""
 
-    base = projective_codebook(size, q=3, max_weight=max_weight)
-    keep = int(min(len(base), max(size, round(redundancy * size))))
-    return base if keep == len(base) else compress(base, keep, criterion="logdet")
+    return projective_block_base(size, q=3, max_weight=max_weight, keep=max(size, round(redundancy * size)))
 
 
 def _default_codebook(partition: Partition, max_weight: int = 2, redundancy: float | None = None) -> Codebook:
