@@ -344,7 +344,7 @@ def bench_decode(sizes: Sizes, rng: np.random.Generator, notes: list[str]) -> li
                  f"{FLOOR_US_PER_BLOCK} us (a block's arithmetic, about 2 kflop: fold, assemble, factor, solve)")
     # The memory floor: random-order arrivals must be grouped by codeword before any block can
     # be solved, a scatter bound by memory latency that the pre-grouped baselines never pay.
-    counts, sums = np.zeros(len(cb), np.int32), np.zeros(len(cb))
+    counts, sums = np.zeros(len(cb), lwpd._config.DECODER_COUNT_DTYPE), np.zeros(len(cb))
     scatter = cpu_kernels.scatter_results.serial
 
     def scatter_alone() -> None:

@@ -485,5 +485,15 @@ def test_every_cluster_is_a_cluster_and_so_is_any_object_with_its_methods():
     assert isinstance(SimulatedCluster(2), Cluster) and isinstance(Recorded(), Cluster)
     assert not isinstance(object(), Cluster) and Cluster.missing(Recorded()) == []
     assert Cluster.missing(object()) == list(Cluster.REQUIRED)
+
+    class PerInstance(Recorded):  # n_workers and now set by __init__, as clusters often do
+        def __init__(self):
+            self.n_workers, self.now = 3, 0.0
+
+    class Placeholders:  # the names, but nothing callable
+        submit = as_completed = cancel = new_round = n_workers = now = None
+
+    assert isinstance(PerInstance(), Cluster) and Cluster.missing(PerInstance()) == []
+    assert not isinstance(Placeholders(), Cluster)
     with pytest.raises(TypeError, match="abstract"):
         Cluster()

@@ -539,3 +539,24 @@ def test_counts_are_uint16_and_an_arrival_past_a_full_count_is_refused_whole(mon
         decoders.decode(cb, np.full(limit + 1, 3), np.full(limit + 1, values[3]))
     np.testing.assert_allclose(decoders.decode(cb, np.full(limit, 3), np.full(limit, values[3])),
                                decoders.decode(cb, [3], values[[3]]), atol=1e-12)  # the cached scratch is clean
+
+
+@pytest.mark.parametrize("copy_how", ["deepcopy", "pickle"])
+def test_a_copied_or_pickled_decoder_decodes_as_the_original(copy_how):
+    """A copy keeps working on its own state: single and batch arrivals after copying decode
+    as the pinv oracle, and the original is untouched."""
+    import copy
+    import pickle
+
+    cb = block_codebook(projective_codebook(4, max_weight=2), Partition.uniform(12, 4))
+    values = cb.encode(np.random.default_rng(2).standard_normal(cb.dim))
+    original = ProjectionDecoder(cb)
+    original.update(np.arange(5), values[:5])
+    twin = copy.deepcopy(original) if copy_how == "deepcopy" else pickle.loads(pickle.dumps(original))
+    for j in range(5, len(cb)):
+        twin.update(int(j), float(values[j]))
+    every = np.arange(len(cb))
+    np.testing.assert_allclose(twin.estimate(), ref.decode_projection(cb.to_dense(), every, values), atol=1e-12)
+    np.testing.assert_allclose(original.estimate(), ref.decode_projection(cb.to_dense(), every[:5], values[:5]), atol=1e-12)
+    twin.reset()
+    assert twin.rank == 0 and not twin.estimate().any() and original.n_received == 5

@@ -111,3 +111,21 @@ def test_policy_names_are_trains_and_the_old_optimizer_name_still_works():
     assert opt.policy == "first_k"
     with pytest.raises(ValueError, match="'deadline', 'first_k', 'all'"):
         CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), policy="async")
+    with pytest.warns(DeprecationWarning, match="parameter_partition"):
+        assert opt.layout is opt.parameter_partition
+
+
+def test_directional_derivatives_still_take_the_old_layout_keyword():
+    import torch
+
+    from lwpd import block_codebook, projective_codebook
+    from lwpd.torch import directional_derivatives, partition_parameters
+
+    model = torch.nn.Linear(3, 2)
+    parts = partition_parameters(model, "neuron")
+    cb = block_codebook(projective_codebook(4, max_weight=2), parts.partition)
+    x, y = torch.randn(5, 3), torch.randn(5, 2)
+    loss = torch.nn.functional.mse_loss
+    with pytest.warns(DeprecationWarning, match="partition="):
+        old = directional_derivatives(model, loss, x, y, cb, layout=parts)
+    torch.testing.assert_close(old, directional_derivatives(model, loss, x, y, cb, partition=parts))

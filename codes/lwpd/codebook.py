@@ -731,6 +731,11 @@ class CodebookInternals:
         tile's base once, with the number of blocks it covers)."""
         return self._cb._iter_blocks()
 
+    def replace(self, key: Any, value: Any) -> Any:
+        """Keep ``value`` under ``key`` instead of what was kept there; return it."""
+        self._cb._cache[key] = value
+        return value
+
     def memo(self, key: Any, build: Callable[[], Any]) -> Any:
         """The value kept under ``key``, built by ``build()`` on first use."""
         cache = self._cb._cache

@@ -85,12 +85,13 @@ _COMMON_DOC = """
     tol : float or None, default 1e-4
         Stop once the largest entry of the gradient of the objective (the mean loss plus the
         penalty) is at most ``tol`` -- the test lbfgs makes with the same ``tol`` -- times the
-        starting gradient's largest entry when that exceeds 1 (so that the units of ``y`` do
-        not matter). The exact gradient is evaluated on the master only once the loss has
-        settled (fallen by less than ``tol * max(1, |loss|)`` over {window} steps), and every
-        {window} steps after. Under stragglers the decoded gradients are noisy and may never
-        get there: a fit also stops once no step in {floor} reached a new lowest loss.
-        ``None`` runs ``max_iter`` steps.
+        largest entry of the gradient at zero when that exceeds 1 (so that the units of ``y`` do
+        not matter, for a warm start too). The exact gradient is evaluated on the master
+        only once the loss has settled (fallen by less than ``tol * max(1, |loss|)`` over
+        {window} steps), and every {window} steps while it stays settled. With stragglers (or
+        a ``cluster``) the decoded gradients are noisy and may never get there: such a fit
+        also stops once no step in {floor} reached a new lowest loss. ``None`` runs
+        ``max_iter`` steps.
     learning_rate : "auto" or float, default "auto"
         Step size. ``"auto"``: ``1 / L`` with ``L`` the problem's Lipschitz bound
         (:meth:`lwpd.problems.LeastSquares.lipschitz`), times {async_fraction} with
@@ -310,10 +311,12 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         window = _defaults.SKLEARN_N_ITER_NO_CHANGE
         tol = self.tol
         converged = [False]
-        settled = [0]  # steps at which the loss had settled
-        if tol is not None:  # the gradient test's scale: the starting gradient's, when above 1
-            start = np.zeros(problem.n_params) if theta0 is None else theta0
-            gradient_scale = max(1.0, float(np.abs(problem.gradient(start)).max()))
+        settled = [0]  # consecutive steps at which the loss had settled
+        noisy = self.stragglers is not None or self.cluster is not None  # decoded gradients may be partial
+        if tol is not None:
+            # the gradient test's scale: the gradient's at zero (not at a warm start, so that a
+            # refit asks for what a cold fit asks), when above 1
+            gradient_scale = max(1.0, float(np.abs(problem.gradient(np.zeros(problem.n_params))).max()))
 
         def blown_up(history: Any) -> float:
             """The loss past which the fit has diverged (train records the starting loss)."""
@@ -328,22 +331,23 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
             # The cheap test first: the loss fell by less than tol over the window (a rising
             # loss has not settled). Then, on settling and every window steps after, the test
             # lbfgs makes: the largest entry of the exact gradient at most tol (times the
-            # starting gradient's largest entry when that exceeds 1, so that the units of y
+            # largest entry of the gradient at zero when that exceeds 1, so that the units of y
             # do not matter). The loss test alone stopped ill-conditioned fits early.
             decrease = losses[-window - 1] - losses[-1]
             if not 0.0 <= decrease < tol * max(1.0, abs(losses[-1])):
+                settled[0] = 0
                 return False
             settled[0] += 1
-            if settled[0] % window != 1:
+            if (settled[0] - 1) % window:
                 return False
             converged[0] = float(np.abs(problem.gradient(theta)).max()) <= tol * gradient_scale
-            # Under stragglers the decoded gradients carry noise, and the gradient may never
-            # fall to tol: once no step in the last 4 windows reached a new lowest loss, the
-            # fit is at that noise floor and stops (a slow but steady descent keeps setting
-            # new lows, so it goes on).
-            span = 4 * window  # (the docstring's {floor})
-            at_floor = len(losses) > span and min(losses[-span:]) >= min(losses[:-span])
-            converged[0] = converged[0] or at_floor
+            if noisy and not converged[0]:
+                # Under stragglers the decoded gradients carry noise, and the gradient may never
+                # fall to tol: once no step in the last 4 windows reached a new lowest loss, the
+                # fit is at that noise floor and stops (a slow but steady descent keeps setting
+                # new lows, so it goes on). Without stragglers only the gradient test stops a fit.
+                span = 4 * window  # (the docstring's {floor})
+                converged[0] = len(losses) > span and min(losses[-span:]) >= min(losses[:-span])
             return converged[0]
 
         diverged = f"the loss diverged (learning_rate={self.learning_rate!r} is too large)"

@@ -496,34 +496,8 @@ def blocks_touched(indices, ints, bounds, floats):
     return np.flatnonzero(seen).astype(np.int64)
 
 
-#: Entries of a decoder's packed integers before its codebook: the packed codebook's eleven
-#: bounds, then the lengths of its integers, of the ranks and of its floats.
-STATE_HEADER = 14
-
-
-@njit(inline="always", **_FAST)
-def unpack_state(ints, floats, n_codewords):
-    """Views of a projection decoder's packed state (see ``lwpd.decoders._pack_state``):
-    ``ints = [header | codebook ints | ranks]``, ``floats = [codebook floats | sums | x]``.
-
-    A single arrival's kernel takes the packed codebook and the state as three arrays (these two and
-    the uint16 counts) instead of seven, because Numba's dispatch costs about 0.13 us per
-    array argument, which dominates a single-arrival update.
-    """
-    n_ints, n_blocks, n_floats = ints[11], ints[12], ints[13]
-    start = STATE_HEADER + n_ints
-    return (
-        ints[STATE_HEADER:start],  # codebook ints
-        ints[:11],  # codebook bounds
-        floats[:n_floats],  # codebook floats
-        floats[n_floats : n_floats + n_codewords],  # sums
-        ints[start : start + n_blocks],  # ranks
-        floats[n_floats + n_codewords :],  # x
-    )
-
-
 @njit(**_FAST)
-def fold_one(j, value, ints, floats, counts, tol):
+def fold_one(j, value, ints, bounds, floats, counts, sums, tol, ranks, x):
     """Fold one arrival and re-solve only its block; False (nothing changed) when the
     codeword's count is full. Work depends on that block alone.
 
@@ -533,9 +507,7 @@ def fold_one(j, value, ints, floats, counts, tol):
     """
     if counts[j] == np.iinfo(counts.dtype).max:
         return False  # the count is full: nothing changed
-    lay_ints, bounds, lay_floats, sums, ranks, x = unpack_state(ints, floats, counts.shape[0])
-    offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, rest_block = unpack_codebook(
-        lay_ints, bounds, lay_floats)
+    offsets, tptr, tidx, tdat, tile_blocks, rptr, ridx, rdat, order, gptr, rest_block = unpack_codebook(ints, bounds, floats)
     counts[j] += 1
     sums[j] += value
     beta = block_of_codeword(j, tptr.shape[0] - 1, tile_blocks, rest_block)

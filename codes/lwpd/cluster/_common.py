@@ -188,17 +188,21 @@ class Cluster(ABC):
     ``_iterate`` (the completions, in order), ``_never_finishes`` and ``_clear``, and sets
     ``_delays``, ``_n_workers``, ``_rng``, ``_rng_source``, ``_tasks`` (outstanding tasks),
     ``_round``, ``_round_delays``, ``_cost`` and ``_faults``, and ``_DEFAULT_DELAY`` (the
-    delay without a model). Any object with the methods named in :attr:`REQUIRED` counts as a
-    cluster (``isinstance(obj, Cluster)``), so a user's own cluster need not subclass it.
+    delay model). A user's own cluster need not subclass it: :meth:`missing` names what an
+    object lacks of :attr:`REQUIRED` (what ``CodedOptimizer`` checks), and a class whose
+    methods ``submit``, ``as_completed``, ``cancel`` and ``new_round`` are callables counts as
+    a subclass (``isinstance``; ``n_workers`` and ``now`` are often set per instance, so the
+    class test cannot ask for them).
     """
 
     #: What a training loop calls on a cluster.
     REQUIRED = ("submit", "as_completed", "cancel", "new_round", "n_workers", "now")
+    _METHODS = ("submit", "as_completed", "cancel", "new_round")
 
     @classmethod
     def __subclasshook__(cls, other: type) -> bool:
         if cls is Cluster:
-            return all(any(name in base.__dict__ for base in other.__mro__) for name in cls.REQUIRED) or NotImplemented
+            return all(callable(getattr(other, name, None)) for name in cls._METHODS) or NotImplemented
         return NotImplemented
 
     @classmethod

@@ -13,7 +13,7 @@ from lwpd import _config
 from lwpd._kernels import cpu
 from lwpd.codebook import Codebook
 from lwpd.decoders._base import HostOnlyState
-from lwpd.decoders._packing import pack_state, packed_codebook
+from lwpd.decoders._packing import packed_codebook
 
 
 class HostProjectionState(HostOnlyState):
@@ -36,16 +36,17 @@ class HostProjectionState(HostOnlyState):
         self._tile_rows = codebook.internals.storage.rows
         n_blocks = codebook.blocks.n_blocks
         self.counts = np.zeros(codebook.n_codewords, dtype=_config.DECODER_COUNT_DTYPE)
-        # the packed codebook, the value sums, the block ranks and the estimate live in two arrays
-        # so that a single arrival's kernel call passes three arrays, not seven
-        self._state_arrays = pack_state(self.packed, codebook.n_codewords, n_blocks, codebook.dim)
-        _, _, _, self.sums, self.ranks, self.x = cpu.unpack_state(*self._state_arrays, codebook.n_codewords)
+        self.sums = np.zeros(codebook.n_codewords, dtype=_config.DECODER_DTYPE)
+        self.ranks = np.zeros(n_blocks, dtype=np.int64)
+        self.x = np.zeros(codebook.dim, dtype=_config.DECODER_DTYPE)
         self._pattern_table: np.ndarray | None = None  # received set -> slot, see _solve
         self._dirty = np.zeros(n_blocks, dtype=bool)
         self._dirty_blocks: list[np.ndarray] = []
 
     def fold_one(self, j: int, value: float) -> None:
-        if not cpu.fold_one(j, value, *self._state_arrays, self.counts, _config.RANK_RTOL):
+        lay = self.packed
+        if not cpu.fold_one(j, value, lay.ints, lay.bounds, lay.floats, self.counts, self.sums, _config.RANK_RTOL,
+                            self.ranks, self.x):
             refuse_full_count(j, self.counts)
 
     def fold_many(self, indices: np.ndarray, values: np.ndarray) -> None:

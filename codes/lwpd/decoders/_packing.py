@@ -2,7 +2,7 @@
 
 The kernels take the packed codebook as three arrays rather than eleven because Numba's dispatch
 costs about 0.13 us per array argument, which dominates a single-arrival update; Python code
-reads the same arrays by name through :meth:`Layout.fields`.
+reads the same arrays by name through :meth:`PackedCodebook.fields`.
 """
 
 from __future__ import annotations
@@ -95,16 +95,3 @@ def _tile_dense(cb: Codebook) -> np.ndarray:
     if m * b * (b + 3) / 2 > _config.DENSE_ASSEMBLY_RATIO * scattered:
         return np.zeros((0, 0), dtype=f64)
     return np.ascontiguousarray(dense.T)
-
-
-def pack_state(lay: PackedCodebook, n_codewords: int, n_blocks: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """A projection decoder's packed codebook and state in two arrays (see
-    ``cpu.unpack_state``): the integers ``[bounds, lengths | codebook ints | ranks]`` and the
-    floats ``[codebook floats | value sums | estimate]``, the state zeroed."""
-    header = np.concatenate([lay.bounds, [lay.ints.size, n_blocks, lay.floats.size]])
-    if header.size != cpu.STATE_HEADER:  # the kernel reads the header at fixed places
-        raise AssertionError(f"packed header has {header.size} entries, the kernels expect {cpu.STATE_HEADER}")
-    ints = np.concatenate([header, lay.ints, np.zeros(n_blocks, dtype=np.int64)]).astype(np.int64)
-    floats = np.zeros(lay.floats.size + n_codewords + dim, dtype=_config.DECODER_DTYPE)
-    floats[: lay.floats.size] = lay.floats
-    return ints, floats

@@ -83,7 +83,7 @@ def _project_once(codebook: Codebook, indices: Any, values: Any) -> np.ndarray:
     try:
         state = codebook.internals.memo("one_shot_state", lambda: HostProjectionState(codebook))
         if state.packed is not packed_codebook(codebook):  # a changed setting repacked the codebook
-            state = HostProjectionState(codebook)
+            state = codebook.internals.replace("one_shot_state", HostProjectionState(codebook))
         return state.decode_once(idx, vals)
     finally:
         _ONE_SHOT_LOCK.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Iterable
 
 import torch
@@ -46,6 +47,7 @@ def directional_derivatives(
     chunk_size: int | None = None,
     *,
     partition: ParameterPartition | None = None,
+    layout: ParameterPartition | None = None,
 ) -> torch.Tensor:
     """Directional derivatives ``<grad L(theta), v_j>`` by forward-mode AD, without backprop.
 
@@ -73,6 +75,8 @@ def directional_derivatives(
     partition : ParameterPartition, optional
         The directions are in this partition's block order (as codebooks built for a
         non-contiguous partition are) rather than flat order.
+    layout : ParameterPartition, optional
+        Deprecated name of ``partition``.
 
     Returns
     -------
@@ -97,6 +101,11 @@ def directional_derivatives(
     >>> torch.allclose(d, flatten_grads(model))
     True
     """
+    if layout is not None:
+        if partition is not None:
+            raise TypeError("give partition only (layout is its deprecated name)")
+        warnings.warn("directional_derivatives(layout=) is now partition=", DeprecationWarning, stacklevel=2)
+        partition = layout
     named = named_parameters_of(model)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")

@@ -403,6 +403,13 @@ class CodedOptimizer(torch.optim.Optimizer):
         work = np.array([np.cumsum([weights[c].sum() for c in parts]) for parts in dealt], dtype=np.float64)
         self._chunk_work = work / work[:, -1].mean()
 
+    @property
+    def layout(self) -> ParameterPartition:
+        """Deprecated name of :attr:`parameter_partition` (``layout`` means the LWPD data
+        layout elsewhere in lwpd)."""
+        warnings.warn("CodedOptimizer.layout is now CodedOptimizer.parameter_partition", DeprecationWarning, stacklevel=2)
+        return self.parameter_partition
+
     # ----------------------------------------------------------------- torch plumbing
     def _params(self) -> list[torch.Tensor]:
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
