@@ -432,6 +432,12 @@ def project_by_patterns(first, size, masks, Q, whole, positions, g, out):
             out[positions[o + i]] = acc
 
 
+@njit(inline="always", **_FAST)
+def _part(part, n, n_parts):
+    """The codewords ``[lo, hi)`` of part ``part`` of ``n`` split into ``n_parts``."""
+    return part * n // n_parts, (part + 1) * n // n_parts
+
+
 @_twin(**_FAST)
 def scatter_results(indices, values, counts, sums, n_parts):
     """Fold arrivals into per-codeword counts and value sums; return -1, or, when a count is
@@ -449,8 +455,7 @@ def scatter_results(indices, values, counts, sums, n_parts):
     limit = np.iinfo(counts.dtype).max
     stops = np.full(n_parts, indices.shape[0], dtype=np.int64)  # where each part stopped
     for part in prange(n_parts):
-        lo = part * n // n_parts
-        hi = (part + 1) * n // n_parts
+        lo, hi = _part(part, n, n_parts)
         for t in range(indices.shape[0]):
             j = indices[t]
             if lo <= j < hi:
@@ -461,16 +466,14 @@ def scatter_results(indices, values, counts, sums, n_parts):
     full = stops.min()
     if full < indices.shape[0]:
         for part in prange(n_parts):
-            lo = part * n // n_parts
-            hi = (part + 1) * n // n_parts
+            lo, hi = _part(part, n, n_parts)
             for t in range(stops[part]):
                 j = indices[t]
                 if lo <= j < hi:
                     counts[j] -= 1
         return full
     for part in prange(n_parts):
-        lo = part * n // n_parts
-        hi = (part + 1) * n // n_parts
+        lo, hi = _part(part, n, n_parts)
         for t in range(indices.shape[0]):
             j = indices[t]
             if lo <= j < hi:

@@ -68,13 +68,13 @@ class Decoder(ABC):
             the last :meth:`reset`, more than its count holds
             (``lwpd._config.DECODER_COUNT_DTYPE``). Nothing is folded in then.
         """
-        if self._state.takes_device(indices, values):
-            self._n_received += self._state.fold_device(indices, values)
-            return
-        one = self._one(indices, values)
+        one = self._one(indices, values)  # first: the common update(int, float) stays the cheapest call
         if one is not None:
             self._state.fold_one(*one)
             self._n_received += 1
+            return
+        if self._state.takes_device(indices, values):
+            self._n_received += self._state.fold_device(indices, values)
             return
         idx, vals = self._many(indices, values)
         if idx.size:

@@ -76,8 +76,9 @@ class HostProjectionState(HostOnlyState):
 
     def decode_once(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``pinv(V_S) r_S`` of these arrivals alone into a new array, solving only the blocks
-        with arrivals; the state must be empty and is left empty (only the counts and sums
-        these arrivals touched are cleared, when they are few)."""
+        with arrivals; the counts and sums must be empty and are left empty (only those these
+        arrivals touched are cleared, when they are few). The ranks are written, never read:
+        clearing them would cost a pass over every block."""
         x = np.zeros(self.x.size, dtype=_config.DECODER_DTYPE)
         try:
             scatter(indices, values, self.counts, self.sums)
@@ -91,7 +92,6 @@ class HostProjectionState(HostOnlyState):
             else:  # many: one sequential pass beats scattered writes
                 self.counts[:] = 0
                 self.sums[:] = 0.0
-            self.ranks[:] = 0
 
     def _flush(self) -> None:
         """Solve the blocks that batches left unsolved (a no-op when there are none)."""
