@@ -86,8 +86,10 @@ def test_saved_runs_are_reported_without_running_them(tmp_path: Path):
     """--saved stragglers=JSON prints the tables of an earlier run and reads its headline."""
     bench = ROOT / "benchmarks" / "bench_stragglers.py"
     saved = tmp_path / "stragglers.json"
-    proc = subprocess.run([sys.executable, str(bench), "--quick", "--workloads", "lstsq", "--seeds", "1", "--json",
-                           str(saved), "--jobs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(bench), "--quick", "--workloads", "lstsq", "--seeds", "1",
+                           "--placements", "sorted", "--models", "b", "--networks", "compute", "--schemes", "replication,lwpd-fr",
+                           "--json", str(saved),
+                           "--jobs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "report.md"
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "stragglers", "--saved", f"stragglers={saved}",
