@@ -42,11 +42,19 @@ def encode(V: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def decode_projection(V: np.ndarray, indices, values) -> np.ndarray:
-    """Minimum-norm least squares over the stacked received rows (repeats included)."""
+    """Minimum-norm least squares over the stacked received rows (repeats included).
+
+    Singular values at or below ``max(rows, columns) * eps`` of the largest are zero (the
+    convention of ``np.linalg.matrix_rank``). ``pinv``'s default cutoff, ``1e-15`` of the
+    largest, is below the rounding of an SVD of an exactly rank-deficient stack of a few
+    dozen rows: one zero singular value came out at ``1.01e-15`` (seed 644 of
+    ``test_few_blocks_at_a_time_decode_as_the_oracle``), and the "oracle" then put entries of
+    0.06 on coordinates no received codeword touches."""
     indices = np.asarray(indices, dtype=int)
     if indices.size == 0:
         return np.zeros(V.shape[1])
-    return np.linalg.pinv(V[indices]) @ np.asarray(values, dtype=float)
+    rows = V[indices]
+    return np.linalg.pinv(rows, max(rows.shape) * np.finfo(float).eps) @ np.asarray(values, dtype=float)
 
 
 def peel(V: np.ndarray, indices, values) -> tuple[np.ndarray, np.ndarray]:

@@ -433,6 +433,28 @@ def test_batches_are_solved_when_read_and_agree_with_single_updates_and_the_orac
     assert dec.rank == 0 and not dec.estimate().any()
 
 
+def test_the_oracle_drops_an_svd_rounding_of_zero():
+    """The arrivals on which hypothesis found ``pinv``'s default cutoff (1e-15 of the largest
+    singular value) too tight for the oracle: a zero singular value of the stacked rows came
+    out at 1.01e-15 and spread values onto blocks nothing arrived for. The decoder is exactly
+    zero there and the oracle, with the ``matrix_rank`` cutoff, agrees."""
+    cb = block_codebook(projective_codebook(4, max_weight=2), Partition.uniform(4 * 50, 4))
+    per_block = len(cb) // cb.blocks.n_blocks
+    rng = np.random.default_rng(644)
+    values = cb.encode(rng.standard_normal(cb.dim))
+    arrivals = []
+    for n_blocks in (3, 2, 3, 4, 4, 3):
+        blocks = rng.choice(cb.blocks.n_blocks, size=n_blocks, replace=False)
+        arrivals.append((blocks[:, None] * per_block + rng.integers(0, per_block, (blocks.size, 3))).ravel())
+    arrivals = np.concatenate(arrivals)
+    V = cb.to_dense()
+    dec = ProjectionDecoder(cb)
+    dec.update(arrivals, values[arrivals])
+    untouched = np.abs(V[arrivals]).sum(axis=0) == 0
+    assert untouched.any() and not dec.estimate()[untouched].any()
+    np.testing.assert_allclose(dec.estimate(), ref.decode_projection(V, arrivals, values[arrivals]), atol=1e-12)
+
+
 @settings(max_examples=30, deadline=None)
 @given(data=st.data())
 def test_few_blocks_at_a_time_decode_as_the_oracle(data):
