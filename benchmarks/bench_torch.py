@@ -94,7 +94,15 @@ def breakdown(opt: CodedOptimizer, model: torch.nn.Module, x, y, repeats: int) -
         "decode (fold + solve every block)": lambda: _decode(opt.codebook, opt._decoder, idx, values, g),
     }
     if opt._runs is not None:  # what a step does with the default codebook (lwpd.torch.CodedOptimizer)
-        parts[f"project by patterns ({lost.sum()} of {lost.size} chunks lost)"] = lambda: opt._project_by_patterns(flat, np.flatnonzero(lost))
+        missing = np.flatnonzero(lost)
+        masks, counts, _ = opt._received_patterns(missing)
+        partial = opt._blocks_to_project(params, masks, counts)
+        norms = opt._check_grads(params)
+        share = sum(b.size * run.size for run, b, _ in partial) / opt.parameter_partition.dim if partial is not None else float("nan")
+        parts[f"received sets ({lost.sum()} of {lost.size} chunks lost)"] = lambda: opt._received_patterns(missing)
+        parts["project by patterns, flat kernel"] = lambda: opt._project_by_patterns(flat, masks)
+        if partial is not None:  # projection is idempotent: repeating it in place costs the same
+            parts[f"project in place ({100 * share:.1f}% of coordinates)"] = lambda: opt._project_in_place(params, partial, norms)
     times = best_times(list(parts.values()), max(3, repeats // 3))
     n_blocks = opt.parameter_partition.partition.n_blocks
     print(f"\nCoded step parts, batch {x.shape[0]} ({n_blocks:,} blocks, every codeword received):")

@@ -364,6 +364,72 @@ def test_scatter_kernel_matches_numpy_for_any_split_of_the_codewords(data):
         np.testing.assert_array_equal(got_sums, sums)
 
 
+@given(data=st.data())
+@settings(max_examples=40, deadline=None)
+def test_received_sets_kernel_matches_numpy_for_any_split_of_the_blocks(data):
+    """The torch optimizer's received sets: clearing the bits of the lost chunks' codewords and
+    counting each run's sets, by threads that own block ranges (any number of them, more
+    than blocks too), gives NumPy's masks and ``bincount``s."""
+    from lwpd._kernels import cpu
+
+    rows = np.array(data.draw(st.lists(st.integers(1, 5), min_size=1, max_size=30)), dtype=np.int64)  # codewords per block
+    n_blocks, n_codewords = rows.size, int(rows.sum())
+    block_of = np.repeat(np.arange(n_blocks), rows).astype(np.int32)  # non-decreasing: codewords by block
+    row_of = (np.arange(n_codewords) - np.repeat(np.r_[0, np.cumsum(rows)[:-1]], rows)).astype(np.int8)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    n_chunks = data.draw(st.integers(1, 6))
+    owner = rng.integers(0, n_chunks, n_codewords)
+    chunks = [np.flatnonzero(owner == c) for c in range(n_chunks)]  # sorted, maybe empty
+    starts = np.r_[0, np.cumsum([c.size for c in chunks])]
+    lost = np.flatnonzero(rng.random(n_chunks) < 0.5)
+    # runs: consecutive blocks with the same number of codewords
+    first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    end = np.r_[first[1:], n_blocks]
+    offset = np.r_[0, np.cumsum(1 << rows[first])]
+    full = ((np.int64(1) << rows) - 1).astype(np.uint16)
+    want = full.astype(np.int64)
+    for j in np.concatenate([chunks[c] for c in lost] + [np.zeros(0, np.int64)]):
+        want[block_of[j]] &= ~(1 << int(row_of[j]))
+    want_counts = np.concatenate([np.bincount(want[a:z], minlength=1 << int(rows[a])) for a, z in zip(first, end)])
+    for build, parts in ((cpu.received_sets.serial, 1), (cpu.received_sets.parallel, data.draw(st.integers(1, 40)))):
+        masks, counts = build(full, lost, starts, np.concatenate(chunks), block_of, row_of, first, end, offset,
+                              int(offset[-1]), parts)
+        np.testing.assert_array_equal(masks, want)
+        np.testing.assert_array_equal(counts, want_counts)
+        assert masks.dtype == np.uint16 and not (full != ((np.int64(1) << rows) - 1)).any()  # the full masks untouched
+
+
+@given(data=st.data())
+@settings(max_examples=40, deadline=None)
+def test_in_place_projection_kernel_matches_numpy(data):
+    """Projecting listed blocks of a vector held as several arrays, through a permutation of
+    its coordinates, in place: NumPy's products on the concatenated vector, the other
+    coordinates untouched, and the squared change as stored."""
+    from lwpd._kernels import cpu
+
+    size = data.draw(st.integers(1, 4))
+    n_blocks = data.draw(st.integers(1, 12))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    first = size * data.draw(st.integers(0, 3))  # the run starts after other runs' coordinates
+    dim = first + n_blocks * size
+    cuts = np.sort(rng.choice(np.arange(1, dim), size=min(dim - 1, data.draw(st.integers(0, 4))), replace=False))
+    offsets = np.r_[0, cuts, dim].astype(np.int64)
+    positions = rng.permutation(dim).astype(np.int32)
+    flat = rng.standard_normal(dim).astype(dtype)
+    grads = tuple(flat[a:z].copy() for a, z in zip(offsets[:-1], offsets[1:]))
+    Q = rng.standard_normal((5, size, size))
+    blocks = np.sort(rng.choice(n_blocks, size=data.draw(st.integers(0, n_blocks)), replace=False)).astype(np.int64)
+    sets = rng.integers(0, 5, blocks.size).astype(np.uint16)
+    want = flat.copy()
+    for t, s in zip(blocks, sets):
+        places = positions[first + t * size + np.arange(size)]
+        want[places] = (Q[s] @ flat[places].astype(np.float64)).astype(dtype)
+    change = cpu.project_in_place(grads, offsets, positions, first, size, blocks, sets, Q)
+    np.testing.assert_allclose(np.concatenate(grads), want, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-6 if dtype == np.float32 else 1e-12)
+    assert change == pytest.approx(float(np.sum((np.concatenate(grads).astype(np.float64) - flat) ** 2)), rel=1e-9, abs=1e-12)
+
+
 def test_threaded_scatter_route_decodes_as_the_serial_one(monkeypatch):
     """A batch large enough for the threaded fold (thresholds lowered here) decodes exactly
     as the serial fold does, and as the pinv oracle."""

@@ -2,6 +2,7 @@
 
 import copy
 import io
+import math
 import socket
 import subprocess
 import sys
@@ -615,6 +616,35 @@ def test_bad_losses_and_gradients_raise_clear_errors():
         opt.step()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_huge_finite_and_half_precision_gradients_step_with_their_error_measured(dtype, monkeypatch):
+    """A gradient whose norm overflows its dtype (float32 entries of 1e30) is finite, so it is
+    coded, not refused, and the relative error is measured in float64; float16 gradients
+    are coded in their own tensors. Both paths (in place and flat) agree with the general
+    path."""
+    from lwpd import _config
+
+    scale = 1e30 if dtype == torch.float32 else 1.0
+    results = {}
+    for path, (shortcut, fraction) in {"in-place": (True, 1.0), "flat": (True, -1.0), "general": (False, 1.0)}.items():
+        monkeypatch.setattr(_config, "TORCH_EXACT_SHORTCUT", shortcut)
+        monkeypatch.setattr(_config, "TORCH_IN_PLACE_MAX_FRACTION", fraction)
+        torch.manual_seed(0)
+        model = torch.nn.Linear(24, 4).to(dtype)
+        opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.0), model=model, stragglers=Bernoulli(0.3),
+                             n_workers=6, seed=2)
+        for p in model.parameters():
+            p.grad = (torch.randn(p.shape) * scale).to(dtype)
+        opt.step()
+        results[path] = (torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double() / scale, opt.last_stats)
+    general, stats = results["general"]
+    assert 0.0 < stats.relative_error < 1.0 and math.isfinite(stats.relative_error)
+    for path in ("in-place", "flat"):
+        grads, fast = results[path]
+        torch.testing.assert_close(grads, general, rtol=1e-3 if dtype == torch.float16 else 1e-6, atol=1e-3 if dtype == torch.float16 else 1e-6)
+        assert fast.relative_error == pytest.approx(stats.relative_error, rel=1e-2 if dtype == torch.float16 else 1e-6)
+
+
 def test_arrivals_can_come_from_a_cluster():
     from concurrent.futures import ThreadPoolExecutor
 
@@ -710,12 +740,22 @@ def _coded_grads(monkeypatch, general, make_opt, model, steps=5, dtype=torch.flo
     return out
 
 
+@pytest.mark.parametrize("in_place", [True, False], ids=["in-place", "flat"])
 @pytest.mark.parametrize("case", ["layer-chunks-first_k", "neuron-all-weight3", "ungrouped-partition", "float32"])
-def test_pattern_projection_matches_the_general_path(monkeypatch, case):
+def test_pattern_projection_matches_the_general_path(monkeypatch, case, in_place):
     """The pattern path (per run of equal blocks, the projector of each block's received set,
-    cached across steps) writes the general path's gradient, recovered fraction and counts,
-    whatever the partition, chunking, policy, codeword weight or dtype."""
+    cached across steps) writes the general path's gradient, recovered fraction, relative
+    error and counts, whatever the partition, chunking, policy, codeword weight or dtype: in
+    the parameters' own gradients, only the blocks that need a projector ("in-place"), or by
+    one kernel over the flat gradient ("flat")."""
+    from lwpd import _config
     from lwpd.torch import partition_parameters
+
+    monkeypatch.setattr(_config, "TORCH_IN_PLACE_MAX_FRACTION", 1.0 if in_place else -1.0)
+    taken = []
+    for name in ("_project_in_place", "_project_by_patterns"):
+        real = getattr(CodedOptimizer, name)
+        monkeypatch.setattr(CodedOptimizer, name, lambda self, *a, _real=real, _name=name: taken.append(_name) or _real(self, *a))
 
     dtype = torch.float32 if case == "float32" else torch.float64
 
@@ -746,6 +786,8 @@ def test_pattern_projection_matches_the_general_path(monkeypatch, case):
         torch.testing.assert_close(g_fast, g_general, rtol=0, atol=tol)
         assert s_fast.received == s_general.received
         assert s_fast.recovered_fraction == pytest.approx(s_general.recovered_fraction, abs=1e-12)
+        assert s_fast.relative_error == pytest.approx(s_general.relative_error, abs=tol)
+    assert taken and set(taken) == {"_project_in_place" if in_place else "_project_by_patterns"}
     # the received sets differ between steps, so the cache grew and was reused
     assert any(s.received < s.n_codewords for _, s, _ in fast)
     assert sum(int((run.ranks >= 0).sum()) for run in opt._runs) >= len(opt._runs)

@@ -252,3 +252,8 @@ TORCH_PATTERN_PROJECTION: bool = True
 #: ``2**rows`` projectors per run) and there are at most ``TORCH_PATTERN_MAX_RUNS`` runs.
 TORCH_PATTERN_MAX_ROWS: int = 12
 TORCH_PATTERN_MAX_RUNS: int = 64
+
+#: ... and in the parameters' own ``.grad`` tensors, block by block, when at most this fraction
+#: of the coordinates lie in blocks whose received codewords do not span them (the others are
+#: left as they are); above it, one flat kernel over every block is cheaper.
+TORCH_IN_PLACE_MAX_FRACTION: float = 0.25

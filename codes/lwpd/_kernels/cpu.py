@@ -402,13 +402,80 @@ def apply_patterns(blocks, slots, P, pattern_ranks, ints, bounds, floats, sums, 
         ranks[beta] = pattern_ranks[s]
 
 
-@njit(**_STRICT)
-def clear_pattern_bits(codewords, block_of, row_of, masks):
-    """Clear bit ``row_of[j]`` of ``masks[block_of[j]]`` for every listed codeword ``j`` (the
-    codewords that did not arrive). Serial: two codewords of one block share its mask."""
-    for t in range(codewords.shape[0]):
-        j = codewords[t]
-        masks[block_of[j]] &= ~(1 << row_of[j])
+
+
+@njit(inline="always", **_FAST)
+def _first_at_or_after(codewords, lo, hi, block_of, block):
+    """The first position ``t`` in ``[lo, hi)`` with ``block_of[codewords[t]] >= block``
+    (``codewords[lo:hi]`` sorted, ``block_of`` non-decreasing), or ``hi``."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if block_of[codewords[mid]] < block:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@_twin(**_FAST)
+def received_sets(full_masks, lost_chunks, starts, codewords, block_of, row_of, run_first, run_end, run_offset,
+                  n_sets, n_parts):
+    """Each block's received set, and how many blocks of each run have each set.
+
+    ``masks = full_masks`` with bit ``row_of[j]`` of block ``block_of[j]`` cleared for every
+    codeword ``j`` of the lost chunks (chunk ``c``: ``codewords[starts[c]:starts[c+1]]``,
+    sorted; ``block_of`` non-decreasing). ``counts[run_offset[r] + s]``: blocks of run ``r``
+    (blocks ``run_first[r] .. run_end[r] - 1``) with set ``s``. Threads own block ranges and
+    find their codewords in each chunk by bisection, so no two write one mask."""
+    n_blocks = full_masks.shape[0]
+    masks = full_masks.copy()
+    part_counts = np.zeros((n_parts, n_sets), dtype=np.int64)
+    for part in prange(n_parts):
+        lo, hi = _part(part, n_blocks, n_parts)
+        for c in lost_chunks:
+            t = _first_at_or_after(codewords, starts[c], starts[c + 1], block_of, lo)
+            while t < starts[c + 1]:
+                j = codewords[t]
+                b = block_of[j]
+                if b >= hi:
+                    break
+                masks[b] &= ~(1 << row_of[j])
+                t += 1
+        for r in range(run_first.shape[0]):
+            for b in range(max(lo, run_first[r]), min(hi, run_end[r])):
+                part_counts[part, run_offset[r] + masks[b]] += 1
+    return masks, part_counts.sum(axis=0)
+
+
+@njit(**_FAST)
+def project_in_place(grads, offsets, positions, first, size, blocks, sets, Q):
+    """``g[block] = Q[sets[t]] @ g[block]`` for the listed blocks ``t`` of a run of equal
+    blocks (its coordinates from block-order position ``first``), in place, where ``g`` is
+    held as the tuple of 1-D arrays ``grads`` (block-order position ``p`` is flat place
+    ``positions[p]``, which lies in array ``k`` at ``positions[p] - offsets[k]``). Returns
+    the squared norm of the change, as stored (in the arrays' dtype)."""
+    change = 0.0
+    g = np.empty(size)
+    tensor = np.empty(size, dtype=np.int64)
+    local = np.empty(size, dtype=np.int64)
+    for t in range(blocks.shape[0]):
+        o = first + blocks[t] * size
+        for i in range(size):
+            place = positions[o + i]
+            k = np.searchsorted(offsets, place, side="right") - 1
+            tensor[i] = k
+            local[i] = place - offsets[k]
+            g[i] = grads[k][local[i]]
+        s = sets[t]
+        for i in range(size):
+            acc = 0.0
+            for j in range(size):
+                acc += Q[s, i, j] * g[j]
+            target = grads[tensor[i]]
+            target[local[i]] = acc
+            d = target[local[i]] - g[i]
+            change += d * d
+    return change
 
 
 @_twin(**_FAST)

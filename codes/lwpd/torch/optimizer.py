@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, NamedTuple
 
+import numba
 import numpy as np
 import torch
 
@@ -358,9 +359,14 @@ class CodedOptimizer(torch.optim.Optimizer):
             index = np.int32 if max(len(codebook), self.parameter_partition.dim) < 2**31 else np.int64
             perm = self.parameter_partition.permutation
             self._positions = np.arange(self.parameter_partition.dim, dtype=index) if perm is None else np.asarray(perm, dtype=index)
-            self._full_masks = (np.int64(1) << rows) - 1  # every codeword of the block arrived
+            # bit r of block b's mask: its r-th codeword arrived (TORCH_PATTERN_MAX_ROWS <= 16 bits)
+            self._full_masks = ((np.int64(1) << rows) - 1).astype(np.uint16)
             self._block_of32 = codebook.block_of.astype(index)
             self._row_of = (np.arange(len(codebook)) - np.repeat(np.r_[0, np.cumsum(rows)[:-1]], rows)).astype(np.int8)
+            self._run_first = np.array([run.first_block for run in self._runs], dtype=np.int64)
+            self._run_end = self._run_first + [run.n_blocks for run in self._runs]
+            self._run_offset = np.r_[0, np.cumsum([1 << run.rows for run in self._runs])]  # each run's sets in one count array
+            self._param_offsets = np.r_[0, np.cumsum([p.numel() for p in params])]  # flat place of each tensor
         self.last_stats: StepStats | None = None
         self._last_arrived = np.zeros(0, dtype=np.int64)  # chunks that arrived in the last step
 
@@ -391,12 +397,14 @@ class CodedOptimizer(torch.optim.Optimizer):
         self._dealt_with = copy.deepcopy(rng.bit_generator.state)
         _, dealt = deal_codewords(self.codebook.block_of, self.n_workers, self.chunks, rng)
         weights = self.codebook.weights
-        self._chunk_indices = [torch.as_tensor(c, device=self._device) for parts in dealt for c in parts]
-        chunks = [c for parts in dealt for c in parts]
-        block_of = self.codebook.block_of
-        self._chunk_blocks = [np.unique(block_of[c]) for c in chunks]  # blocks each chunk touches
-        self._chunk_sizes = np.array([c.size for c in chunks], dtype=np.int64)
-        self._chunk_codewords = chunks
+        # every chunk's codewords in one array (chunk c: _chunk_flat[_chunk_starts[c] : _chunk_starts[c + 1]]);
+        # the per-chunk arrays are views of it (and the CPU index tensors share their memory)
+        self._chunk_sizes = np.array([c.size for parts in dealt for c in parts], dtype=np.int64)
+        self._chunk_starts = np.r_[0, np.cumsum(self._chunk_sizes)]
+        self._chunk_flat = np.concatenate([c for parts in dealt for c in parts])
+        chunks = np.split(self._chunk_flat, self._chunk_starts[1:-1])
+        self._chunk_indices = [torch.as_tensor(c, device=self._device) for c in chunks]
+        self._chunk_blocks = [np.unique(self.codebook.block_of[c]) for c in chunks]  # blocks each chunk touches
         # Work of a group's chunks, cumulated (a worker runs its chunks one after another), in
         # lwpd.cost's units: a group of average total codeword weight is one unit, as an
         # uncoded worker's shard gradient is one unit there
@@ -576,22 +584,26 @@ class CodedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         params = self._params()
-        self._check_grads(params)
+        norms = self._check_grads(params)
         arrived, waited = self._arrivals()
         shortcut = self._spans is not None and _config.TORCH_EXACT_SHORTCUT
         missing = np.setdiff1d(np.arange(len(self._chunk_indices)), arrived)
         if shortcut and missing.size == 0 and self._spans.all():
             # Every codeword arrived and every block's codewords span it: the decoded gradient
             # is the gradient itself, already in .grad. Nothing to encode, decode or assign.
-            self._last_arrived = arrived
-            self.last_stats = StepStats(len(self.codebook), len(self.codebook), 1.0,
-                                        0.0 if self.exact_grad_stats else None, waited)
-            self.optimizer.step()
-            return loss
+            return self._finish(loss, arrived, StepStats(len(self.codebook), len(self.codebook), 1.0,
+                                                         0.0 if self.exact_grad_stats else None, waited))
+        patterns = shortcut and self._runs is not None and _config.TORCH_PATTERN_PROJECTION
+        if patterns:
+            masks, counts, rank = self._received_patterns(missing)
+            received, recovered = int(self._chunk_sizes[arrived].sum()), rank / self.parameter_partition.dim
+            partial = self._blocks_to_project(params, masks, counts)
+            if partial is not None:  # only a few blocks' received codewords do not span them
+                error = self._project_in_place(params, partial, norms)
+                return self._finish(loss, arrived, StepStats(received, len(self.codebook), recovered, error, waited))
         g = flatten(params)  # flat order; the pattern path reorders inside its kernel
-        if shortcut and self._runs is not None and _config.TORCH_PATTERN_PROJECTION:
-            g_hat, recovered = self._project_by_patterns(g, missing)
-            received = int(self._chunk_sizes[arrived].sum())
+        if patterns:
+            g_hat = self._project_by_patterns(g, masks)
         else:
             g = self.parameter_partition.to_blocks(g)
             if arrived.size:
@@ -607,15 +619,17 @@ class CodedOptimizer(torch.optim.Optimizer):
                 recovered = self._decoder.recovered_fraction()
             g, g_hat = self.parameter_partition.from_blocks(g), self.parameter_partition.from_blocks(g_hat)
         error = None
-        if self.exact_grad_stats:
-            norm = float(torch.linalg.vector_norm(g))
-            error = float(torch.linalg.vector_norm(g_hat - g)) / norm if norm > 0 else 0.0
+        if self.exact_grad_stats:  # in float64: a finite float32 gradient's norm may overflow float32
+            error = _relative(float(torch.linalg.vector_norm(g_hat - g, dtype=torch.float64)), norms)
         assign(params, g_hat, skip_missing=True)
+        return self._finish(loss, arrived, StepStats(received, len(self.codebook), recovered, error, waited))
+
+    def _finish(self, loss: Any, arrived: np.ndarray, stats: StepStats) -> Any:
+        """Record the step and step the wrapped optimizer on the ``.grad`` now decoded."""
         self._last_arrived = arrived
-        self.last_stats = StepStats(received, len(self.codebook), recovered, error, waited)
+        self.last_stats = stats
         self.optimizer.step()
         return loss
-
 
     @property
     def last_received(self) -> np.ndarray:
@@ -624,38 +638,43 @@ class CodedOptimizer(torch.optim.Optimizer):
             return np.zeros(0, dtype=np.int64)
         return np.sort(torch.cat([self._chunk_indices[c] for c in self._last_arrived]).numpy())
 
-    def _check_grads(self, params: list[torch.Tensor]) -> None:
-        """Refuse integer and non-finite gradients (one sum per tensor: a sum is finite when
-        every entry is, barring overflow, which the exact check then settles)."""
+    def _check_grads(self, params: list[torch.Tensor]) -> list[float]:
+        """Refuse integer and non-finite gradients; return each gradient's norm (0 where a
+        parameter has none). One norm per tensor: it is finite when every entry is, barring
+        overflow, which the exact check then settles (and the norm is taken in float64)."""
+        norms = []
         for name, p in zip(self.parameter_partition.names, params):
             if p.grad is None:
+                norms.append(0.0)
                 continue
             if p.grad.dtype not in (torch.float16, torch.float32, torch.float64):
                 raise TypeError(f"CodedOptimizer codes float16, float32 and float64 gradients, got {p.grad.dtype} "
                                 f"(in {name})")
-            if not math.isfinite(float(p.grad.sum())) and not bool(torch.isfinite(p.grad).all()):
-                bad = [n for n, q in zip(self.parameter_partition.names, params) if q.grad is not None and not bool(torch.isfinite(q.grad).all())]
-                raise ValueError(f"the gradient has NaN or inf entries (in {', '.join(bad)}); nothing was stepped")
+            norm = float(torch.linalg.vector_norm(p.grad, dtype=torch.float32 if p.grad.dtype == torch.float16 else None))
+            if not math.isfinite(norm):
+                if not bool(torch.isfinite(p.grad).all()):
+                    bad = [n for n, q in zip(self.parameter_partition.names, params) if q.grad is not None and not bool(torch.isfinite(q.grad).all())]
+                    raise ValueError(f"the gradient has NaN or inf entries (in {', '.join(bad)}); nothing was stepped")
+                norm = float(torch.linalg.vector_norm(p.grad, dtype=torch.float64))
+            norms.append(norm)
+        return norms
 
-    def _project_by_patterns(self, g: torch.Tensor, missing: np.ndarray) -> tuple[torch.Tensor, float]:
-        """The projection of ``g`` (flat order, as is the result) onto the codewords of every
-        chunk but the ``missing`` ones, run by run of equal blocks:
-        ``g_hat[block] = Q_S g[block]`` with ``Q_S = A_S^+ A_S`` the projector of the block's
-        received set ``S`` (the same pivoted-Cholesky rank decisions as the decoder), computed
-        once per set and cached. Decoding the exact results ``V_S g`` gives ``A_S^+ V_S^T V_S g``,
-        the same vector, so nothing is encoded or decoded. Returns ``(g_hat, recovered fraction)``."""
+    def _received_patterns(self, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Each block's received set as a bit mask (bit ``r``: its ``r``-th codeword arrived),
+        with every chunk but the ``missing`` ones arrived; how many blocks of each run have
+        each set (run ``r``'s sets at ``_run_offset[r]`` on); the rank of all received
+        codewords. The projector ``Q_S = A_S^+ A_S`` of each received set ``S`` not met
+        before is computed (by the decoder's pivoted-Cholesky rank decisions) and cached per
+        run of equal blocks."""
         from lwpd._kernels import cpu
 
-        g_np = g.detach().numpy()  # flat order: positions[p] is block-order coordinate p's place
-        g_hat = np.empty_like(g_np)
-        masks = self._full_masks.copy()
-        if missing.size:
-            lost = np.concatenate([self._chunk_codewords[c] for c in missing])
-            cpu.clear_pattern_bits(lost, self._block_of32, self._row_of, masks)
+        n_parts = numba.get_num_threads()
+        masks, counts = cpu.received_sets(self._full_masks, missing, self._chunk_starts, self._chunk_flat, self._block_of32,
+                                          self._row_of, self._run_first, self._run_end, self._run_offset,
+                                          int(self._run_offset[-1]), n_parts, work=self._full_masks.size)
         rank = 0
-        for run in self._runs:
-            run_masks = masks[run.first_block : run.first_block + run.n_blocks]
-            seen = np.bincount(run_masks, minlength=1 << run.rows)
+        for r, run in enumerate(self._runs):
+            seen = counts[self._run_offset[r] : self._run_offset[r + 1]]
             present = np.flatnonzero(seen)
             new = present[run.ranks[present] < 0]
             if new.size:
@@ -663,11 +682,68 @@ class CodedOptimizer(torch.optim.Optimizer):
                                                  _config.RANK_RTOL)
                 run.projectors[new] = P @ run.base
                 run.ranks[new] = ranks
-            # a received set that spans its block projects onto the whole block: a copy, no product
-            cpu.project_by_patterns(run.first, run.size, run_masks, run.projectors, run.ranks == run.size,
-                                    self._positions, g_np, g_hat, work=run.n_blocks * run.size**2)
             rank += int(seen[present] @ run.ranks[present])
-        return torch.from_numpy(g_hat), rank / g_np.size
+        return masks, counts, rank
+
+    def _project_by_patterns(self, g: torch.Tensor, masks: np.ndarray) -> torch.Tensor:
+        """``g_hat[block] = Q_S g[block]`` for every block (``g`` and the result in flat order;
+        ``Q_S``: the projector of the block's received set, from :meth:`_received_patterns`).
+        Decoding the exact results ``V_S g`` gives ``A_S^+ V_S^T V_S g``, the same vector, so
+        nothing is encoded or decoded."""
+        from lwpd._kernels import cpu
+
+        g_np = g.detach().numpy()  # flat order: positions[p] is block-order coordinate p's place
+        if g_np.dtype == np.float16:
+            g_np = g_np.astype(np.float32)  # Numba has no float16 arithmetic
+        g_hat = np.empty_like(g_np)
+        for run in self._runs:
+            # a received set that spans its block projects onto the whole block: a copy, no product
+            cpu.project_by_patterns(run.first, run.size, masks[run.first_block : run.first_block + run.n_blocks],
+                                    run.projectors, run.ranks == run.size, self._positions, g_np, g_hat,
+                                    work=run.n_blocks * run.size**2)
+        return torch.from_numpy(g_hat).to(g.dtype)
+
+    def _blocks_to_project(self, params: list[torch.Tensor], masks: np.ndarray, counts: np.ndarray) -> list[tuple] | None:
+        """Per run, the blocks whose received codewords do not span them (every other block's
+        projector is the identity) and their received sets; ``None`` when a gradient is
+        missing or not contiguous, or when more than ``_config.TORCH_IN_PLACE_MAX_FRACTION``
+        of the coordinates are in such blocks (the flat kernel is then cheaper). The counts
+        of :meth:`_received_patterns` say whether a run has such blocks at all, so a run
+        without any costs no pass over its blocks."""
+        if any(p.grad is None or not p.grad.is_contiguous() or p.grad.dtype != params[0].grad.dtype for p in params):
+            return None
+        if params[0].grad.dtype not in (torch.float32, torch.float64):  # Numba has no float16 arithmetic
+            return None
+        short, coordinates = [], 0
+        for r, run in enumerate(self._runs):
+            seen = counts[self._run_offset[r] : self._run_offset[r + 1]]
+            not_spanning = (seen > 0) & (run.ranks < run.size)  # every present set has its rank by now
+            if not_spanning.any():
+                short.append((run, not_spanning))
+                coordinates += int(seen[not_spanning].sum()) * run.size
+        if coordinates > _config.TORCH_IN_PLACE_MAX_FRACTION * self.parameter_partition.dim:
+            return None
+        partial = []
+        for run, not_spanning in short:
+            run_masks = masks[run.first_block : run.first_block + run.n_blocks]
+            blocks = np.flatnonzero(not_spanning[run_masks])
+            partial.append((run, blocks, run_masks[blocks]))
+        return partial
+
+    def _project_in_place(self, params: list[torch.Tensor], partial: list[tuple], norms: list[float]) -> float | None:
+        """``g[block] = Q_S g[block]`` in the parameters' own ``.grad`` tensors for the blocks of
+        :meth:`_blocks_to_project` only: no flat copy of the gradient is made or written back
+        (the neuron permutation and the tensors' offsets are folded into the indexing).
+        Returns the relative error (``None`` unless ``exact_grad_stats``; ``norms``: each
+        gradient's norm)."""
+        from lwpd._kernels import cpu
+
+        views = tuple(p.grad.detach().view(-1).numpy() for p in params)
+        squared_change = 0.0
+        for run, blocks, sets in partial:
+            squared_change += cpu.project_in_place(views, self._param_offsets, self._positions, run.first, run.size,
+                                                   blocks, sets, run.projectors)
+        return _relative(math.sqrt(squared_change), norms) if self.exact_grad_stats else None
 
     def _decode_with_shortcut(self, g: torch.Tensor, idx: np.ndarray, missing: np.ndarray) -> tuple[torch.Tensor, float]:
         """The projection of ``g`` onto the arrived codewords, exactly as the general path
@@ -697,6 +773,12 @@ class CodedOptimizer(torch.optim.Optimizer):
             g_hat[coords_whole] = g_np[coords_whole]
         recovered = (float(self._block_sizes[whole].sum()) + decoder.rank) / g_np.size
         return torch.from_numpy(g_hat), recovered
+
+
+def _relative(change: float, norms: list[float]) -> float:
+    """``change / ||g||`` from the norms of the gradient's tensors (0 for ``g = 0``)."""
+    norm = math.sqrt(sum(n * n for n in norms))
+    return change / norm if norm > 0 else 0.0
 
 
 def _finished_chunk(index: int) -> int:
