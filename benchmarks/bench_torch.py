@@ -15,7 +15,7 @@ Model: an MLP 784-1024-256-10 (1,068,810 parameters), float32, batch 128, cross-
 Step times are medians of interleaved repeats (a coded step's cost depends on which workers
 answered); the parts and derivatives are the best of several repeats (the machine may be
 shared); all measured in one run. ``--quick`` uses fewer repeats.
-Run: ``python benchmarks/bench_torch.py [--quick] [--threads N] [--json PATH]``.
+Run: ``python benchmarks/bench_torch.py [--quick] [--threads N] [--json PATH] [--report-from PATH]``.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def best_times(fns, repeats: int, warmup: int = 2, clock=time.perf_counter, medi
     return [float(np.median(t)) if median else min(t) for t in times]
 
 
-def breakdown(opt: CodedOptimizer, model: torch.nn.Module, x, y, repeats: int) -> None:
+def breakdown(opt: CodedOptimizer, model: torch.nn.Module, x, y, repeats: int) -> dict:
     """Where a coded step's extra time goes: gather, encode and decode (fold + per-block solves:
     the general path, and a deployment's master), and the projection by received patterns
     that a step with the default codebook runs instead of encode + decode."""
@@ -104,10 +104,8 @@ def breakdown(opt: CodedOptimizer, model: torch.nn.Module, x, y, repeats: int) -
         if partial is not None:  # projection is idempotent: repeating it in place costs the same
             parts[f"project in place ({100 * share:.1f}% of coordinates)"] = lambda: opt._project_in_place(params, partial, norms)
     times = best_times(list(parts.values()), max(3, repeats // 3))
-    n_blocks = opt.parameter_partition.partition.n_blocks
-    print(f"\nCoded step parts, batch {x.shape[0]} ({n_blocks:,} blocks, every codeword received):")
-    for (label, _), t in zip(parts.items(), times):
-        print(f"  {label:<40} {1e3 * t:8.2f} ms  ({1e9 * t / opt.parameter_partition.dim:5.1f} ns per parameter)")
+    return {"batch": x.shape[0], "blocks": opt.parameter_partition.partition.n_blocks, "parameters": opt.parameter_partition.dim,
+            "ms": {label: 1e3 * t for label, t in zip(parts, times)}}
 
 
 def step_fn(model, opt, x, y):
@@ -124,7 +122,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch and Numba threads (default: all cores)")
     parser.add_argument("--json", default=None, help="also write every step time and derivative time to this file")
+    parser.add_argument("--report-from", default=None, metavar="JSON", help="print the tables of a saved run (--json)")
     args = parser.parse_args()
+    if args.report_from:
+        with open(args.report_from) as fh:
+            report(json.load(fh))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
         numba.set_num_threads(args.threads)
@@ -133,7 +136,6 @@ def main() -> None:
     x, y = torch.randn(128, 784, generator=gen), torch.randint(0, 10, (128,), generator=gen)
     model = make_model()
     n = sum(p.numel() for p in model.parameters())
-    print(f"MLP 784-1024-256-10: {n:,} parameters, batch 128, float32, {torch.get_num_threads()} torch threads, {numba.get_num_threads()} Numba threads")
 
     variants = {
         "neuron, no stragglers": dict(partition="neuron"),
@@ -142,15 +144,6 @@ def main() -> None:
         "tensor, 20% fail": dict(partition="tensor", stragglers=Bernoulli(0.2)),
         "tensor, 20% fail, no error stats": dict(partition="tensor", stragglers=Bernoulli(0.2), exact_grad_stats=False),
     }
-    print()
-    print("Step time, median of the repeats (a coded step's cost depends on which workers answered: the best")
-    print("of the repeats would pick the steps where all did); bare and coded steps alternate, so both see the")
-    print("same background load. Wall-clock time, then CPU time of this process (summed over its threads;")
-    print("insensitive to other processes on a shared machine).")
-    print(
-        f"{'step (SGD momentum 0.9)':<50} {'batch':>6} {'codewords':>10} {'rel.err':>8} {'bare ms':>8} {'coded ms':>9} "
-        f"{'overhead':>9} {'bare cpu':>8} {'coded cpu':>9} {'overhead':>9}"
-    )
     steps = []
     for batch in (128, 1024):
         xb, yb = torch.randn(batch, 784, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
@@ -167,16 +160,9 @@ def main() -> None:
             steps.append({"variant": label, "batch": batch, "codewords": len(opt.codebook), "relative_error": err,
                           "bare_ms": 1e3 * bare, "coded_ms": 1e3 * t, "overhead": t / bare - 1,
                           "bare_cpu_ms": 1e3 * bare_cpu, "coded_cpu_ms": 1e3 * t_cpu, "cpu_overhead": t_cpu / bare_cpu - 1})
-            err = "" if err is None else f"{err:.3f}"
-            print(
-                f"{'CodedOptimizer ' + label:<50} {batch:>6} {len(opt.codebook):>10,} {err:>8} "
-                f"{1e3 * bare:8.2f} {1e3 * t:9.2f} {100 * (t / bare - 1):8.0f}% "
-                f"{1e3 * bare_cpu:8.2f} {1e3 * t_cpu:9.2f} {100 * (t_cpu / bare_cpu - 1):8.0f}%"
-            )
-    breakdown(opt, m, x, y, repeats)
+    parts = breakdown(opt, m, x, y, repeats)
 
     # directional derivatives
-    params = list(model.parameters())
     v1 = torch.randn(n, generator=gen)
     v16 = torch.randn(16, n, generator=gen)
 
@@ -189,21 +175,52 @@ def main() -> None:
     t_jvp1 = best_time(lambda: directional_derivatives(model, F.cross_entropy, x, y, v1), repeats)
     t_jvp16 = best_time(lambda: directional_derivatives(model, F.cross_entropy, x, y, v16), max(3, repeats // 3)) / 16
     t_fwd = best_time(lambda: F.cross_entropy(model(x), y), repeats)
-    del params
+    derivatives = {"forward_ms": 1e3 * t_fwd, "backprop_ms": 1e3 * t_back, "jvp_one_ms": 1e3 * t_jvp1,
+                   "jvp_vmapped_per_direction_ms": 1e3 * t_jvp16}
+    data = {"parameters": n, "threads": {"torch": torch.get_num_threads(), "numba": numba.get_num_threads()},
+            "repeats": repeats, "steps": steps, "parts": parts, "derivatives": derivatives}
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(data, fh, indent=1)
+    report(data)
+
+
+def report(data: dict) -> None:
+    """Print the tables of a run (measured now, or read back with ``--report-from``)."""
+    threads = data.get("threads", {})
+    print(f"MLP 784-1024-256-10: {data['parameters']:,} parameters, float32, {threads.get('torch', '?')} torch threads, "
+          f"{threads.get('numba', '?')} Numba threads, {data.get('repeats', '?')} repeats")
+    print()
+    print("Step time, median of the repeats (a coded step's cost depends on which workers answered: the best")
+    print("of the repeats would pick the steps where all did); bare and coded steps alternate, so both see the")
+    print("same background load. Wall-clock time, then CPU time of this process (summed over its threads;")
+    print("insensitive to other processes on a shared machine).")
+    print(
+        f"{'step (SGD momentum 0.9)':<50} {'batch':>6} {'codewords':>10} {'rel.err':>8} {'bare ms':>8} {'coded ms':>9} "
+        f"{'overhead':>9} {'bare cpu':>8} {'coded cpu':>9} {'overhead':>9}"
+    )
+    for s in data["steps"]:
+        err = "" if s["relative_error"] is None else f"{s['relative_error']:.3f}"
+        print(
+            f"{'CodedOptimizer ' + s['variant']:<50} {s['batch']:>6} {s['codewords']:>10,} {err:>8} "
+            f"{s['bare_ms']:8.2f} {s['coded_ms']:9.2f} {100 * s['overhead']:8.0f}% "
+            f"{s['bare_cpu_ms']:8.2f} {s['coded_cpu_ms']:9.2f} {100 * s['cpu_overhead']:8.0f}%"
+        )
+    parts = data.get("parts")
+    if parts:
+        print(f"\nCoded step parts, batch {parts['batch']} ({parts['blocks']:,} blocks, every codeword received):")
+        for label, ms in parts["ms"].items():
+            print(f"  {label:<40} {ms:8.2f} ms  ({1e6 * ms / parts['parameters']:5.1f} ns per parameter)")
+    d = data["derivatives"]
     print()
     print(f"{'directional derivative':<50} {'ms':>9} {'/ backprop':>11} {'/ forward':>10}")
-    for label, t in [
-        ("forward only (loss)", t_fwd),
-        ("backprop: backward + dot (one derivative)", t_back),
-        ("jvp, one direction", t_jvp1),
-        ("jvp, per direction of a vmapped chunk of 16", t_jvp16),
+    for label, key in [
+        ("forward only (loss)", "forward_ms"),
+        ("backprop: backward + dot (one derivative)", "backprop_ms"),
+        ("jvp, one direction", "jvp_one_ms"),
+        ("jvp, per direction of a vmapped chunk of 16", "jvp_vmapped_per_direction_ms"),
     ]:
-        print(f"{label:<50} {1e3 * t:9.2f} {t / t_back:11.2f} {t / t_fwd:10.2f}")
-    if args.json:
-        derivatives = {"forward_ms": 1e3 * t_fwd, "backprop_ms": 1e3 * t_back, "jvp_one_ms": 1e3 * t_jvp1,
-                       "jvp_vmapped_per_direction_ms": 1e3 * t_jvp16}
-        with open(args.json, "w") as fh:
-            json.dump({"parameters": n, "steps": steps, "derivatives": derivatives}, fh, indent=1)
+        print(f"{label:<50} {d[key]:9.2f} {d[key] / d['backprop_ms']:11.2f} {d[key] / d['forward_ms']:10.2f}")
 
 
 if __name__ == "__main__":
