@@ -392,8 +392,8 @@ def test_received_sets_kernel_matches_numpy_for_any_split_of_the_blocks(data):
         want[block_of[j]] &= ~(1 << int(row_of[j]))
     want_counts = np.concatenate([np.bincount(want[a:z], minlength=1 << int(rows[a])) for a, z in zip(first, end)])
     for build, parts in ((cpu.received_sets.serial, 1), (cpu.received_sets.parallel, data.draw(st.integers(1, 40)))):
-        masks, counts = build(full, lost, starts, np.concatenate(chunks), block_of, row_of, first, end, offset,
-                              int(offset[-1]), parts)
+        flat = np.concatenate(chunks)
+        masks, counts = build(full, lost, starts, block_of[flat], row_of[flat], first, end, offset, int(offset[-1]), parts)
         np.testing.assert_array_equal(masks, want)
         np.testing.assert_array_equal(counts, want_counts)
         assert masks.dtype == np.uint16 and not (full != ((np.int64(1) << rows) - 1)).any()  # the full masks untouched

@@ -405,12 +405,12 @@ def apply_patterns(blocks, slots, P, pattern_ranks, ints, bounds, floats, sums, 
 
 
 @njit(inline="always", **_FAST)
-def _first_at_or_after(codewords, lo, hi, block_of, block):
-    """The first position ``t`` in ``[lo, hi)`` with ``block_of[codewords[t]] >= block``
-    (``codewords[lo:hi]`` sorted, ``block_of`` non-decreasing), or ``hi``."""
+def _first_at_or_after(blocks, lo, hi, block):
+    """The first position ``t`` in ``[lo, hi)`` with ``blocks[t] >= block`` (``blocks[lo:hi]``
+    sorted), or ``hi``."""
     while lo < hi:
         mid = (lo + hi) // 2
-        if block_of[codewords[mid]] < block:
+        if blocks[mid] < block:
             lo = mid + 1
         else:
             hi = mid
@@ -418,28 +418,25 @@ def _first_at_or_after(codewords, lo, hi, block_of, block):
 
 
 @_twin(**_FAST)
-def received_sets(full_masks, lost_chunks, starts, codewords, block_of, row_of, run_first, run_end, run_offset,
-                  n_sets, n_parts):
+def received_sets(full_masks, lost_chunks, starts, chunk_block, chunk_row, run_first, run_end, run_offset, n_sets,
+                  n_parts):
     """Each block's received set, and how many blocks of each run have each set.
 
-    ``masks = full_masks`` with bit ``row_of[j]`` of block ``block_of[j]`` cleared for every
-    codeword ``j`` of the lost chunks (chunk ``c``: ``codewords[starts[c]:starts[c+1]]``,
-    sorted; ``block_of`` non-decreasing). ``counts[run_offset[r] + s]``: blocks of run ``r``
+    ``masks = full_masks`` with bit ``chunk_row[t]`` of block ``chunk_block[t]`` cleared for
+    every codeword ``t`` of the lost chunks (chunk ``c``: positions ``starts[c]`` to
+    ``starts[c + 1] - 1``, sorted by block). ``counts[run_offset[r] + s]``: blocks of run ``r``
     (blocks ``run_first[r] .. run_end[r] - 1``) with set ``s``. Threads own block ranges and
-    find their codewords in each chunk by bisection, so no two write one mask."""
+    find their codewords in each chunk by bisection, so no two write one mask; each chunk's
+    blocks and rows are read in order, not gathered through codeword indices."""
     n_blocks = full_masks.shape[0]
     masks = full_masks.copy()
     part_counts = np.zeros((n_parts, n_sets), dtype=np.int64)
     for part in prange(n_parts):
         lo, hi = _part(part, n_blocks, n_parts)
         for c in lost_chunks:
-            t = _first_at_or_after(codewords, starts[c], starts[c + 1], block_of, lo)
-            while t < starts[c + 1]:
-                j = codewords[t]
-                b = block_of[j]
-                if b >= hi:
-                    break
-                masks[b] &= ~(1 << row_of[j])
+            t = _first_at_or_after(chunk_block, starts[c], starts[c + 1], lo)
+            while t < starts[c + 1] and chunk_block[t] < hi:
+                masks[chunk_block[t]] &= ~(1 << chunk_row[t])
                 t += 1
         for r in range(run_first.shape[0]):
             for b in range(max(lo, run_first[r]), min(hi, run_end[r])):

@@ -361,12 +361,12 @@ class CodedOptimizer(torch.optim.Optimizer):
             self._positions = np.arange(self.parameter_partition.dim, dtype=index) if perm is None else np.asarray(perm, dtype=index)
             # bit r of block b's mask: its r-th codeword arrived (TORCH_PATTERN_MAX_ROWS <= 16 bits)
             self._full_masks = ((np.int64(1) << rows) - 1).astype(np.uint16)
-            self._block_of32 = codebook.block_of.astype(index)
-            self._row_of = (np.arange(len(codebook)) - np.repeat(np.r_[0, np.cumsum(rows)[:-1]], rows)).astype(np.int8)
+            self._first_codeword = np.r_[0, np.cumsum(rows)[:-1]]  # of each block (codewords are grouped by block)
             self._run_first = np.array([run.first_block for run in self._runs], dtype=np.int64)
             self._run_end = self._run_first + [run.n_blocks for run in self._runs]
             self._run_offset = np.r_[0, np.cumsum([1 << run.rows for run in self._runs])]  # each run's sets in one count array
             self._param_offsets = np.r_[0, np.cumsum([p.numel() for p in params])]  # flat place of each tensor
+            self._locate_chunks()
         self.last_stats: StepStats | None = None
         self._last_arrived = np.zeros(0, dtype=np.int64)  # chunks that arrived in the last step
 
@@ -410,6 +410,13 @@ class CodedOptimizer(torch.optim.Optimizer):
         # uncoded worker's shard gradient is one unit there
         work = np.array([np.cumsum([weights[c].sum() for c in parts]) for parts in dealt], dtype=np.float64)
         self._chunk_work = work / work[:, -1].mean()
+
+    def _locate_chunks(self) -> None:
+        """Each dealt codeword's block and row within its block, in chunk order: what the
+        received-set kernel reads (in order) for the lost chunks."""
+        block = self.codebook.block_of[self._chunk_flat]
+        self._chunk_block = block.astype(self._positions.dtype)
+        self._chunk_row = (self._chunk_flat - self._first_codeword[block]).astype(np.int8)
 
     @property
     def layout(self) -> ParameterPartition:
@@ -499,6 +506,8 @@ class CodedOptimizer(torch.optim.Optimizer):
                 dealing = np.random.default_rng()
                 dealing.bit_generator.state = saved["dealt_with"]
                 self._deal(dealing)
+                if self._runs is not None:
+                    self._locate_chunks()
             self._rng.bit_generator.state = saved["rng"]
             stats = saved["last_stats"]
             self.last_stats = None if stats is None else StepStats(**stats)
@@ -669,9 +678,9 @@ class CodedOptimizer(torch.optim.Optimizer):
         from lwpd._kernels import cpu
 
         n_parts = numba.get_num_threads()
-        masks, counts = cpu.received_sets(self._full_masks, missing, self._chunk_starts, self._chunk_flat, self._block_of32,
-                                          self._row_of, self._run_first, self._run_end, self._run_offset,
-                                          int(self._run_offset[-1]), n_parts, work=self._full_masks.size)
+        masks, counts = cpu.received_sets(self._full_masks, missing, self._chunk_starts, self._chunk_block, self._chunk_row,
+                                          self._run_first, self._run_end, self._run_offset, int(self._run_offset[-1]),
+                                          n_parts, work=self._full_masks.size)
         rank = 0
         for r, run in enumerate(self._runs):
             seen = counts[self._run_offset[r] : self._run_offset[r + 1]]
