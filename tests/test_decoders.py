@@ -391,7 +391,8 @@ def test_received_sets_kernel_matches_numpy_for_any_split_of_the_blocks(data):
     for j in np.concatenate([chunks[c] for c in lost] + [np.zeros(0, np.int64)]):
         want[block_of[j]] &= ~(1 << int(row_of[j]))
     want_counts = np.concatenate([np.bincount(want[a:z], minlength=1 << int(rows[a])) for a, z in zip(first, end)])
-    for build, parts in ((cpu.received_sets.serial, 1), (cpu.received_sets.parallel, data.draw(st.integers(1, 40)))):
+    for build, parts in ((cpu.received_sets.serial, data.draw(st.integers(1, 40))),
+                         (cpu.received_sets.parallel, data.draw(st.integers(1, 40)))):
         flat = np.concatenate(chunks)
         masks, counts = build(full, lost, starts, block_of[flat], row_of[flat], first, end, offset, int(offset[-1]), parts)
         np.testing.assert_array_equal(masks, want)

@@ -3,10 +3,8 @@
 import copy
 import io
 import math
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -301,14 +299,16 @@ def test_all_workers_failing_gives_a_zero_gradient():
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
-@pytest.mark.parametrize("fast_path", ["patterns", "blocks"])
+@pytest.mark.parametrize("fast_path", ["patterns-in-place", "patterns-flat", "blocks"])
 @pytest.mark.parametrize("resume_seed", [5, 123])
 def test_state_dict_round_trip_resumes_identically(resume_seed, fast_path, monkeypatch):
     # resuming into an optimizer built with another seed deals the codewords as saved (and
-    # everything derived from the dealing follows: the chunks' blocks, each codeword's chunk)
+    # everything derived from the dealing follows: the chunks' blocks, each codeword's chunk
+    # and its block and row for the received sets)
     from lwpd import _config
 
-    monkeypatch.setattr(_config, "TORCH_PATTERN_PROJECTION", fast_path == "patterns")
+    monkeypatch.setattr(_config, "TORCH_PATTERN_PROJECTION", fast_path != "blocks")
+    monkeypatch.setattr(_config, "TORCH_IN_PLACE_MAX_FRACTION", 1.0 if fast_path == "patterns-in-place" else -1.0)
     monkeypatch.setattr(_config, "TORCH_SHORTCUT_MIN_BLOCKS", 0.0)  # the block shortcut on every step
     x, y = data(mlp(), torch.float64)
 
@@ -408,31 +408,22 @@ def train_epochs(model, opt, X, y, epochs, batch=64, seed=0):
 
 
 def test_digits_mlp_with_20_percent_stragglers_reaches_90_percent():
-    start = time.perf_counter()
     Xtr, ytr, Xte, yte = digits()
     model = digits_mlp()
     opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), model=model,
                          stragglers=Bernoulli(0.2), seed=0)
     train_epochs(model, opt, Xtr, ytr, epochs=15)
-    elapsed = time.perf_counter() - start
     assert accuracy(model, Xte, yte) >= 0.90
     assert opt.last_stats.received < opt.last_stats.n_codewords  # stragglers did cost codewords
-    assert elapsed < 60
 
 
 # ------------------------------------------------------------------ DDP hook
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world, port, results):
+def _ddp_worker(rank, world, init_method, results):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     try:
         Xtr, ytr, Xte, yte = digits()
         shard = slice(rank, None, world)
@@ -529,13 +520,14 @@ def test_hook_encodes_and_decodes_a_bucket_as_the_general_path_does(config, nume
 
 
 @pytest.mark.slow
-def test_ddp_hook_on_two_gloo_processes_trains_like_plain_ddp():
+def test_ddp_hook_on_two_gloo_processes_trains_like_plain_ddp(tmp_path):
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_ddp_worker, args=(2, _free_port(), results), nprocs=2, join=True)
+        # a rendezvous file, not a TCP port: no port to race for with tests running in parallel
+        mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", results), nprocs=2, join=True)
         results = dict(results)
     print(results)
     assert sorted(results) == [0, 1]
@@ -643,6 +635,49 @@ def test_huge_finite_and_half_precision_gradients_step_with_their_error_measured
         grads, fast = results[path]
         torch.testing.assert_close(grads, general, rtol=1e-3 if dtype == torch.float16 else 1e-6, atol=1e-3 if dtype == torch.float16 else 1e-6)
         assert fast.relative_error == pytest.approx(stats.relative_error, rel=1e-2 if dtype == torch.float16 else 1e-6)
+
+
+@pytest.mark.parametrize("case", ["missing-grad", "non-contiguous", "mixed-dtypes", "grad-requires-grad", "many-tensors"])
+def test_what_the_in_place_projection_cannot_take_goes_the_flat_way(case, monkeypatch):
+    """A missing, non-contiguous or autograd-tracked gradient, mixed dtypes, or more tensors than
+    ``TORCH_IN_PLACE_MAX_TENSORS``: the step takes the flat kernel, and writes what the general
+    path writes."""
+    from lwpd import _config
+
+    monkeypatch.setattr(_config, "TORCH_IN_PLACE_MAX_FRACTION", 1.0)
+    if case == "many-tensors":
+        monkeypatch.setattr(_config, "TORCH_IN_PLACE_MAX_TENSORS", 3)
+    taken = []
+    for name in ("_project_in_place", "_project_by_patterns"):
+        real = getattr(CodedOptimizer, name)
+        monkeypatch.setattr(CodedOptimizer, name, lambda self, *a, _real=real, _name=name: taken.append(_name) or _real(self, *a))
+    results = {}
+    for general in (False, True):
+        monkeypatch.setattr(_config, "TORCH_EXACT_SHORTCUT", not general)
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
+        if case == "mixed-dtypes":
+            model[2].float()
+        opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.0), model=model, stragglers=Bernoulli(0.4),
+                             n_workers=5, seed=3)
+        grads = []
+        for step in range(4):
+            gen = torch.Generator().manual_seed(step)
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=gen).to(p.dtype)
+            if case == "missing-grad":
+                model[2].bias.grad = None
+            elif case == "non-contiguous":
+                model[0].weight.grad = torch.randn(model[0].weight.shape[::-1], generator=gen, dtype=torch.float64).t()
+            elif case == "grad-requires-grad":
+                model[0].bias.grad.requires_grad_(True)
+            opt.step()
+            grads.append(torch.cat([torch.zeros(p.numel()) if p.grad is None else p.grad.detach().double().reshape(-1)
+                                    for p in model.parameters()]))
+        results[general] = grads
+    assert taken and set(taken) == {"_project_by_patterns"}
+    for fast, general in zip(results[False], results[True]):
+        torch.testing.assert_close(fast, general, rtol=0, atol=1e-6 if case == "mixed-dtypes" else 1e-12)
 
 
 def test_arrivals_can_come_from_a_cluster():

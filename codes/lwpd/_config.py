@@ -257,3 +257,6 @@ TORCH_PATTERN_MAX_RUNS: int = 64
 #: of the coordinates lie in blocks whose received codewords do not span them (the others are
 #: left as they are); above it, one flat kernel over every block is cheaper.
 TORCH_IN_PLACE_MAX_FRACTION: float = 0.25
+#: ... and for models of at most this many parameter tensors (the in-place kernel takes them as
+#: a tuple, compiled once per length; beyond it the flat kernel runs).
+TORCH_IN_PLACE_MAX_TENSORS: int = 16

@@ -81,7 +81,8 @@ def _pattern_runs(codebook: Codebook, rows: np.ndarray) -> list[_PatternRun] | N
 
     sizes = codebook.blocks.sizes
     starts = np.flatnonzero(np.r_[True, (sizes[1:] != sizes[:-1]) | (rows[1:] != rows[:-1])])
-    if starts.size > _config.TORCH_PATTERN_MAX_RUNS or rows.max() > _config.TORCH_PATTERN_MAX_ROWS:
+    # the received sets are uint16 bit masks: at most 16 codewords per block, whatever the setting
+    if starts.size > _config.TORCH_PATTERN_MAX_RUNS or rows.max() > min(_config.TORCH_PATTERN_MAX_ROWS, 16):
         return None
     ends = np.r_[starts[1:], sizes.size]
     first_codeword = np.r_[0, np.cumsum(rows)]
@@ -719,9 +720,14 @@ class CodedOptimizer(torch.optim.Optimizer):
         of the coordinates are in such blocks (the flat kernel is then cheaper). The counts
         of :meth:`_received_patterns` say whether a run has such blocks at all, so a run
         without any costs no pass over its blocks."""
-        if any(p.grad is None or not p.grad.is_contiguous() or p.grad.dtype != params[0].grad.dtype for p in params):
+        if len(params) > _config.TORCH_IN_PLACE_MAX_TENSORS:  # the kernel is compiled per number of tensors
             return None
+        if any(p.grad is None or not p.grad.is_contiguous() or p.grad.dtype != params[0].grad.dtype or p.grad.requires_grad
+               for p in params):
+            return None  # (writing through NumPy would bypass autograd's version counter)
         if params[0].grad.dtype not in (torch.float32, torch.float64):  # Numba has no float16 arithmetic
+            return None
+        if len({p.grad.data_ptr() for p in params}) < len(params):  # a tensor listed twice: project a copy
             return None
         short, coordinates = [], 0
         for r, run in enumerate(self._runs):
@@ -786,7 +792,7 @@ class CodedOptimizer(torch.optim.Optimizer):
 
 def _relative(change: float, norms: list[float]) -> float:
     """``change / ||g||`` from the norms of the gradient's tensors (0 for ``g = 0``)."""
-    norm = math.sqrt(sum(n * n for n in norms))
+    norm = math.hypot(*norms)  # no overflow of the squares
     return change / norm if norm > 0 else 0.0
 
 
