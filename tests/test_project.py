@@ -1,5 +1,8 @@
-"""The README's promises: its commands match CI, and its examples run."""
+"""The README's promises: its commands match CI, and its examples run; and the package's
+house rules: no import cycle, no module over 800 lines."""
 
+import ast
+import graphlib
 import re
 import subprocess
 import sys
@@ -129,3 +132,53 @@ def test_directional_derivatives_still_take_the_old_layout_keyword():
     with pytest.warns(DeprecationWarning, match="partition="):
         old = directional_derivatives(model, loss, x, y, cb, layout=parts)
     torch.testing.assert_close(old, directional_derivatives(model, loss, x, y, cb, partition=parts))
+
+
+PACKAGE = ROOT / "codes" / "lwpd"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports anywhere (function-level imports too), plus the
+    ``__init__`` of every subpackage it imports from (importing ``a.b.c`` runs ``a.b``)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) \
+                    if node.level else (node.module or "")
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if target not in modules or target == name:
+                    continue
+                graph[name].add(target)
+                pieces = target.split(".")
+                for k in range(2, len(pieces)):  # the subpackages on the way (the root only re-exports)
+                    parent = ".".join(pieces[:k])
+                    if parent in modules and not name.startswith(parent + ".") and parent != name:
+                        graph[name].add(parent)
+    return graph
+
+
+def test_the_package_imports_without_a_cycle_counting_function_level_imports():
+    graph = _import_graph()
+    assert {"lwpd.decoders.projection", "lwpd.torch.optimizer", "lwpd._kernels.cpu"} <= set(graph)
+    assert "lwpd._config" in graph["lwpd._kernels.cpu"]  # the walk sees imports
+    try:
+        list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as cycle:
+        pytest.fail(f"import cycle: {' -> '.join(cycle.args[1])}")
+
+
+def test_no_module_is_over_800_lines():
+    lengths = {p.relative_to(PACKAGE).as_posix(): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert len(lengths) > 20
+    assert not {name: n for name, n in lengths.items() if n > 800}

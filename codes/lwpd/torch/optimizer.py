@@ -715,19 +715,16 @@ class CodedOptimizer(torch.optim.Optimizer):
 
     def _blocks_to_project(self, params: list[torch.Tensor], masks: np.ndarray, counts: np.ndarray) -> list[tuple] | None:
         """Per run, the blocks whose received codewords do not span them (every other block's
-        projector is the identity) and their received sets; ``None`` when a gradient is
-        missing or not contiguous, or when more than ``_config.TORCH_IN_PLACE_MAX_FRACTION``
-        of the coordinates are in such blocks (the flat kernel is then cheaper). The counts
-        of :meth:`_received_patterns` say whether a run has such blocks at all, so a run
-        without any costs no pass over its blocks."""
-        if len(params) > _config.TORCH_IN_PLACE_MAX_TENSORS:  # the kernel is compiled per number of tensors
-            return None
-        if any(p.grad is None or not p.grad.is_contiguous() or p.grad.dtype != params[0].grad.dtype or p.grad.requires_grad
-               for p in params):
-            return None  # (writing through NumPy would bypass autograd's version counter)
-        if params[0].grad.dtype not in (torch.float32, torch.float64):  # Numba has no float16 arithmetic
-            return None
-        if len({p.grad.data_ptr() for p in params}) < len(params):  # a tensor listed twice: project a copy
+        projector is the identity) and their received sets (the counts say which runs have
+        any, so the others cost no pass). ``None`` -- the flat kernel runs -- when more than
+        ``_config.TORCH_IN_PLACE_MAX_FRACTION`` of the coordinates are in such blocks, or the
+        gradients cannot be written in place: more than ``TORCH_IN_PLACE_MAX_TENSORS`` (the
+        kernel is compiled per tuple length), one missing, non-contiguous, tracked by autograd
+        (NumPy writes bypass its version counter) or listed twice, not all float32 or float64."""
+        grads = [p.grad for p in params]
+        if (len(grads) > _config.TORCH_IN_PLACE_MAX_TENSORS or any(g is None or not g.is_contiguous() or g.requires_grad
+                                                                    or g.dtype != grads[0].dtype for g in grads)
+                or grads[0].dtype not in (torch.float32, torch.float64) or len({g.data_ptr() for g in grads}) < len(grads)):
             return None
         short, coordinates = [], 0
         for r, run in enumerate(self._runs):
@@ -747,8 +744,7 @@ class CodedOptimizer(torch.optim.Optimizer):
 
     def _project_in_place(self, params: list[torch.Tensor], partial: list[tuple], norms: list[float]) -> float | None:
         """``g[block] = Q_S g[block]`` in the parameters' own ``.grad`` tensors for the blocks of
-        :meth:`_blocks_to_project` only: no flat copy of the gradient is made or written back
-        (the neuron permutation and the tensors' offsets are folded into the indexing).
+        :meth:`_blocks_to_project` only: no flat copy of the gradient is made or written back.
         Returns the relative error (``None`` unless ``exact_grad_stats``; ``norms``: each
         gradient's norm)."""
         from lwpd._kernels import cpu
