@@ -496,6 +496,59 @@ def test_score_cache_is_invisible():
     assert pickle.loads(pickle.dumps(prob))._score_cache == {}
 
 
+@pytest.mark.parametrize("kind", ["ls", "logistic", "softmax"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_scores_of_an_extrapolated_point_come_from_the_last_two_iterates(kind, sparse):
+    """``extrapolated(point, theta, previous, w)`` with the losses at ``theta`` and ``previous``
+    taken: the shard tasks at ``point`` read no data for their scores (formed from the two
+    iterates', affine in the parameters) and give a fresh problem's gradient; with either loss
+    untaken it is a no-op; and a shard at the last loss's parameters reuses its scores too."""
+    X, y = _data(kind, sparse)
+    make = {"ls": LeastSquares, "logistic": Logistic, "softmax": Softmax}[kind]
+    prob, fresh = make(X, y, alpha=0.1), make(X, y, alpha=0.1)
+    shard = np.arange(1, X.shape[0], 2)
+    shard.flags.writeable = False
+    cb = identity_codebook(prob.n_params)
+    rng = np.random.default_rng(21)
+    previous, theta = rng.standard_normal(prob.n_params), rng.standard_normal(prob.n_params)
+    point = theta + 0.6 * (theta - previous)
+    prob.extrapolated(point, theta, previous, 0.6)  # no loss taken yet: nothing known
+    assert prob._recent_scores(prob._theta_matrix(point)) is None
+    prob.loss(previous), prob.loss(theta)
+    prob.extrapolated(point, theta, previous, 0.6)
+    known = prob._recent_scores(prob._theta_matrix(point))
+    assert known is not None and not known.flags.writeable
+    Xd = X.toarray() if sparse else X
+    T = prob._theta_matrix(point)
+    np.testing.assert_allclose(known, Xd @ T[:, :-1].T + T[:, -1], rtol=1e-12, atol=1e-12)
+    d = prob.directional_derivatives(point, cb, np.arange(prob.n_params), rows=shard)
+    np.testing.assert_allclose(d, fresh.gradient(point, rows=shard), rtol=1e-10, atol=1e-12)
+    d = prob.directional_derivatives(theta, cb, np.arange(prob.n_params), rows=shard)  # the loss's parameters
+    np.testing.assert_allclose(d, fresh.gradient(theta, rows=shard), rtol=1e-12, atol=1e-14)
+    assert len(prob._recent) <= _config.RECENT_SCORES
+
+
+def test_training_with_reused_scores_takes_the_same_steps():
+    """An accelerated fit whose tasks read their scores from the last two iterates' (the
+    default) and one that computes every task's scores from the data agree to rounding."""
+    from lwpd import train
+    from lwpd.cluster import SimulatedCluster
+    from lwpd.schemes import Uncoded
+
+    X, y = _data("logistic", False)
+    runs, probs = {}, {}
+    for reuse in (True, False):
+        prob = probs[reuse] = Logistic(X, y, alpha=0.1)
+        if not reuse:
+            prob.extrapolated = lambda *args: None
+            prob._remember_scores = lambda T, Z: None
+        runs[reuse] = train(prob, Uncoded(), SimulatedCluster(4, seed=0), acceleration="nesterov", policy="first_k",
+                            max_steps=40, progress=False, seed=0)
+    assert len(probs[True]._recent) >= 2 and not probs[False]._recent
+    np.testing.assert_allclose(runs[True].loss, runs[False].loss, rtol=1e-12)
+    np.testing.assert_allclose(runs[True].theta, runs[False].theta, rtol=1e-9, atol=1e-12)
+
+
 def test_read_only_shards_are_cached_and_writable_row_arrays_are_not():
     """A read-only index array (a scheme's shard) keeps its rows and scores per theta; a
     writable one could change in place, so it is never cached."""

@@ -170,6 +170,9 @@ SUPPORT_BITMAP_MAX_ENTRIES: int = 1 << 24
 #: Problems: row sets whose rows, scores and residuals are cached (all rows, and one entry
 #: per read-only shard or shard piece of a scheme).
 SCORE_CACHE_ENTRIES: int = 129
+#: ... and the scores over all rows at this many recent parameters (an accelerated step forms
+#: the next point's scores from the last two iterates', without a pass over the data).
+RECENT_SCORES: int = 3
 
 #: Dask clusters: a read-only array argument of at least this many bytes is shared data
 #: (scattered to the workers once) rather than travelling with every task.

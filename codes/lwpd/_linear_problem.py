@@ -104,6 +104,7 @@ class LinearProblem(ABC):
         self._row_lipschitz: dict[bytes, float] = {}
         # (rows, X rows, T, Z, R) per row set: all rows (key None) and read-only shards
         self._score_cache: dict[Any, tuple] = {}
+        self._recent: list[tuple[np.ndarray, np.ndarray]] = []  # (parameters, scores over all rows)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -246,7 +247,36 @@ class LinearProblem(ABC):
         if key not in self._score_cache and len(self._score_cache) >= _config.SCORE_CACHE_ENTRIES:
             oldest = next(iter(self._score_cache), None)
             self._score_cache.pop(oldest, None)  # another thread may have evicted it already
+        if key is None and T is not None:
+            self._remember_scores(T, Z)
         self._score_cache[key] = (rows, Xr, T, Z, R, G)  # one assignment: safe for threaded workers
+
+    def _remember_scores(self, T: np.ndarray, Z: np.ndarray) -> None:
+        """Keep the scores over all rows at the last ``_config.RECENT_SCORES`` parameters."""
+        others = [entry for entry in getattr(self, "_recent", ()) if not np.array_equal(entry[0], T)]
+        self._recent = [(T, Z)] + others[: _config.RECENT_SCORES - 1]  # one assignment: thread-safe
+
+    def _recent_scores(self, T: np.ndarray) -> np.ndarray | None:
+        return next((Z for T0, Z in getattr(self, "_recent", ()) if np.array_equal(T0, T)), None)
+
+    def extrapolated(self, point: np.ndarray, theta: np.ndarray, previous: np.ndarray, weight: float) -> None:
+        """Note that ``point = theta + weight (theta - previous)`` (an accelerated method's next
+        point), so that tasks at ``point`` need no pass over ``X``: the scores are affine in
+        the parameters, so when those at ``theta`` and ``previous`` are known (their losses
+        were taken) the scores at ``point`` are ``(1 + weight) Z(theta) - weight Z(previous)``.
+        Called by :func:`lwpd.train`; a no-op when either is unknown.
+
+        Parameters
+        ----------
+        point, theta, previous : ndarray, shape (n_params,)
+        weight : float
+        """
+        at_theta, at_previous = self._recent_scores(self._theta_matrix(theta)), self._recent_scores(self._theta_matrix(previous))
+        if at_theta is None or at_previous is None:
+            return
+        Z = (1.0 + weight) * at_theta - weight * at_previous
+        Z.flags.writeable = False
+        self._remember_scores(self._theta_matrix(point).copy(), Z)
 
     def _X_rows(self, rows: np.ndarray | None) -> np.ndarray | sp.csr_array:
         if rows is None:
@@ -277,8 +307,12 @@ class LinearProblem(ABC):
         cached = self._cached(rows)
         if cached is not None and cached[2] is not None and np.array_equal(cached[2], T):
             return cached[3]
-        # a contiguous copy of the small weight matrix: BLAS is ~10x slower on the strided view
-        Z = np.asarray(Xr @ np.ascontiguousarray(T[:, :-1].T)) + T[:, -1]
+        known = self._recent_scores(T)  # over all rows (a loss taken there, or extrapolated())
+        if known is not None:
+            Z = known if rows is None else known[rows]
+        else:
+            # a contiguous copy of the small weight matrix: BLAS is ~10x slower on the strided view
+            Z = np.asarray(Xr @ np.ascontiguousarray(T[:, :-1].T)) + T[:, -1]
         if rows is None or cached is not None:
             Z.flags.writeable = False  # shared by later callers
             self._store(rows, Xr, T.copy(), Z)
@@ -311,6 +345,7 @@ class LinearProblem(ABC):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_score_cache"] = {}  # a cache, not state: do not ship it to process workers
+        state["_recent"] = []
         return state
 
     # ------------------------------------------------------------------ model-specific

@@ -289,7 +289,11 @@ class _Run:
             self.point = self.theta
             return
         self.momentum_steps += 1
-        self.point = self.theta + (self.momentum_steps / (self.momentum_steps + 3.0)) * move
+        weight = self.momentum_steps / (self.momentum_steps + 3.0)
+        self.point = self.theta + weight * move
+        extrapolated = getattr(self.problem, "extrapolated", None)  # a linear model: its scores there, with no pass
+        if extrapolated is not None:
+            extrapolated(self.point, self.theta, previous, weight)
 
     def close(self) -> None:
         if self.bar is not None:
