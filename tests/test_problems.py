@@ -549,6 +549,14 @@ def test_training_with_reused_scores_takes_the_same_steps():
     np.testing.assert_allclose(runs[True].theta, runs[False].theta, rtol=1e-9, atol=1e-12)
 
 
+def test_scores_too_large_to_keep_are_not_kept(monkeypatch):
+    X, y = _data("logistic", False)
+    monkeypatch.setattr(_config, "RECENT_SCORES_MAX_BYTES", 8 * X.shape[0] - 1)  # one float short
+    prob, theta = Logistic(X, y, alpha=0.1), np.ones(X.shape[1] + 1)
+    assert prob.loss(theta) == pytest.approx(Logistic(X, y, alpha=0.1).loss(theta), rel=1e-15)
+    assert not prob._recent
+
+
 def test_read_only_shards_are_cached_and_writable_row_arrays_are_not():
     """A read-only index array (a scheme's shard) keeps its rows and scores per theta; a
     writable one could change in place, so it is never cached."""

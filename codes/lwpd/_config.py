@@ -173,6 +173,8 @@ SCORE_CACHE_ENTRIES: int = 129
 #: ... and the scores over all rows at this many recent parameters (an accelerated step forms
 #: the next point's scores from the last two iterates', without a pass over the data).
 RECENT_SCORES: int = 3
+#: ... each at most this large (256 MiB): above it tasks read their shards, as without the reuse.
+RECENT_SCORES_MAX_BYTES: int = 1 << 28
 
 #: Dask clusters: a read-only array argument of at least this many bytes is shared data
 #: (scattered to the workers once) rather than travelling with every task.

@@ -252,7 +252,10 @@ class LinearProblem(ABC):
         self._score_cache[key] = (rows, Xr, T, Z, R, G)  # one assignment: safe for threaded workers
 
     def _remember_scores(self, T: np.ndarray, Z: np.ndarray) -> None:
-        """Keep the scores over all rows at the last ``_config.RECENT_SCORES`` parameters."""
+        """Keep the scores over all rows at the last ``_config.RECENT_SCORES`` parameters (none
+        larger than ``_config.RECENT_SCORES_MAX_BYTES``: then every task reads its shard)."""
+        if Z.nbytes > _config.RECENT_SCORES_MAX_BYTES:
+            return
         others = [entry for entry in getattr(self, "_recent", ()) if not np.array_equal(entry[0], T)]
         self._recent = [(T, Z)] + others[: _config.RECENT_SCORES - 1]  # one assignment: thread-safe
 
