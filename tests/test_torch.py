@@ -637,6 +637,16 @@ def test_huge_finite_and_half_precision_gradients_step_with_their_error_measured
         assert fast.relative_error == pytest.approx(stats.relative_error, rel=1e-2 if dtype == torch.float16 else 1e-6)
 
 
+def _record_projection_paths(monkeypatch) -> list[str]:
+    """The pattern path's projections as the steps take them: ``"_project_in_place"`` (the
+    parameters' own gradients) or ``"_project_by_patterns"`` (the flat kernel), one per step."""
+    taken = []
+    for name in ("_project_in_place", "_project_by_patterns"):
+        real = getattr(CodedOptimizer, name)
+        monkeypatch.setattr(CodedOptimizer, name, lambda self, *a, _real=real, _name=name: taken.append(_name) or _real(self, *a))
+    return taken
+
+
 @pytest.mark.parametrize("case", ["missing-grad", "non-contiguous", "mixed-dtypes", "grad-requires-grad", "many-tensors"])
 def test_what_the_in_place_projection_cannot_take_goes_the_flat_way(case, monkeypatch):
     """A missing, non-contiguous or autograd-tracked gradient, mixed dtypes, or more tensors than
@@ -647,10 +657,7 @@ def test_what_the_in_place_projection_cannot_take_goes_the_flat_way(case, monkey
     monkeypatch.setattr(_config, "TORCH_IN_PLACE_MAX_FRACTION", 1.0)
     if case == "many-tensors":
         monkeypatch.setattr(_config, "TORCH_IN_PLACE_MAX_TENSORS", 3)
-    taken = []
-    for name in ("_project_in_place", "_project_by_patterns"):
-        real = getattr(CodedOptimizer, name)
-        monkeypatch.setattr(CodedOptimizer, name, lambda self, *a, _real=real, _name=name: taken.append(_name) or _real(self, *a))
+    taken = _record_projection_paths(monkeypatch)
     results = {}
     for general in (False, True):
         monkeypatch.setattr(_config, "TORCH_EXACT_SHORTCUT", not general)
@@ -787,10 +794,7 @@ def test_pattern_projection_matches_the_general_path(monkeypatch, case, in_place
     from lwpd.torch import partition_parameters
 
     monkeypatch.setattr(_config, "TORCH_IN_PLACE_MAX_FRACTION", 1.0 if in_place else -1.0)
-    taken = []
-    for name in ("_project_in_place", "_project_by_patterns"):
-        real = getattr(CodedOptimizer, name)
-        monkeypatch.setattr(CodedOptimizer, name, lambda self, *a, _real=real, _name=name: taken.append(_name) or _real(self, *a))
+    taken = _record_projection_paths(monkeypatch)
 
     dtype = torch.float32 if case == "float32" else torch.float64
 

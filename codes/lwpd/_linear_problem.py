@@ -247,8 +247,6 @@ class LinearProblem(ABC):
         if key not in self._score_cache and len(self._score_cache) >= _config.SCORE_CACHE_ENTRIES:
             oldest = next(iter(self._score_cache), None)
             self._score_cache.pop(oldest, None)  # another thread may have evicted it already
-        if key is None and T is not None:
-            self._remember_scores(T, Z)
         self._score_cache[key] = (rows, Xr, T, Z, R, G)  # one assignment: safe for threaded workers
 
     def _remember_scores(self, T: np.ndarray, Z: np.ndarray) -> None:
@@ -256,11 +254,11 @@ class LinearProblem(ABC):
         larger than ``_config.RECENT_SCORES_MAX_BYTES``: then every task reads its shard)."""
         if Z.nbytes > _config.RECENT_SCORES_MAX_BYTES:
             return
-        others = [entry for entry in getattr(self, "_recent", ()) if not np.array_equal(entry[0], T)]
+        others = [entry for entry in self._recent if not np.array_equal(entry[0], T)]
         self._recent = [(T, Z)] + others[: _config.RECENT_SCORES - 1]  # one assignment: thread-safe
 
     def _recent_scores(self, T: np.ndarray) -> np.ndarray | None:
-        return next((Z for T0, Z in getattr(self, "_recent", ()) if np.array_equal(T0, T)), None)
+        return next((Z for T0, Z in self._recent if np.array_equal(T0, T)), None)
 
     def extrapolated(self, point: np.ndarray, theta: np.ndarray, previous: np.ndarray, weight: float) -> None:
         """Note that ``point = theta + weight (theta - previous)`` (an accelerated method's next
@@ -318,7 +316,10 @@ class LinearProblem(ABC):
             Z = np.asarray(Xr @ np.ascontiguousarray(T[:, :-1].T)) + T[:, -1]
         if rows is None or cached is not None:
             Z.flags.writeable = False  # shared by later callers
-            self._store(rows, Xr, T.copy(), Z)
+            T = T.copy()
+            self._store(rows, Xr, T, Z)
+            if rows is None and known is None:
+                self._remember_scores(T, Z)
         return Z
 
     def _weighted_residuals(self, T: np.ndarray, Xr: np.ndarray | sp.csr_array, rows: np.ndarray | None) -> np.ndarray:

@@ -402,6 +402,11 @@ def apply_patterns(blocks, slots, P, pattern_ranks, ints, bounds, floats, sums, 
         ranks[beta] = pattern_ranks[s]
 
 
+@njit(inline="always", **_FAST)
+def _part(part, n, n_parts):
+    """The items ``[lo, hi)`` of part ``part`` of ``n`` split into ``n_parts`` (codewords of a
+    scatter, blocks of the received sets)."""
+    return part * n // n_parts, (part + 1) * n // n_parts
 
 
 @njit(inline="always", **_FAST)
@@ -494,12 +499,6 @@ def project_by_patterns(first, size, masks, Q, whole, positions, g, out):
             for j in range(size):
                 acc += Q[s, i, j] * g[positions[o + j]]
             out[positions[o + i]] = acc
-
-
-@njit(inline="always", **_FAST)
-def _part(part, n, n_parts):
-    """The codewords ``[lo, hi)`` of part ``part`` of ``n`` split into ``n_parts``."""
-    return part * n // n_parts, (part + 1) * n // n_parts
 
 
 @_twin(**_FAST)
