@@ -536,15 +536,15 @@ def test_the_deadline_probe_binds_the_shards_training_uses(monkeypatch):
 
 @pytest.mark.slow
 def test_acceleration_takes_fewer_steps_to_the_same_coefficients():
-    """The default ("auto": Nesterov with restart under a synchronous policy) and plain
-    gradient steps (None) both land on scikit-learn's own solution, and the accelerated fit
-    gets within 1e-8 of the optimal loss's gap in well under half the steps; asking for
-    Nesterov where it cannot apply is refused at fit, naming it."""
+    """Quasi-Newton steps, Nesterov with restart and plain gradient steps all land on
+    scikit-learn's own solution; Nesterov gets within 1e-8 of the optimal loss's gap in well
+    under half the plain steps, and L-BFGS in under half of Nesterov's; asking for
+    acceleration where it cannot apply is refused at fit, naming it."""
     X, y = make_classification(600, 12, n_informative=6, random_state=0)
     X = StandardScaler().fit_transform(X)
     reference = LogisticRegression(C=0.1, tol=1e-12, max_iter=10_000).fit(X, y)
     fits = {}
-    for acceleration in ("auto", None):
+    for acceleration in ("lbfgs", "nesterov", None):
         fits[acceleration] = CodedGDClassifier(LogisticRegression(C=0.1), scheme="uncoded", acceleration=acceleration,
                                                tol=1e-10, max_iter=1500, random_state=0).fit(X, y)
         np.testing.assert_allclose(fits[acceleration].coef_, reference.coef_, atol=COEF_ATOL)
@@ -554,9 +554,27 @@ def test_acceleration_takes_fewer_steps_to_the_same_coefficients():
     def steps_to_gap(fit):
         return int(np.flatnonzero(np.asarray(fit.history_.loss) - best <= 1e-8 * (start - best))[0]) + 1
 
-    assert steps_to_gap(fits["auto"]) < 0.5 * steps_to_gap(fits[None]), (steps_to_gap(fits["auto"]), steps_to_gap(fits[None]))
-    with pytest.raises(ValueError, match="acceleration"):
-        CodedGDClassifier(acceleration="nesterov", policy="async", max_iter=3, random_state=0).fit(X, y)
+    steps = {a: steps_to_gap(fit) for a, fit in fits.items()}
+    assert steps["nesterov"] < 0.5 * steps[None] and steps["lbfgs"] < 0.5 * steps["nesterov"], steps
+    for acceleration in ("nesterov", "lbfgs"):
+        with pytest.raises(ValueError, match="acceleration"):
+            CodedGDClassifier(acceleration=acceleration, policy="async", max_iter=3, random_state=0).fit(X, y)
+
+
+def test_auto_acceleration_is_lbfgs_without_stragglers_and_nesterov_with_them():
+    """``acceleration="auto"``: the very fit of ``"lbfgs"`` when every gradient is exact (no
+    stragglers, no cluster, ``learning_rate="auto"``), of ``"nesterov"`` otherwise."""
+    X, y = _classification(2)
+
+    def losses(**kw):
+        return CodedGDClassifier(max_iter=15, tol=None, random_state=0, **kw).fit(X, y).history_.loss
+
+    assert losses(acceleration="auto") == losses(acceleration="lbfgs")
+    assert losses(acceleration="auto") != losses(acceleration="nesterov")
+    stragglers = ShiftedExponential(1.0, 0.5)
+    assert (losses(acceleration="auto", stragglers=stragglers)
+            == losses(acceleration="nesterov", stragglers=stragglers))
+    assert losses(acceleration="auto", learning_rate=0.1) == losses(acceleration="nesterov", learning_rate=0.1)
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])

@@ -39,6 +39,18 @@ DENSE_TILE_BYTES_PER_WEIGHT: int = 32
 FLOAT_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float64))
 DEFAULT_DTYPE: np.dtype = np.dtype(np.float64)
 
+# ---------------------------------------------------------------------------- training
+#: ``lwpd.train(acceleration="lbfgs")``: curvature pairs kept (scipy's L-BFGS-B default, ``maxcor``).
+LBFGS_MEMORY: int = 10
+#: ... the sufficient-decrease constant of its backtracking line search (Armijo's ``c1``) ...
+ARMIJO_C1: float = 1e-4
+#: ... the loss evaluations a step's search may make before it takes a plain gradient step ...
+LINE_SEARCH_MAX_TRIALS: int = 20
+#: ... and the rounding of the loss, in units of ``eps * |loss|``, below which a predicted
+#: decrease cannot be told from noise (the trial is then accepted if its loss is no higher
+#: than that rounding allows).
+LINE_SEARCH_ROUNDING_ULPS: float = 100.0
+
 # ---------------------------------------------------------------------------- problems
 #: Largest side of the Gram matrix formed explicitly by :meth:`lipschitz`; beyond it the
 #: spectral norm is found by Lanczos iteration (``scipy.sparse.linalg.eigsh``).

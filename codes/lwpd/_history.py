@@ -34,7 +34,8 @@ class History:
     lag of the folded results; 0 for synchronous steps; for a scheme with memory, the
     weighted mean age of the values its estimate used, see :func:`train`), ``oldest`` (age
     in steps of the oldest value the step used: the largest lag, or for a scheme with
-    memory its oldest row), ``lr`` (the step size applied), ``compute`` (units of compute of
+    memory its oldest row), ``lr`` (the step size applied; for a quasi-Newton step the
+    line search's length along its direction), ``compute`` (units of compute of
     the tasks dispatched in the step, all workers together, by :mod:`lwpd.cost`),
     ``floats`` (floats sent by the results received in the step) and ``decode_time``
     (wall-clock seconds the master spent folding results in and decoding the estimate).

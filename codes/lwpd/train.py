@@ -12,6 +12,7 @@ import numpy as np
 
 from lwpd import _config
 from lwpd._history import History
+from lwpd._quasi_newton import LbfgsMemory, backtrack
 from lwpd._validation import as_rng, check_bool, check_choice, check_int, check_real
 from lwpd.schemes._base import MalformedResult
 
@@ -73,7 +74,7 @@ def train(
         For example ``lwpd.schemes.LWPD()`` or ``lwpd.schemes.Uncoded()``.
     cluster : SimulatedCluster or ExecutorCluster
     lr : float, optional
-        Step size; default ``1 / problem.lipschitz()`` (for a scheme with memory and under
+        Step size; default ``1 / problem.lipschitz()`` (computed when first needed) (for a scheme with memory and under
         ``policy="async"``, divided by ``1 + staleness`` each step, above).
     max_steps : int, default 100
     time_budget : float, optional
@@ -115,7 +116,7 @@ def train(
         ``"iid"`` (a seeded shuffle), ``"sorted"`` (contiguous rows in order of label, or
         of target for regression), ``"dirichlet:alpha=A"`` (label skew, class proportions
         per worker from Dirichlet(A)) or one index array per worker.
-    acceleration : {None, "nesterov", "auto"}, default None
+    acceleration : {None, "nesterov", "lbfgs", "auto"}, default None
         ``"nesterov"``: Nesterov's accelerated gradient with adaptive restart (O'Donoghue &
         Candes, "Adaptive restart for accelerated gradient schemes", 2015). The tasks of
         step ``t`` are computed at the extrapolated point ``y = x_t + (t'/(t'+3)) (x_t -
@@ -127,7 +128,20 @@ def train(
         without memory only (stale gradients and momentum do not mix; a scheme has memory
         when its ``memory`` attribute is true, as a custom scheme that keeps values across
         steps should declare); ``History.loss`` is
-        the loss at ``x``. ``"auto"``: ``"nesterov"`` where it applies, plain steps elsewhere.
+        the loss at ``x``. ``"lbfgs"``: limited-memory BFGS (Nocedal & Wright, Algorithm 7.4;
+        the last ``_config.LBFGS_MEMORY`` curvature pairs) whenever the decoded gradient is
+        exact (:meth:`Scheme.exact`: every piece of it recovered, e.g. every task arrived),
+        with a backtracking line search for sufficient decrease (Armijo) on the loss the
+        master evaluates after every step anyway -- an accepted first trial costs nothing
+        more; each further trial is one more loss evaluation, never a task round. A pair
+        ``(s, y)`` is formed only from exact gradients, so a partially decoded gradient
+        never enters the curvature memory; a step whose gradient is not exact, or whose
+        search fails, is a plain gradient step of size ``lr``. The first quasi-Newton step
+        moves a unit distance (or by ``lr`` when one is given); ``History.lr`` records each
+        step's length along its direction. On a smooth problem with exact gradients it
+        takes a few tens of steps where Nesterov takes hundreds. The same policies and
+        schemes as ``"nesterov"``. ``"auto"``: ``"nesterov"`` where it applies, plain steps
+        elsewhere.
 
     Returns
     -------
@@ -172,18 +186,19 @@ def train(
                          f"(robust decoding takes stale values for lies): use max_staleness=0 with policy='async', "
                          f"or a synchronous policy; got max_staleness={max_staleness}")
     if acceleration is not None:
-        check_choice("acceleration", acceleration, ("nesterov", "auto"))
-        momentum_allowed = policy != "async" and not _has_memory(scheme)
+        check_choice("acceleration", acceleration, ("nesterov", "lbfgs", "auto"))
+        allowed = policy != "async" and not _has_memory(scheme)
         if acceleration == "auto":
-            acceleration = "nesterov" if momentum_allowed else None
-        elif not momentum_allowed:
-            raise ValueError(f"acceleration='nesterov' needs a synchronous policy and a scheme without memory (stale "
-                             f"gradients and momentum do not mix); got policy={policy!r}, scheme "
-                             f"{getattr(scheme, 'name', type(scheme).__name__)!r}")
+            acceleration = "nesterov" if allowed else None
+        elif not allowed:
+            raise ValueError(f"acceleration={acceleration!r} needs a synchronous policy and a scheme without memory "
+                             f"(stale gradients mix with neither momentum nor curvature pairs); got policy={policy!r}, "
+                             f"scheme {getattr(scheme, 'name', type(scheme).__name__)!r}")
     placement = check_placement(placement)
     rng = as_rng("seed", seed)
     scheme.bind(problem, cluster.n_workers, rng, shards=shard_rows(problem, cluster.n_workers, placement, rng))
-    lr = 1.0 / problem.lipschitz() if lr is None else check_real("lr", lr, positive=True)
+    if lr is not None:
+        lr = check_real("lr", lr, positive=True)
     theta = np.zeros(problem.n_params) if theta0 is None else np.array(theta0, dtype=float)
     if theta.shape != (problem.n_params,):
         raise ValueError(f"theta0 must have length {problem.n_params}, got shape {theta.shape}")
@@ -195,8 +210,7 @@ def train(
 
     run = _Run(problem, theta, lr, max_steps, target_loss, time_budget, callback, cluster,
                History(scheme=getattr(scheme, "name", type(scheme).__name__), initial_loss=problem.loss(theta)),
-               progress, bool(track_error),
-               accelerate=acceleration == "nesterov")
+               progress, bool(track_error), acceleration=acceleration)
     try:
         _setup(run, scheme, cluster)
         if policy == "async":
@@ -225,25 +239,36 @@ class _Run:
     """State shared by the step loops: parameters, history, stopping rules, progress."""
 
     def __init__(self, problem, theta, lr, max_steps, target_loss, time_budget, callback, cluster, history, progress,
-                 track_error, accelerate=False):
-        self.problem, self.theta, self.lr, self.track_error = problem, theta, lr, track_error
+                 track_error, acceleration=None):
+        self.problem, self.theta, self._lr, self.track_error = problem, theta, lr, track_error
         self.max_steps, self.target_loss, self.time_budget = max_steps, target_loss, time_budget
         self.callback, self.cluster, self.history = callback, cluster, history
         self.bar = _progress(max_steps, history.scheme) if progress else None
         # Nesterov (train's acceleration=): the tasks are computed at `point`, the loss is
         # that of `theta`; `momentum_steps` counts steps since the last restart
-        self.accelerate = accelerate
+        self.accelerate = acceleration == "nesterov"
         self.point = theta
         self.momentum_steps = 0
+        self.curvature = LbfgsMemory() if acceleration == "lbfgs" else None
+
+    @property
+    def lr(self) -> float:
+        """The gradient step size: given, or ``1 / L`` (computed at first use: quasi-Newton
+        steps need it only when a gradient is not exact)."""
+        if self._lr is None:
+            self._lr = 1.0 / self.problem.lipschitz()
+        return self._lr
 
     def step(self, estimate: np.ndarray | None, staleness: float, cost: "_StepCost", oldest: float = 0.0,
-             stale: bool = False) -> bool:
+             stale: bool = False, exact: bool = False) -> bool:
         """Apply one step with ``estimate`` (none if ``None``), record it; True to stop.
         ``stale``: the estimate mixes values of several ages (memory, or asynchronous
         results), weighted mean ``staleness``: the step size is ``lr / (1 + staleness)``
-        (:func:`train`)."""
+        (:func:`train`). ``exact``: the estimate is the gradient (:meth:`Scheme.exact`),
+        which a quasi-Newton step needs."""
         error = math.nan
         lr = math.nan
+        loss = None
         skipped = estimate is not None and not bool(np.isfinite(estimate).all())
         if skipped:  # an overflow in the decode: never step on it
             estimate = None
@@ -253,11 +278,15 @@ class _Run:
                 g = self.problem.gradient(self.point)
                 norm = float(np.linalg.norm(g))
                 error = float(np.linalg.norm(estimate - g)) / norm if norm > 0 else 0.0
-            lr = self.lr / (1.0 + staleness) if stale else self.lr
-            self.theta = self.point - lr * estimate
+            if self.curvature is not None and exact:
+                lr, loss = self._quasi_newton(estimate)
+            if loss is None:  # a gradient step
+                lr = self.lr / (1.0 + staleness) if stale else self.lr
+                self.theta = self.point - lr * estimate
         else:
             oldest = math.nan
-        loss = self.problem.loss(self.theta)
+        if loss is None:
+            loss = self.problem.loss(self.theta)
         if self.accelerate:  # (before recording: the history's last loss is the previous step's)
             self._extrapolate(previous, estimate, loss)
         else:
@@ -294,6 +323,37 @@ class _Run:
         extrapolated = getattr(self.problem, "extrapolated", None)  # a linear model: its scores there, with no pass
         if extrapolated is not None:
             extrapolated(self.point, self.theta, previous, weight)
+
+    def _quasi_newton(self, gradient: np.ndarray) -> tuple[float, float | None]:
+        """An L-BFGS step from ``point`` (= ``theta``) with the exact ``gradient``: ``(step
+        length along the direction, loss at the new theta)``, or ``(nan, None)`` when the line
+        search found no decrease (the memory is cleared; the caller takes a gradient step)."""
+        point = self.point
+        loss0 = self.history.loss[-1] if len(self.history) else self.history.initial_loss
+        self.curvature.observe(point, gradient)
+        direction = self.curvature.direction(gradient)
+        slope = float(gradient @ direction)
+        if not slope < 0.0:  # not a descent direction (rounding in the pairs): start the memory afresh
+            self.curvature.clear()
+            self.curvature.observe(point, gradient)
+            direction, slope = -gradient, -float(gradient @ gradient)
+            if slope == 0.0:  # a stationary point: stay
+                return 0.0, loss0
+        # the first step of a run moves a unit distance (as L-BFGS-B's), or by the given lr
+        first = 1.0 if self.curvature.pairs else (self._lr or 1.0 / math.sqrt(-slope))
+        tried: dict[float, np.ndarray] = {}
+
+        def loss_at(length: float) -> float:
+            tried[length] = point + length * direction
+            return self.problem.loss(tried[length])
+
+        found = backtrack(loss_at, loss0, slope, first)
+        if found is None:
+            self.curvature.clear()
+            return math.nan, None
+        length, loss = found
+        self.theta = tried[length]  # the very array whose loss (and scores) were computed
+        return length, loss
 
     def close(self) -> None:
         if self.bar is not None:
@@ -507,7 +567,8 @@ def _synchronous(run: _Run, scheme: Any, cluster: Any, policy: str, deadline: fl
             issued.clear()
         estimate = cost.decode(scheme)
         staleness, oldest = scheme.staleness() if memory else (0.0, 0.0)
-        if run.step(estimate, staleness, cost, oldest, stale=memory):
+        exact = run.curvature is not None and estimate is not None and scheme.exact()
+        if run.step(estimate, staleness, cost, oldest, stale=memory, exact=exact):
             return
         step += 1
 

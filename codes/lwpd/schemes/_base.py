@@ -192,6 +192,13 @@ class Scheme(ABC):
         (robust decoding with too few spare codewords); 0 for schemes that trust every result."""
         return 0
 
+    def exact(self) -> bool:
+        """Whether the last :meth:`estimate` is the gradient itself, up to rounding (every piece
+        of it recovered), rather than a partial or approximate one. Quasi-Newton steps
+        (``lwpd.train(acceleration="lbfgs")``) take only such gradients. ``False`` unless a
+        scheme can tell."""
+        return False
+
     def ready(self, received: int) -> bool:
         """Whether a step waiting "until ready" may stop after ``received`` results.
 

@@ -58,6 +58,9 @@ class Uncoded(_Sharded):
     def estimate(self) -> np.ndarray | None:
         return self._weighted_mean() if len(self._results) == self.n_workers else None
 
+    def exact(self) -> bool:
+        return len(self._results) == self.n_workers
+
 
 def _piece_gradient(problem: Any, theta: np.ndarray, rows: np.ndarray, piece: int) -> tuple[int, np.ndarray]:
     """One piece of a worker's shard: ``(piece, gradient over its rows)``."""
@@ -157,6 +160,10 @@ class IgnoreStragglers(_Sharded):
     def ready(self, received: int) -> bool:
         return received >= math.ceil(self.wait_for * self.n_workers * self.chunks)
 
+    def exact(self) -> bool:
+        """Every shard (piece) answered this step; never with memory (kept values may be stale)."""
+        return not self.memory and len(self._results) == self.n_workers * self.chunks
+
     def _size_of(self, key: Any) -> float:
         return super()._size_of(key) if self.chunks == 1 else self._piece_sizes[key]
 
@@ -211,6 +218,9 @@ class Replication(_Sharded):
 
     def estimate(self) -> np.ndarray | None:
         return self._weighted_mean() if len(self._results) == self._sizes.size else None
+
+    def exact(self) -> bool:
+        return len(self._results) == self._sizes.size
 
     def __repr__(self) -> str:
         return f"Replication(r={self.r})"

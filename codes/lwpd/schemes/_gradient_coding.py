@@ -106,6 +106,10 @@ class GradientCoding(PerWorkerResults):
         self._cached = (len(self._results), value)
         return value
 
+    def exact(self) -> bool:
+        """Whenever it decodes: the decoding vector recovers the sum exactly."""
+        return self.estimate() is not None
+
     def _decoding_vector(self, arrived: np.ndarray) -> np.ndarray | None:
         """The minimum-norm ``a`` with ``a^T B[arrived] = 1^T`` (:func:`gc.decoding_vector`),
         or ``None`` before the arrived rows span the all-ones vector. FRC in closed form: a

@@ -105,5 +105,9 @@ class LCC(PerWorkerResults):
         super().fold(worker, result)
         self._estimate = None
 
+    def exact(self) -> bool:
+        """Whenever it decodes (to the interpolation's ``_config.LCC_MAX_ERROR``)."""
+        return self.estimate() is not None
+
     def __repr__(self) -> str:
         return f"LCC(K={self.K})"

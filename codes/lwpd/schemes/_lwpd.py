@@ -528,6 +528,17 @@ class LWPD(Scheme):
     def ready(self, received: int) -> bool:
         return received >= math.ceil(self.wait_for * self._n_tasks)
 
+    def exact(self) -> bool:
+        """Without memory or robust decoding: the received codewords span every block, and --
+        with ``layout="sharded"`` -- every task arrived with every shard answering the whole
+        codebook (the recovery rule in the class notes)."""
+        if self.memory or self.decoder == "robust" or not self._decoder.n_received:
+            return False
+        if self.layout == "sharded" and (len(self._folded) < self._n_tasks
+                                         or max(1, round(self.share * self.n_workers)) < self.n_workers):
+            return False
+        return self._decoder.recovered_fraction() >= 1.0
+
     def recovered_fraction(self) -> float:
         """Fraction of the gradient's dimensions the results of this step span (or peel)."""
         return self._decoder.recovered_fraction()
@@ -590,6 +601,10 @@ class RandomK(LWPD):
 
     def _check_share(self) -> None:
         """Nothing to check: every worker answers at least one coordinate (``_worker_shares``)."""
+
+    def exact(self) -> bool:
+        """Never: a coordinate's value is the mean over the shards that drew it, not over all."""
+        return False
 
     def _worker_shares(self) -> list[np.ndarray]:
         n = len(self.codebook_)

@@ -150,6 +150,9 @@ class PartialGradientCoding(Scheme):
     def ready(self, received: int) -> bool:
         return len(self._parts) == self.n_workers
 
+    def exact(self) -> bool:
+        return len(self._parts) == self.n_workers
+
     def sources(self) -> dict[int, int]:
         """``{partition: worker}``: whose copy of each partition received so far was used."""
         return dict(self._sources)

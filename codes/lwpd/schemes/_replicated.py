@@ -286,6 +286,10 @@ class ReplicatedLWPD(Scheme):
         worst block's value; 0 for blocks spanned by fresh codewords."""
         return self._staleness if self.memory else (0.0, 0.0)
 
+    def exact(self) -> bool:
+        """Without memory: every group spanned every block with this step's codewords."""
+        return not self.memory and bool(self._spanned.all())
+
     def spanned(self) -> np.ndarray:
         """``(n_groups, n_blocks)``: which groups' blocks the last estimate had exactly."""
         return self._spanned.copy()
