@@ -12,8 +12,8 @@ Model: an MLP 784-1024-256-10 (1,068,810 parameters), float32, batch 128, cross-
   a vmapped chunk of 16) against one backprop (``loss.backward()`` then a dot product), which
   gives one derivative -- or, amortised, all of a codebook's derivatives at once.
 
-Step times are medians of interleaved repeats (a coded step's cost depends on which workers
-answered); the parts and derivatives are the best of several repeats (the machine may be
+Step times are means of interleaved repeats (200; a coded step's cost depends on which
+workers answered, and a training run takes the sum of its steps); the parts and derivatives are the best of several repeats (the machine may be
 shared); all measured in one run. ``--quick`` uses fewer repeats.
 Run: ``python benchmarks/bench_torch.py [--quick] [--threads N] [--json PATH] [--report-from PATH]``.
 """
@@ -57,10 +57,11 @@ def best_time(fn, repeats: int, warmup: int = 2) -> float:
     return min(times)
 
 
-def best_times(fns, repeats: int, warmup: int = 2, clock=time.perf_counter, median: bool = False) -> list[float]:
-    """Best (or median) time of each function, running them in turn (interleaved) ``repeats``
-    times. The median is for steps whose cost depends on chance (which workers answered):
-    the best would pick the lucky steps."""
+def best_times(fns, repeats: int, warmup: int = 2, clock=time.perf_counter, mean: bool = False) -> list[float]:
+    """Best (or mean) time of each function, running them in turn (interleaved) ``repeats``
+    times. The mean is for steps whose cost depends on chance (which workers answered): a
+    training run takes the sum of its steps, and the best -- or the median, when most steps
+    are cheap -- would pick the lucky ones."""
     for _ in range(warmup):
         for fn in fns:
             fn()
@@ -70,7 +71,7 @@ def best_times(fns, repeats: int, warmup: int = 2, clock=time.perf_counter, medi
             start = clock()
             fn()
             times[i].append(clock() - start)
-    return [float(np.median(t)) if median else min(t) for t in times]
+    return [float(np.mean(t)) if mean else min(t) for t in times]
 
 
 def breakdown(opt: CodedOptimizer, model: torch.nn.Module, x, y, repeats: int) -> dict:
@@ -87,22 +88,24 @@ def breakdown(opt: CodedOptimizer, model: torch.nn.Module, x, y, repeats: int) -
     idx = torch.cat(opt._chunk_indices)
     values = _encode(opt.codebook, g)[idx]
     flat = _flatten(params)
-    lost = np.random.default_rng(0).random(len(opt._chunk_sizes)) < 0.2
     parts = {
         "flatten + reorder to blocks": lambda: opt.parameter_partition.to_blocks(_flatten(params)),
         "encode all codewords": lambda: _encode(opt.codebook, g),
         "decode (fold + solve every block)": lambda: _decode(opt.codebook, opt._decoder, idx, values, g),
     }
     if opt._runs is not None:  # what a step does with the default codebook (lwpd.torch.CodedOptimizer)
-        missing = np.flatnonzero(lost)
+        # one lost chunk more than every block can spare (fewer need no projection at all)
+        missing = np.arange(opt._tolerance + 1)
         masks, counts, _ = opt._received_patterns(missing)
-        partial = opt._blocks_to_project(params, masks, counts)
+        runs = opt._runs_to_project(params, counts)
         norms = opt._check_grads(params)
-        share = sum(b.size * run.size for run, b, _ in partial) / opt.parameter_partition.dim if partial is not None else float("nan")
-        parts[f"received sets ({lost.sum()} of {lost.size} chunks lost)"] = lambda: opt._received_patterns(missing)
+        not_spanned = sum(int(counts[opt._run_offset[r]:opt._run_offset[r + 1]] @ (run.ranks < run.size)) * run.size
+                          for r, run in enumerate(opt._runs))
+        share = not_spanned / opt.parameter_partition.dim
+        parts[f"received sets ({missing.size} of {len(opt._chunk_sizes)} chunks lost)"] = lambda: opt._received_patterns(missing)
         parts["project by patterns, flat kernel"] = lambda: opt._project_by_patterns(flat, masks)
-        if partial is not None:  # projection is idempotent: repeating it in place costs the same
-            parts[f"project in place ({100 * share:.1f}% of coordinates)"] = lambda: opt._project_in_place(params, partial, norms)
+        if runs is not None:  # projection is idempotent: repeating it in place costs the same
+            parts[f"project in place ({100 * share:.1f}% of coordinates)"] = lambda: opt._project_in_place(params, runs, masks, norms)
     times = best_times(list(parts.values()), max(3, repeats // 3))
     return {"batch": x.shape[0], "blocks": opt.parameter_partition.partition.n_blocks, "parameters": opt.parameter_partition.dim,
             "ms": {label: 1e3 * t for label, t in zip(parts, times)}}
@@ -132,6 +135,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         numba.set_num_threads(args.threads)
     repeats = 5 if args.quick else 30
+    step_repeats = 20 if args.quick else 200  # means over the steps: more of them than for the best times
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(128, 784, generator=gen), torch.randint(0, 10, (128,), generator=gen)
     model = make_model()
@@ -154,8 +158,8 @@ def main() -> None:
             bare_step = step_fn(bare_model, torch.optim.SGD(bare_model.parameters(), lr=0.01, momentum=0.9), xb, yb)
             opt = CodedOptimizer(torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9), model=m, seed=0, n_workers=WORKERS, **kwargs)
             fns = [bare_step, step_fn(m, opt, xb, yb)]
-            bare, t = best_times(fns, repeats, median=True)
-            bare_cpu, t_cpu = best_times(fns, repeats, clock=time.process_time, median=True)
+            bare, t = best_times(fns, step_repeats, mean=True)
+            bare_cpu, t_cpu = best_times(fns, step_repeats, clock=time.process_time, mean=True)
             err = opt.last_stats.relative_error
             steps.append({"variant": label, "batch": batch, "codewords": len(opt.codebook), "relative_error": err,
                           "bare_ms": 1e3 * bare, "coded_ms": 1e3 * t, "overhead": t / bare - 1,
@@ -178,7 +182,7 @@ def main() -> None:
     derivatives = {"forward_ms": 1e3 * t_fwd, "backprop_ms": 1e3 * t_back, "jvp_one_ms": 1e3 * t_jvp1,
                    "jvp_vmapped_per_direction_ms": 1e3 * t_jvp16}
     data = {"parameters": n, "threads": {"torch": torch.get_num_threads(), "numba": numba.get_num_threads()},
-            "repeats": repeats, "steps": steps, "parts": parts, "derivatives": derivatives}
+            "repeats": repeats, "step_repeats": step_repeats, "statistic": "mean", "steps": steps, "parts": parts, "derivatives": derivatives}
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(data, fh, indent=1)
@@ -191,9 +195,12 @@ def report(data: dict) -> None:
     print(f"MLP 784-1024-256-10: {data['parameters']:,} parameters, float32, {threads.get('torch', '?')} torch threads, "
           f"{threads.get('numba', '?')} Numba threads, {data.get('repeats', '?')} repeats")
     print()
-    print("Step time, median of the repeats (a coded step's cost depends on which workers answered: the best")
-    print("of the repeats would pick the steps where all did); bare and coded steps alternate, so both see the")
-    print("same background load. Wall-clock time, then CPU time of this process (summed over its threads;")
+    statistic = data.get("statistic", "median")  # runs saved before 2026-12-07 took the median
+    print(f"Step time, {statistic} of {data.get('step_repeats', data.get('repeats', '?'))} steps (a coded step's cost "
+          "depends on which workers answered; a")
+    print("training run takes the sum of its steps, so the mean is its cost -- the best, or the median when most")
+    print("steps are cheap, would pick the lucky ones); bare and coded steps alternate, so both see the same")
+    print("background load. Wall-clock time, then CPU time of this process (summed over its threads;")
     print("insensitive to other processes on a shared machine).")
     print(
         f"{'step (SGD momentum 0.9)':<50} {'batch':>6} {'codewords':>10} {'rel.err':>8} {'bare ms':>8} {'coded ms':>9} "

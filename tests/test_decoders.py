@@ -403,9 +403,10 @@ def test_received_sets_kernel_matches_numpy_for_any_split_of_the_blocks(data):
 @given(data=st.data())
 @settings(max_examples=40, deadline=None)
 def test_in_place_projection_kernel_matches_numpy(data):
-    """Projecting listed blocks of a vector held as several arrays, through a permutation of
-    its coordinates, in place: NumPy's products on the concatenated vector, the other
-    coordinates untouched, and the squared change as stored."""
+    """Projecting the blocks of a run whose set does not span them, of a vector held as
+    several arrays (some possibly empty), through a permutation of its coordinates, in place,
+    serial and threaded: NumPy's products on the concatenated vector, the other coordinates
+    untouched, and the squared change as stored."""
     from lwpd._kernels import cpu
 
     size = data.draw(st.integers(1, 4))
@@ -415,20 +416,27 @@ def test_in_place_projection_kernel_matches_numpy(data):
     first = size * data.draw(st.integers(0, 3))  # the run starts after other runs' coordinates
     dim = first + n_blocks * size
     cuts = np.sort(rng.choice(np.arange(1, dim), size=min(dim - 1, data.draw(st.integers(0, 4))), replace=False))
+    if data.draw(st.booleans()):  # an empty array among them
+        cuts = np.sort(np.r_[cuts, cuts[:1]]) if cuts.size else cuts
     offsets = np.r_[0, cuts, dim].astype(np.int64)
     positions = rng.permutation(dim).astype(np.int32)
     flat = rng.standard_normal(dim).astype(dtype)
     grads = tuple(flat[a:z].copy() for a, z in zip(offsets[:-1], offsets[1:]))
     Q = rng.standard_normal((5, size, size))
-    blocks = np.sort(rng.choice(n_blocks, size=data.draw(st.integers(0, n_blocks)), replace=False)).astype(np.int64)
-    sets = rng.integers(0, 5, blocks.size).astype(np.uint16)
+    masks = rng.integers(0, 5, n_blocks).astype(np.uint16)
+    spans = rng.random(5) < 0.4  # these sets' projector is the identity: their blocks are not touched
     want = flat.copy()
-    for t, s in zip(blocks, sets):
-        places = positions[first + t * size + np.arange(size)]
-        want[places] = (Q[s] @ flat[places].astype(np.float64)).astype(dtype)
-    change = cpu.project_in_place(grads, offsets, positions, first, size, blocks, sets, Q)
-    np.testing.assert_allclose(np.concatenate(grads), want, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-6 if dtype == np.float32 else 1e-12)
-    assert change == pytest.approx(float(np.sum((np.concatenate(grads).astype(np.float64) - flat) ** 2)), rel=1e-9, abs=1e-12)
+    for t, s in enumerate(masks):
+        if not spans[s]:
+            places = positions[first + t * size + np.arange(size)]
+            want[places] = (Q[s] @ flat[places].astype(np.float64)).astype(dtype)
+    for build, parts in ((cpu.project_in_place.serial, 1), (cpu.project_in_place.parallel, data.draw(st.integers(1, 5)))):
+        arrays = tuple(a.copy() for a in grads)
+        change = build(arrays, offsets, positions, first, size, masks, spans, Q, parts)
+        np.testing.assert_allclose(np.concatenate(arrays), want, rtol=1e-6 if dtype == np.float32 else 1e-12,
+                                   atol=1e-6 if dtype == np.float32 else 1e-12)
+        assert change == pytest.approx(float(np.sum((np.concatenate(arrays).astype(np.float64) - flat) ** 2)),
+                                       rel=1e-9, abs=1e-12)
 
 
 def test_threaded_scatter_route_decodes_as_the_serial_one(monkeypatch):

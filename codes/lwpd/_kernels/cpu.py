@@ -449,35 +449,54 @@ def received_sets(full_masks, lost_chunks, starts, chunk_block, chunk_row, run_f
     return masks, part_counts.sum(axis=0)
 
 
-@njit(**_FAST)
-def project_in_place(grads, offsets, positions, first, size, blocks, sets, Q):
-    """``g[block] = Q[sets[t]] @ g[block]`` for the listed blocks ``t`` of a run of equal
-    blocks (its coordinates from block-order position ``first``), in place, where ``g`` is
-    held as the tuple of 1-D arrays ``grads`` (block-order position ``p`` is flat place
-    ``positions[p]``, which lies in array ``k`` at ``positions[p] - offsets[k]``). Returns
-    the squared norm of the change, as stored (in the arrays' dtype)."""
-    change = 0.0
-    g = np.empty(size)
-    tensor = np.empty(size, dtype=np.int64)
-    local = np.empty(size, dtype=np.int64)
-    for t in range(blocks.shape[0]):
-        o = first + blocks[t] * size
-        for i in range(size):
-            place = positions[o + i]
-            k = np.searchsorted(offsets, place, side="right") - 1
-            tensor[i] = k
-            local[i] = place - offsets[k]
-            g[i] = grads[k][local[i]]
-        s = sets[t]
-        for i in range(size):
-            acc = 0.0
-            for j in range(size):
-                acc += Q[s, i, j] * g[j]
-            target = grads[tensor[i]]
-            target[local[i]] = acc
-            d = target[local[i]] - g[i]
-            change += d * d
-    return change
+@_twin(**_FAST)
+def project_in_place(grads, offsets, positions, first, size, masks, spans, Q, n_parts):
+    """``g[block] = Q[masks[t]] @ g[block]`` for every block ``t`` of a run of equal blocks
+    whose received set does not span it (``spans[s]`` false; the others' projector is the
+    identity and they are not touched), in place, where ``g`` is held as the tuple of 1-D
+    arrays ``grads`` (the run's coordinates from block-order position ``first``; block-order
+    position ``p`` is flat place ``positions[p]``, which lies in array ``k`` at ``positions[p]
+    - offsets[k]``). Threads own block ranges. Returns the squared norm of the change, as
+    stored (in the arrays' dtype)."""
+    n = masks.shape[0]
+    last = offsets.shape[0] - 2  # the last array
+    changes = np.zeros(n_parts)
+    for part in prange(n_parts):
+        lo, hi = _part(part, n, n_parts)
+        g = np.empty(size)
+        tensor = np.empty(size, dtype=np.int64)
+        local = np.empty(size, dtype=np.int64)
+        change = 0.0
+        k = 0
+        for t in range(lo, hi):
+            s = masks[t]
+            if spans[s]:
+                continue
+            o = first + t * size
+            for i in range(size):
+                place = positions[o + i]
+                if not offsets[k] <= place < offsets[k + 1]:  # not in the last coordinate's array: bisect
+                    a, z = 0, last
+                    while a < z:
+                        mid = (a + z + 1) // 2
+                        if offsets[mid] <= place:
+                            a = mid
+                        else:
+                            z = mid - 1
+                    k = a
+                tensor[i] = k
+                local[i] = place - offsets[k]
+                g[i] = grads[k][local[i]]
+            for i in range(size):
+                acc = 0.0
+                for j in range(size):
+                    acc += Q[s, i, j] * g[j]
+                target = grads[tensor[i]]
+                target[local[i]] = acc
+                d = target[local[i]] - g[i]
+                change += d * d
+        changes[part] = change
+    return changes.sum()
 
 
 @_twin(**_FAST)

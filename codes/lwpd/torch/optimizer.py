@@ -8,7 +8,7 @@ import math
 import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import numba
 import numpy as np
@@ -17,8 +17,8 @@ import torch
 from lwpd import _config, _defaults
 from lwpd.cluster._common import Cluster
 from lwpd._validation import as_rng, check_choice, check_fraction, check_int, check_real
-from lwpd.codebook import Codebook, Partition
-from lwpd.constructions import block_codebook, projective_block_base
+from lwpd.codebook import Codebook
+from lwpd.torch._patterns import _PatternRun, _default_codebook, _pattern_runs
 from lwpd.torch.partitions import (PARTITION_SCHEMES, ParameterPartition, assign, build_partition, check_max_block,
                                    flatten, group_blocks_by_size, module_groups, named_parameters_of,
                                    sequence_groups)
@@ -33,69 +33,6 @@ _HOOK_REGISTRIES = (
     "_optimizer_load_state_dict_pre_hooks",
     "_optimizer_load_state_dict_post_hooks",
 )
-
-
-def _block_base(size: int, max_weight: int, redundancy: float) -> Codebook:
-    """Compressed projective pattern for a block of ``size`` coordinates."""
-
-    return projective_block_base(size, q=3, max_weight=max_weight, keep=max(size, round(redundancy * size)))
-
-
-def _default_codebook(partition: Partition, max_weight: int = 2, redundancy: float | None = None) -> Codebook:
-    """The default codebook of the torch adapters: per block, a projective base PG(b-1, 3) of
-    weight <= ``max_weight``, compressed to ``round(redundancy * b)`` codewords (private).
-    """
-
-    redundancy = _defaults.TORCH_REDUNDANCY if redundancy is None else redundancy
-    cache: dict[int, Codebook] = {}
-
-    def base(size: int) -> Codebook:
-        if size not in cache:
-            cache[size] = _block_base(size, max_weight, redundancy)
-        return cache[size]
-
-    return block_codebook(base, partition)
-
-
-class _PatternRun(NamedTuple):
-    """A run of consecutive blocks with the same size and base pattern (private), and its
-    cache of projectors per received set (``ranks[s] < 0``: set ``s`` not computed yet)."""
-
-    first: int  # first coordinate (block order)
-    first_block: int
-    n_blocks: int
-    size: int
-    rows: int  # codewords per block
-    base: np.ndarray  # (rows, size): the pattern
-    packed: Any  # the pattern packed for lwpd._kernels.cpu.pattern_operators
-    projectors: np.ndarray  # (2**rows, size, size)
-    ranks: np.ndarray  # (2**rows,)
-
-
-def _pattern_runs(codebook: Codebook, rows: np.ndarray) -> list[_PatternRun] | None:
-    """The runs of equal blocks of a codebook built by :func:`_default_codebook` (one pattern
-    per block size, every block's codewords contiguous and in the pattern's order; ``rows``:
-    codewords per block), or ``None`` when the runs are too many or their blocks have too
-    many codewords (``_config.TORCH_PATTERN_MAX_RUNS``, ``TORCH_PATTERN_MAX_ROWS``)."""
-    from lwpd.decoders._packing import packed_codebook
-
-    sizes = codebook.blocks.sizes
-    starts = np.flatnonzero(np.r_[True, (sizes[1:] != sizes[:-1]) | (rows[1:] != rows[:-1])])
-    # the received sets are uint16 bit masks: at most 16 codewords per block, whatever the setting
-    if starts.size > _config.TORCH_PATTERN_MAX_RUNS or rows.max() > min(_config.TORCH_PATTERN_MAX_ROWS, 16):
-        return None
-    ends = np.r_[starts[1:], sizes.size]
-    first_codeword = np.r_[0, np.cumsum(rows)]
-    offsets = codebook.blocks.offsets
-    csr = codebook.to_scipy()
-    runs = []
-    for a, z in zip(starts, ends):
-        b, m, c0, o = int(sizes[a]), int(rows[a]), int(first_codeword[a]), int(offsets[a])
-        base = csr[c0 : c0 + m].toarray()[:, o : o + b].astype(_config.DECODER_DTYPE)
-        pattern = block_codebook(Codebook.from_dense(base), Partition.uniform(b, b))
-        runs.append(_PatternRun(o, int(a), int(z - a), b, m, base, packed_codebook(pattern),
-                                np.zeros((1 << m, b, b), dtype=_config.DECODER_DTYPE), np.full(1 << m, -1, dtype=np.int64)))
-    return runs
 
 
 def _device_backend(tensor: torch.Tensor) -> str:
@@ -355,6 +292,9 @@ class CodedOptimizer(torch.optim.Optimizer):
         self._prepare_shortcut()
         rows = np.bincount(codebook.block_of, minlength=codebook.blocks.n_blocks)  # codewords per block
         self._runs = _pattern_runs(codebook, rows) if default_codebook and self._spans is not None else None
+        # codewords every block may lose and stay spanned (-1: some block is never spanned)
+        self._tolerance = (-1 if self._spans is None or not self._spans.all()
+                           else min(run.tolerance for run in self._runs) if self._runs is not None else 0)
         if self._runs is not None:
             # int32 indices: the pattern path streams them once a step, so their width is its cost
             index = np.int32 if max(len(codebook), self.parameter_partition.dim) < 2**31 else np.int64
@@ -396,7 +336,14 @@ class CodedOptimizer(torch.optim.Optimizer):
         from lwpd.schemes._lwpd import deal_codewords
 
         self._dealt_with = copy.deepcopy(rng.bit_generator.state)
-        _, dealt = deal_codewords(self.codebook.block_of, self.n_workers, self.chunks, rng)
+        held, dealt = deal_codewords(self.codebook.block_of, self.n_workers, self.chunks, rng)
+        # the most codewords of one block each group holds (its codewords are sorted, so a
+        # block's are adjacent): losing groups G loses a block at most the sum over G of these
+        blocks = self.codebook.block_of[np.concatenate(held)]
+        group = np.repeat(np.arange(self.n_workers), [h.size for h in held])
+        starts = np.flatnonzero(np.r_[True, (blocks[1:] != blocks[:-1]) | (group[1:] != group[:-1])])
+        self._group_multiplicity = np.zeros(self.n_workers, dtype=np.int64)
+        np.maximum.at(self._group_multiplicity, group[starts], np.diff(np.r_[starts, blocks.size]))
         weights = self.codebook.weights
         # every chunk's codewords in one array (chunk c: _chunk_flat[_chunk_starts[c] : _chunk_starts[c + 1]]);
         # the per-chunk arrays are views of it (and the CPU index tensors share their memory)
@@ -597,19 +544,24 @@ class CodedOptimizer(torch.optim.Optimizer):
         norms = self._check_grads(params)
         arrived, waited = self._arrivals()
         shortcut = self._spans is not None and _config.TORCH_EXACT_SHORTCUT
-        missing = np.setdiff1d(np.arange(len(self._chunk_indices)), arrived)
-        if shortcut and missing.size == 0 and self._spans.all():
-            # Every codeword arrived and every block's codewords span it: the decoded gradient
-            # is the gradient itself, already in .grad. Nothing to encode, decode or assign.
-            return self._finish(loss, arrived, StepStats(len(self.codebook), len(self.codebook), 1.0,
+        lost_chunk = np.ones(len(self._chunk_indices), dtype=bool)
+        lost_chunk[arrived] = False
+        missing = np.flatnonzero(lost_chunk)
+        lost = int(self._group_multiplicity[np.unique(missing // self.chunks)].sum()) if missing.size else 0
+        if shortcut and lost <= self._tolerance:
+            # No block lost more codewords than any loss it survives (every codeword arrived, or
+            # few groups were lost): the decoded gradient is the gradient itself, already in
+            # .grad. Nothing to encode, decode or assign.
+            received = int(self._chunk_sizes[arrived].sum())
+            return self._finish(loss, arrived, StepStats(received, len(self.codebook), 1.0,
                                                          0.0 if self.exact_grad_stats else None, waited))
         patterns = shortcut and self._runs is not None and _config.TORCH_PATTERN_PROJECTION
         if patterns:
             masks, counts, rank = self._received_patterns(missing)
             received, recovered = int(self._chunk_sizes[arrived].sum()), rank / self.parameter_partition.dim
-            partial = self._blocks_to_project(params, masks, counts)
-            if partial is not None:  # only a few blocks' received codewords do not span them
-                error = self._project_in_place(params, partial, norms)
+            runs = self._runs_to_project(params, counts)
+            if runs is not None:  # only a few blocks' received codewords do not span them
+                error = self._project_in_place(params, runs, masks, norms)
                 return self._finish(loss, arrived, StepStats(received, len(self.codebook), recovered, error, waited))
         g = flatten(params)  # flat order; the pattern path reorders inside its kernel
         if patterns:
@@ -673,9 +625,8 @@ class CodedOptimizer(torch.optim.Optimizer):
         """Each block's received set as a bit mask (bit ``r``: its ``r``-th codeword arrived),
         with every chunk but the ``missing`` ones arrived; how many blocks of each run have
         each set (run ``r``'s sets at ``_run_offset[r]`` on); the rank of all received
-        codewords. The projector ``Q_S = A_S^+ A_S`` of each received set ``S`` not met
-        before is computed (by the decoder's pivoted-Cholesky rank decisions) and cached per
-        run of equal blocks."""
+        codewords (every set's projector ``Q_S = A_S^+ A_S`` and rank are the run's, computed
+        with it by the decoder's pivoted-Cholesky rank decisions)."""
         from lwpd._kernels import cpu
 
         n_parts = numba.get_num_threads()
@@ -685,14 +636,7 @@ class CodedOptimizer(torch.optim.Optimizer):
         rank = 0
         for r, run in enumerate(self._runs):
             seen = counts[self._run_offset[r] : self._run_offset[r + 1]]
-            present = np.flatnonzero(seen)
-            new = present[run.ranks[present] < 0]
-            if new.size:
-                P, ranks = cpu.pattern_operators(new, run.packed.ints, run.packed.bounds, run.packed.floats,
-                                                 _config.RANK_RTOL)
-                run.projectors[new] = P @ run.base
-                run.ranks[new] = ranks
-            rank += int(seen[present] @ run.ranks[present])
+            rank += int(seen @ run.ranks)
         return masks, counts, rank
 
     def _project_by_patterns(self, g: torch.Tensor, masks: np.ndarray) -> torch.Tensor:
@@ -713,10 +657,10 @@ class CodedOptimizer(torch.optim.Optimizer):
                                     work=run.n_blocks * run.size**2)
         return torch.from_numpy(g_hat).to(g.dtype)
 
-    def _blocks_to_project(self, params: list[torch.Tensor], masks: np.ndarray, counts: np.ndarray) -> list[tuple] | None:
-        """Per run, the blocks whose received codewords do not span them (every other block's
-        projector is the identity) and their received sets (the counts say which runs have
-        any, so the others cost no pass). ``None`` -- the flat kernel runs -- when more than
+    def _runs_to_project(self, params: list[torch.Tensor], counts: np.ndarray) -> list[_PatternRun] | None:
+        """The runs with blocks whose received codewords do not span them (every other
+        block's projector is the identity; the counts say which runs have any, so the others
+        cost no pass). ``None`` -- the flat kernel runs -- when more than
         ``_config.TORCH_IN_PLACE_MAX_FRACTION`` of the coordinates are in such blocks, or the
         gradients cannot be written in place: more than ``TORCH_IN_PLACE_MAX_TENSORS`` (the
         kernel is compiled per tuple length), one missing, non-contiguous, tracked by autograd
@@ -728,32 +672,30 @@ class CodedOptimizer(torch.optim.Optimizer):
             return None
         short, coordinates = [], 0
         for r, run in enumerate(self._runs):
-            seen = counts[self._run_offset[r] : self._run_offset[r + 1]]
-            not_spanning = (seen > 0) & (run.ranks < run.size)  # every present set has its rank by now
-            if not_spanning.any():
-                short.append((run, not_spanning))
-                coordinates += int(seen[not_spanning].sum()) * run.size
+            not_spanning = int(counts[self._run_offset[r] : self._run_offset[r + 1]] @ (run.ranks < run.size))
+            if not_spanning:
+                short.append(run)
+                coordinates += not_spanning * run.size
         if coordinates > _config.TORCH_IN_PLACE_MAX_FRACTION * self.parameter_partition.dim:
             return None
-        partial = []
-        for run, not_spanning in short:
-            run_masks = masks[run.first_block : run.first_block + run.n_blocks]
-            blocks = np.flatnonzero(not_spanning[run_masks])
-            partial.append((run, blocks, run_masks[blocks]))
-        return partial
+        return short
 
-    def _project_in_place(self, params: list[torch.Tensor], partial: list[tuple], norms: list[float]) -> float | None:
+    def _project_in_place(self, params: list[torch.Tensor], runs: list[_PatternRun], masks: np.ndarray,
+                          norms: list[float]) -> float | None:
         """``g[block] = Q_S g[block]`` in the parameters' own ``.grad`` tensors for the blocks of
-        :meth:`_blocks_to_project` only: no flat copy of the gradient is made or written back.
-        Returns the relative error (``None`` unless ``exact_grad_stats``; ``norms``: each
-        gradient's norm)."""
+        ``runs`` (:meth:`_runs_to_project`) whose received set ``S`` does not span them: no flat
+        copy of the gradient is made or written back. Returns the relative error (``None``
+        unless ``exact_grad_stats``; ``norms``: each gradient's norm)."""
         from lwpd._kernels import cpu
 
         views = tuple(p.grad.detach().view(-1).numpy() for p in params)
+        n_parts = numba.get_num_threads()
         squared_change = 0.0
-        for run, blocks, sets in partial:
+        for run in runs:
+            run_masks = masks[run.first_block : run.first_block + run.n_blocks]
             squared_change += cpu.project_in_place(views, self._param_offsets, self._positions, run.first, run.size,
-                                                   blocks, sets, run.projectors)
+                                                   run_masks, run.ranks == run.size, run.projectors, n_parts,
+                                                   work=run.n_blocks)
         return _relative(math.sqrt(squared_change), norms) if self.exact_grad_stats else None
 
     def _decode_with_shortcut(self, g: torch.Tensor, idx: np.ndarray, missing: np.ndarray) -> tuple[torch.Tensor, float]:
