@@ -418,7 +418,8 @@ def test_in_place_projection_kernel_matches_numpy(data):
     cuts = np.sort(rng.choice(np.arange(1, dim), size=min(dim - 1, data.draw(st.integers(0, 4))), replace=False))
     if data.draw(st.booleans()):  # an empty array among them
         cuts = np.sort(np.r_[cuts, cuts[:1]]) if cuts.size else cuts
-    offsets = np.r_[0, cuts, dim].astype(np.int64)
+    # possibly an empty array first, and one last
+    offsets = np.r_[[0] * data.draw(st.integers(1, 2)), cuts, [dim] * data.draw(st.integers(1, 2))].astype(np.int64)
     positions = rng.permutation(dim).astype(np.int32)
     flat = rng.standard_normal(dim).astype(dtype)
     grads = tuple(flat[a:z].copy() for a, z in zip(offsets[:-1], offsets[1:]))

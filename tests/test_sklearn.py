@@ -563,7 +563,10 @@ def test_acceleration_takes_fewer_steps_to_the_same_coefficients():
 
 def test_auto_acceleration_is_lbfgs_without_stragglers_and_nesterov_with_them():
     """``acceleration="auto"``: the very fit of ``"lbfgs"`` when every gradient is exact (no
-    stragglers, no cluster, ``learning_rate="auto"``), of ``"nesterov"`` otherwise."""
+    stragglers, no cluster, the deadline policy, a scheme that decodes the gradient itself
+    once every task arrived, ``learning_rate="auto"``), of ``"nesterov"`` otherwise --
+    including the schemes and policies under which no step is exact (random-k; first-k,
+    which stops at LWPD's ``wait_for``)."""
     X, y = _classification(2)
 
     def losses(**kw):
@@ -575,6 +578,10 @@ def test_auto_acceleration_is_lbfgs_without_stragglers_and_nesterov_with_them():
     assert (losses(acceleration="auto", stragglers=stragglers)
             == losses(acceleration="nesterov", stragglers=stragglers))
     assert losses(acceleration="auto", learning_rate=0.1) == losses(acceleration="nesterov", learning_rate=0.1)
+    for kw in (dict(policy="first_k"), dict(scheme="randk"), dict(scheme="iag")):
+        assert losses(acceleration="auto", **kw) == losses(acceleration=None if kw.get("scheme") == "iag" else "nesterov",
+                                                           **kw), kw
+    assert losses(acceleration="auto", scheme="gc-cyclic") == losses(acceleration="lbfgs", scheme="gc-cyclic")
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])

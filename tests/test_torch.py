@@ -866,11 +866,14 @@ def test_loss_tolerance_and_group_multiplicity_match_brute_force(case):
     np.testing.assert_array_equal(opt._group_multiplicity, expected)
 
 
-@pytest.mark.parametrize("policy", ["deadline", "all"])
-def test_a_step_that_lost_fewer_codewords_than_the_code_tolerates_is_the_gradient_itself(monkeypatch, policy):
-    """Failing workers whose codewords every block can spare (at most ``tolerance`` per block):
-    nothing is projected -- no received set is even formed -- and the gradient, counts and
-    error are the general path's (1e-12); steps that lost more are projected as before."""
+@pytest.mark.parametrize("case, policy", [(0, "deadline"), (0, "all"), (1, "deadline")],
+                         ids=["10-workers-deadline", "10-workers-all", "3-chunks-2-per-block"])
+def test_a_step_that_lost_fewer_codewords_than_the_code_tolerates_is_the_gradient_itself(monkeypatch, case, policy):
+    """Failing workers whose codewords every block can spare (their groups hold at most
+    ``tolerance`` codewords of any block, counting each group's most of one block: 1 with 10
+    workers, 2 with 5 workers of 3 chunks each): nothing is projected -- no received set is
+    even formed -- and the gradient, counts and error are the general path's (1e-12); steps
+    that lost more are projected as before."""
     from lwpd import _config
 
     sets = []
@@ -880,16 +883,19 @@ def test_a_step_that_lost_fewer_codewords_than_the_code_tolerates_is_the_gradien
     runs = {}
     for general in (False, True):
         monkeypatch.setattr(_config, "TORCH_EXACT_SHORTCUT", not general)
-        model, kw = next(_optimizer_cases())
-        opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.01), stragglers=Bernoulli(0.2), policy=policy,
-                             seed=2, **kw)
+        model, kw = list(_optimizer_cases())[case]
+        opt = CodedOptimizer(torch.optim.SGD(model.parameters(), lr=0.01), stragglers=Bernoulli(0.2 if case == 0 else 0.3),
+                             policy=policy, seed=2, **kw)
         runs[general] = []
         for _ in range(12):
             one_step(model, opt, X, y)
+            lost_chunk = np.ones(len(opt._chunk_sizes), dtype=bool)
+            lost_chunk[opt._last_arrived] = False
+            groups = np.unique(np.flatnonzero(lost_chunk) // opt.chunks)
             runs[general].append((torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone(), opt.last_stats,
-                                  opt.n_workers - len(opt._last_arrived)))
+                                  int(opt._group_multiplicity[groups].sum())))
         if not general:
-            assert opt._tolerance >= 1 and set(opt._group_multiplicity) == {1}
+            assert opt._tolerance >= 1 and set(opt._group_multiplicity) == ({1} if case == 0 else {2})
     spared = [lost for _, s, lost in runs[False] if 0 < lost <= opt._tolerance]
     assert spared and len(sets) == sum(lost > opt._tolerance for _, _, lost in runs[False])
     for (g_fast, s_fast, lost), (g_general, s_general, _) in zip(runs[False], runs[True]):

@@ -2,8 +2,9 @@
 
 A step takes the quasi-Newton direction only with an exact gradient (the scheme says every
 piece of it was recovered, :meth:`lwpd.schemes.Scheme.exact`), and a curvature pair
-``(s, y)`` is formed only from exact gradients at two consecutive iterates: a partially
-decoded gradient never enters the memory. The step length comes from a backtracking
+``(s, y)`` is formed only from the last two exact gradients (at whatever iterates they were
+taken: any two points give a valid secant pair, ``y = (mean Hessian along s) s``): a
+partially decoded gradient never enters the memory. The step length comes from a backtracking
 (Armijo) search on the loss the master evaluates after every step anyway, so a trial that
 is accepted costs no extra pass over the data.
 """
@@ -25,15 +26,12 @@ class LbfgsMemory:
 
     def __init__(self, size: int = _config.LBFGS_MEMORY) -> None:
         self.pairs: deque[tuple[np.ndarray, np.ndarray, float]] = deque(maxlen=size)  # (s, y, 1 / s^T y)
-        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (iterate, exact gradient there)
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (point, exact gradient there)
 
-    def observe(self, point: np.ndarray, gradient: np.ndarray | None) -> None:
-        """The gradient at ``point`` (``None``: not exact). With the exact gradient at the
-        previous iterate too, the pair ``(point - previous, gradient - previous gradient)``
-        is kept when it has positive curvature (``s^T y > eps y^T y``, the test of L-BFGS-B)."""
-        if gradient is None:
-            self._last = None
-            return
+    def observe(self, point: np.ndarray, gradient: np.ndarray) -> None:
+        """The exact gradient at ``point``. With the last one observed, the pair ``(point -
+        last point, gradient - last gradient)`` is kept when it has positive curvature
+        (``s^T y > eps y^T y``, the test of L-BFGS-B)."""
         if self._last is not None:
             s, y = point - self._last[0], gradient - self._last[1]
             sy = float(s @ y)

@@ -103,10 +103,12 @@ _COMMON_DOC = """
         search whenever the gradient is exact (every task arrived), plain gradient steps
         when it is not. ``"nesterov"``: Nesterov's accelerated gradient with adaptive
         restart, roughly ``sqrt(kappa)`` steps where plain steps take ``kappa`` (the
-        condition number). ``"auto"``: ``"lbfgs"`` without ``stragglers`` or a ``cluster``
-        (every gradient exact) and with ``learning_rate="auto"`` (the line search chooses the
-        steps; a given ``learning_rate`` sets only its first step and the gradient steps),
-        ``"nesterov"`` otherwise. ``None``: plain gradient steps always. All converge to the
+        condition number). ``"auto"``: ``"lbfgs"`` when every gradient is exact -- no
+        ``stragglers`` or ``cluster``, ``policy="deadline"`` (every task arrives) and a scheme
+        that then decodes the gradient itself (``Scheme.exact_when_complete``: not
+        ``"randk"``, nor a scheme with memory) -- and ``learning_rate="auto"`` (the line
+        search chooses the steps; a given ``learning_rate`` sets only its first step and the
+        gradient steps); ``"nesterov"`` otherwise. ``None``: plain gradient steps always. All converge to the
         same coefficients.
     block_size : int, default 8
         Coordinates per block of the LWPD codebook (``scheme="lwpd"`` only).
@@ -149,7 +151,8 @@ _FITTED_DOC = """
     history_ : lwpd.History
         The training record: simulated (or wall) time, loss and decoding statistics per step.
         ``grad_error`` is ``nan``: measuring it costs an exact gradient per step, so a fit
-        skips it (:func:`lwpd.train` with ``track_error=True`` records it).
+        skips it (:func:`lwpd.train` with ``track_error=True`` records it). ``lr`` is each
+        step's size; for a quasi-Newton step, the line search's length along its direction.
 """
 
 
@@ -291,10 +294,12 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
         sw = self._class_weighted(est, y, sw)
         sw_sum = float(m if sw is None else sw.sum())
         alpha = _l2_strength(est, sw_sum, m)
-        if isinstance(self.scheme, LWPD) and self.scheme.layout == "full" and not sp.issparse(X):
-            # every worker reads the touched columns of all of X: Fortran order makes them
-            # contiguous (sharded layouts gather their rows, 5x faster from C order)
-            X = np.asfortranarray(X)
+        if not sp.issparse(X):
+            # a worker reading the touched columns of all of X ("full" layout) wants them
+            # contiguous (Fortran order); every other scheme gathers its shards' rows, 5x
+            # faster from C order (0.03 against 0.15 s on 80,000 x 200)
+            full = isinstance(self.scheme, LWPD) and self.scheme.layout == "full"
+            X = np.asfortranarray(X) if full else np.ascontiguousarray(X)
         problem = problem_cls(X, y, alpha=alpha, sample_weight=sw, fit_intercept=bool(est.fit_intercept))
         if isinstance(self.scheme, str) and self.scheme == "lcc" and (sw is not None or not est.fit_intercept):
             raise ValueError("scheme='lcc' needs unweighted data and fit_intercept=True; choose another scheme")
@@ -358,9 +363,11 @@ class _CodedGD(BaseEstimator, metaclass=ABCMeta):
             return converged[0]
 
         acceleration = self.acceleration
-        if (acceleration == "auto" and not noisy and self.learning_rate == "auto" and self.policy != "async"
-                and not getattr(scheme, "memory", False)):
-            acceleration = "lbfgs"  # every gradient exact, no step size asked for: quasi-Newton steps
+        if (acceleration == "auto" and not noisy and self.learning_rate == "auto" and self.policy == "deadline"
+                and getattr(scheme, "exact_when_complete", False)):
+            # every task arrives before the deadline and the scheme then decodes the gradient
+            # itself, and no step size was asked for: quasi-Newton steps
+            acceleration = "lbfgs"
         diverged = f"the loss diverged (learning_rate={self.learning_rate!r} is too large)"
         # Each simulated worker is one core running many small products, where BLAS threads
         # cost more than they gain; the previous limits come back when the block exits.

@@ -74,7 +74,8 @@ def train(
         For example ``lwpd.schemes.LWPD()`` or ``lwpd.schemes.Uncoded()``.
     cluster : SimulatedCluster or ExecutorCluster
     lr : float, optional
-        Step size; default ``1 / problem.lipschitz()`` (computed when first needed) (for a scheme with memory and under
+        Step size; default ``1 / problem.lipschitz()`` (with ``acceleration="lbfgs"`` computed
+        only when a gradient step needs it) (for a scheme with memory and under
         ``policy="async"``, divided by ``1 + staleness`` each step, above).
     max_steps : int, default 100
     time_budget : float, optional
@@ -136,9 +137,11 @@ def train(
         more; each further trial is one more loss evaluation, never a task round. A pair
         ``(s, y)`` is formed only from exact gradients, so a partially decoded gradient
         never enters the curvature memory; a step whose gradient is not exact, or whose
-        search fails, is a plain gradient step of size ``lr``. The first quasi-Newton step
-        moves a unit distance (or by ``lr`` when one is given); ``History.lr`` records each
-        step's length along its direction. On a smooth problem with exact gradients it
+        search fails, is a plain gradient step of size ``lr`` (``1 / L`` computed then, when
+        first needed). The first quasi-Newton step moves a unit distance (or ``lr`` times the
+        gradient when ``lr`` is given); ``History.lr`` records each step's length along its
+        direction. The search's extra loss evaluations, like the loss itself, are the
+        master's and are not charged to the cluster's time. On a smooth problem with exact gradients it
         takes a few tens of steps where Nesterov takes hundreds. The same policies and
         schemes as ``"nesterov"``. ``"auto"``: ``"nesterov"`` where it applies, plain steps
         elsewhere.
@@ -199,6 +202,8 @@ def train(
     scheme.bind(problem, cluster.n_workers, rng, shards=shard_rows(problem, cluster.n_workers, placement, rng))
     if lr is not None:
         lr = check_real("lr", lr, positive=True)
+    elif acceleration != "lbfgs":  # (quasi-Newton steps need 1/L only for an inexact gradient: then)
+        lr = 1.0 / problem.lipschitz()
     theta = np.zeros(problem.n_params) if theta0 is None else np.array(theta0, dtype=float)
     if theta.shape != (problem.n_params,):
         raise ValueError(f"theta0 must have length {problem.n_params}, got shape {theta.shape}")
@@ -241,6 +246,7 @@ class _Run:
     def __init__(self, problem, theta, lr, max_steps, target_loss, time_budget, callback, cluster, history, progress,
                  track_error, acceleration=None):
         self.problem, self.theta, self._lr, self.track_error = problem, theta, lr, track_error
+        self._given_lr = lr
         self.max_steps, self.target_loss, self.time_budget = max_steps, target_loss, time_budget
         self.callback, self.cluster, self.history = callback, cluster, history
         self.bar = _progress(max_steps, history.scheme) if progress else None
@@ -253,8 +259,8 @@ class _Run:
 
     @property
     def lr(self) -> float:
-        """The gradient step size: given, or ``1 / L`` (computed at first use: quasi-Newton
-        steps need it only when a gradient is not exact)."""
+        """The gradient step size: given, or ``1 / L`` (for quasi-Newton runs computed at first
+        use: they need it only when a gradient is not exact)."""
         if self._lr is None:
             self._lr = 1.0 / self.problem.lipschitz()
         return self._lr
@@ -339,8 +345,9 @@ class _Run:
             direction, slope = -gradient, -float(gradient @ gradient)
             if slope == 0.0:  # a stationary point: stay
                 return 0.0, loss0
-        # the first step of a run moves a unit distance (as L-BFGS-B's), or by the given lr
-        first = 1.0 if self.curvature.pairs else (self._lr or 1.0 / math.sqrt(-slope))
+        # the first step (and the first after the memory was cleared) moves a unit distance, as
+        # L-BFGS-B's does, or lr times the gradient when lr was given
+        first = 1.0 if self.curvature.pairs else (self._given_lr or 1.0 / math.sqrt(-slope))
         tried: dict[float, np.ndarray] = {}
 
         def loss_at(length: float) -> float:

@@ -114,6 +114,11 @@ class Scheme(ABC):
     #: staleness rule. Such a scheme has ``max_age`` and :meth:`staleness`.
     memory: bool = False
 
+    #: Whether, by construction, a step in which every task arrived gives the gradient itself
+    #: (:meth:`exact` then says so): what lets the scikit-learn wrappers choose quasi-Newton
+    #: steps when nothing straggles. ``False`` unless a scheme declares it.
+    exact_when_complete: bool = False
+
     def bind(self, problem: Any, n_workers: int, rng: np.random.Generator, shards: Any = None) -> None:
         """Attach to a problem and a number of workers (builds the task assignment).
 

@@ -54,6 +54,7 @@ class Uncoded(_Sharded):
     """
 
     name = "uncoded"
+    exact_when_complete = True
 
     def estimate(self) -> np.ndarray | None:
         return self._weighted_mean() if len(self._results) == self.n_workers else None
@@ -160,6 +161,10 @@ class IgnoreStragglers(_Sharded):
     def ready(self, received: int) -> bool:
         return received >= math.ceil(self.wait_for * self.n_workers * self.chunks)
 
+    @property
+    def exact_when_complete(self) -> bool:  # type: ignore[override]
+        return not self.memory
+
     def exact(self) -> bool:
         """Every shard (piece) answered this step; never with memory (kept values may be stale)."""
         return not self.memory and len(self._results) == self.n_workers * self.chunks
@@ -199,6 +204,7 @@ class Replication(_Sharded):
     """
 
     name = "replication"
+    exact_when_complete = True
 
     def __init__(self, r: int = 2) -> None:
         self.r = check_int("r", r, minimum=1)

@@ -41,6 +41,8 @@ class GradientCoding(PerWorkerResults):
     'gc-frc'
     """
 
+    exact_when_complete = True
+
     def __init__(self, s: int = 1, kind: str = "cyclic") -> None:
         self.s = check_int("s", s, minimum=0)
         self.kind = check_choice("kind", kind, ("frc", "cyclic"))

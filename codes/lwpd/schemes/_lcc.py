@@ -43,6 +43,7 @@ class LCC(PerWorkerResults):
     """
 
     name = "lcc"
+    exact_when_complete = True
 
     def __init__(self, K: int = 2) -> None:
         self.K = check_int("K", K, minimum=1)

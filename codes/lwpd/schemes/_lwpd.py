@@ -528,6 +528,13 @@ class LWPD(Scheme):
     def ready(self, received: int) -> bool:
         return received >= math.ceil(self.wait_for * self._n_tasks)
 
+    @property
+    def exact_when_complete(self) -> bool:  # type: ignore[override]
+        """Without memory or robust decoding, with the default codebook (which spans every
+        block) and, for the sharded layout, ``share=1``."""
+        return (not self.memory and self.decoder != "robust" and self.codebook is None
+                and (self.layout != "sharded" or self.share >= 1.0))
+
     def exact(self) -> bool:
         """Without memory or robust decoding: the received codewords span every block, and --
         with ``layout="sharded"`` -- every task arrived with every shard answering the whole
@@ -601,6 +608,8 @@ class RandomK(LWPD):
 
     def _check_share(self) -> None:
         """Nothing to check: every worker answers at least one coordinate (``_worker_shares``)."""
+
+    exact_when_complete = False  # type: ignore[assignment]
 
     def exact(self) -> bool:
         """Never: a coordinate's value is the mean over the shards that drew it, not over all."""

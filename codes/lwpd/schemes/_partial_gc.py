@@ -95,6 +95,8 @@ class PartialGradientCoding(Scheme):
     ('gc-partial', 'gc-partial-frc')
     """
 
+    exact_when_complete = True
+
     def __init__(self, s: int = 1, kind: str = "cyclic", order: str = "staggered") -> None:
         self.s = check_int("s", s, minimum=0)
         self.kind = check_choice("kind", kind, ("cyclic", "frc"))

@@ -286,6 +286,10 @@ class ReplicatedLWPD(Scheme):
         worst block's value; 0 for blocks spanned by fresh codewords."""
         return self._staleness if self.memory else (0.0, 0.0)
 
+    @property
+    def exact_when_complete(self) -> bool:  # type: ignore[override]
+        return not self.memory
+
     def exact(self) -> bool:
         """Without memory: every group spanned every block with this step's codewords."""
         return not self.memory and bool(self._spanned.all())

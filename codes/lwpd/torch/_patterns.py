@@ -71,11 +71,11 @@ def _pattern_runs(codebook: Codebook, rows: np.ndarray) -> list[_PatternRun] | N
         b, m, c0, o = int(sizes[a]), int(rows[a]), int(first_codeword[a]), int(offsets[a])
         base = csr[c0 : c0 + m].toarray()[:, o : o + b].astype(_config.DECODER_DTYPE)
         packed = packed_codebook(block_codebook(Codebook.from_dense(base), Partition.uniform(b, b)))
-        # every received set's projector and rank, now: at most 2**16 small solves per run,
-        # and the ranks say how many lost codewords every block of the run survives
+        # every received set's projector and rank, now (2**rows small solves, rows <=
+        # TORCH_PATTERN_MAX_ROWS), and from the ranks how many lost codewords every block survives
         sets = np.arange(1 << m, dtype=np.int64)
         P, ranks = cpu.pattern_operators(sets, packed.ints, packed.bounds, packed.floats, _config.RANK_RTOL)
-        received = np.array([bin(s).count("1") for s in range(1 << m)])
+        received = sum((sets >> r) & 1 for r in range(m))  # codewords in each set
         tolerance = m - int(received[ranks < b].max()) - 1  # the empty set never spans
         runs.append(_PatternRun(o, int(a), int(z - a), b, m, P @ base, ranks, tolerance))
     return runs

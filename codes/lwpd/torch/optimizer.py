@@ -695,7 +695,7 @@ class CodedOptimizer(torch.optim.Optimizer):
             run_masks = masks[run.first_block : run.first_block + run.n_blocks]
             squared_change += cpu.project_in_place(views, self._param_offsets, self._positions, run.first, run.size,
                                                    run_masks, run.ranks == run.size, run.projectors, n_parts,
-                                                   work=run.n_blocks)
+                                                   work=run.n_blocks * run.size**2)
         return _relative(math.sqrt(squared_change), norms) if self.exact_grad_stats else None
 
     def _decode_with_shortcut(self, g: torch.Tensor, idx: np.ndarray, missing: np.ndarray) -> tuple[torch.Tensor, float]:
