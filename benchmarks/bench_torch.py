@@ -57,7 +57,8 @@ def best_time(fn, repeats: int, warmup: int = 2) -> float:
     return min(times)
 
 
-def best_times(fns, repeats: int, warmup: int = 2, clock=time.perf_counter, mean: bool = False) -> list[float]:
+def best_times(fns, repeats: int, warmup: int = 2, clock=time.perf_counter, mean: bool = False,
+               raw: list | None = None) -> list[float]:
     """Best (or mean) time of each function, running them in turn (interleaved) ``repeats``
     times. The mean is for steps whose cost depends on chance (which workers answered): a
     training run takes the sum of its steps, and the best -- or the median, when most steps
@@ -71,7 +72,30 @@ def best_times(fns, repeats: int, warmup: int = 2, clock=time.perf_counter, mean
             start = clock()
             fn()
             times[i].append(clock() - start)
+    if raw is not None:  # every repeat's time, per function
+        raw.extend(times)
     return [float(np.mean(t)) if mean else min(t) for t in times]
+
+
+def by_lost_workers(opt: CodedOptimizer, bare_step, step, repeats: int) -> tuple[float, list[dict]]:
+    """The coded steps grouped by how many workers they lost: each group's share of the steps,
+    mean time and overhead over the mean of bare steps interleaved with them -- where a mean
+    overhead comes from. Returns ``(bare mean ms, groups)``."""
+    lost, times, bare = [], [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        bare_step()
+        bare.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+        lost.append(opt.n_workers * opt.chunks - len(opt._last_arrived))
+    lost, times, bare_ms = np.array(lost), 1e3 * np.array(times), 1e3 * float(np.mean(bare))
+    groups = [(f"<= {opt._tolerance} (spared)", lost <= opt._tolerance)]
+    groups += [(str(k), lost == k) for k in range(opt._tolerance + 1, opt._tolerance + 3)]
+    groups.append((f">= {opt._tolerance + 3}", lost >= opt._tolerance + 3))
+    return bare_ms, [{"lost": label, "share": float(sel.mean()), "coded_ms": float(times[sel].mean()),
+                      "overhead": float(times[sel].mean() / bare_ms - 1)} for label, sel in groups if sel.any()]
 
 
 def breakdown(opt: CodedOptimizer, model: torch.nn.Module, x, y, repeats: int) -> dict:
@@ -164,6 +188,8 @@ def main() -> None:
             steps.append({"variant": label, "batch": batch, "codewords": len(opt.codebook), "relative_error": err,
                           "bare_ms": 1e3 * bare, "coded_ms": 1e3 * t, "overhead": t / bare - 1,
                           "bare_cpu_ms": 1e3 * bare_cpu, "coded_cpu_ms": 1e3 * t_cpu, "cpu_overhead": t_cpu / bare_cpu - 1})
+            if batch == 128 and label == "neuron, 20% fail":  # where the mean comes from
+                steps[-1]["by_lost_bare_ms"], steps[-1]["by_lost"] = by_lost_workers(opt, *fns, 2 * step_repeats)
     parts = breakdown(opt, m, x, y, repeats)
 
     # directional derivatives
@@ -213,6 +239,14 @@ def report(data: dict) -> None:
             f"{s['bare_ms']:8.2f} {s['coded_ms']:9.2f} {100 * s['overhead']:8.0f}% "
             f"{s['bare_cpu_ms']:8.2f} {s['coded_cpu_ms']:9.2f} {100 * s['cpu_overhead']:8.0f}%"
         )
+    for s in data["steps"]:
+        if s.get("by_lost"):
+            print(f"\nCodedOptimizer {s['variant']}, batch {s['batch']}: coded steps by workers lost (of {WORKERS}), "
+                  f"against the mean of bare steps interleaved with them, {s.get('by_lost_bare_ms', s['bare_ms']):.2f} ms "
+                  "(wall):")
+            for g in s["by_lost"]:
+                print(f"  lost {g['lost']:<14} {100 * g['share']:5.1f}% of the steps  {g['coded_ms']:7.2f} ms  "
+                      f"{100 * g['overhead']:+6.0f}%")
     parts = data.get("parts")
     if parts:
         print(f"\nCoded step parts, batch {parts['batch']} ({parts['blocks']:,} blocks, every codeword received):")
