@@ -121,6 +121,17 @@ def small_problems(m: int = 60) -> dict:
     }
 
 
+def ill_conditioned_least_squares(seed: int = 0) -> tuple:
+    """``(LeastSquares without intercept, X, y)``: 600 x 30, the columns scaled from 0.2 to 3
+    (condition number of ``X^T X`` about 225), for the accelerated-training tests."""
+    from lwpd.problems import LeastSquares
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((600, 30)) * np.geomspace(0.2, 3.0, 30)
+    y = X @ rng.standard_normal(30) + 0.1 * rng.standard_normal(600)
+    return LeastSquares(X, y, fit_intercept=False), X, y
+
+
 def uneven_shards(m: int = 60, sizes: tuple = (3, 7, 10, 15, 5, 20), seed: int = 11) -> list[np.ndarray]:
     """Explicit, deliberately unequal shards of ``range(m)``, as unsorted int32 arrays."""
     assert sum(sizes) == m

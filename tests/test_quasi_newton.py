@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import ill_conditioned_least_squares
 
 from lwpd import _config, train
 from lwpd._quasi_newton import LbfgsMemory, backtrack
@@ -123,13 +124,6 @@ def test_backtracking_gives_up_and_accepts_within_rounding_only_where_the_model_
 
 
 # ---------------------------------------------------------------------------- training
-def _ill_conditioned_least_squares(seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((600, 30)) * np.geomspace(0.2, 3.0, 30)  # condition number of X^T X ~ 225
-    y = X @ rng.standard_normal(30) + 0.1 * rng.standard_normal(600)
-    return LeastSquares(X, y, fit_intercept=False), X, y
-
-
 @pytest.mark.parametrize("scheme", [Uncoded(), LWPD(block_size=6)], ids=["uncoded", "lwpd"])
 def test_lbfgs_reaches_the_least_squares_solution_in_as_many_steps_as_scipys_lbfgs(scheme):
     """Exact gradients (every task arrives): quasi-Newton steps reach the oracle's optimum
@@ -137,7 +131,7 @@ def test_lbfgs_reaches_the_least_squares_solution_in_as_many_steps_as_scipys_lbf
     L-BFGS-B iterations to the same gap, under half Nesterov's steps, on the same coefficients."""
     from scipy.optimize import minimize
 
-    problem, X, y = _ill_conditioned_least_squares()
+    problem, X, y = ill_conditioned_least_squares()
     solution = np.linalg.lstsq(X, y, rcond=None)[0]
     f_star, start = problem.loss(solution), problem.loss(np.zeros(30))
     target = f_star + 1e-10 * (start - f_star)
@@ -183,7 +177,7 @@ def test_lbfgs_with_partial_gradients_takes_gradient_steps_and_stays_stable(seed
     """Stragglers and first-k: most steps' LWPD gradients are partial, and are taken as plain
     gradient steps of size 1/L (History.lr); the run stays finite and ends below plain
     gradient descent's loss plus a few percent of the start's gap."""
-    problem, _, _ = _ill_conditioned_least_squares(seed)
+    problem, _, _ = ill_conditioned_least_squares(seed)
     start = problem.loss(np.zeros(30))
     finals = {}
     for acceleration in (None, "lbfgs"):
@@ -204,7 +198,7 @@ def test_a_failed_line_search_takes_a_gradient_step_and_clears_the_memory(monkey
     import importlib
 
     train_module = importlib.import_module("lwpd.train")  # the module (lwpd.train is also the function)
-    problem, _, _ = _ill_conditioned_least_squares()
+    problem, _, _ = ill_conditioned_least_squares()
     kept = []
     real = train_module.backtrack
     calls = iter(range(1000))
@@ -221,16 +215,6 @@ def test_a_failed_line_search_takes_a_gradient_step_and_clears_the_memory(monkey
     assert lengths[5] == pytest.approx(1.0 / problem.lipschitz())  # the gradient step
     assert kept[5] == 4 and kept[6] == 0  # four pairs before the failure, none after it
     assert np.all(np.diff([h.initial_loss] + h.loss) < 0)
-
-
-def test_lbfgs_is_refused_where_curvature_pairs_cannot_apply():
-    problem, _, _ = _ill_conditioned_least_squares()
-    with pytest.raises(ValueError, match="acceleration='lbfgs' needs a synchronous policy"):
-        train(problem, Uncoded(), SimulatedCluster(4, seed=0), policy="async", max_steps=3, progress=False,
-              acceleration="lbfgs")
-    with pytest.raises(ValueError, match="acceleration='lbfgs' needs a synchronous policy"):
-        train(problem, IgnoreStragglers(memory=True), SimulatedCluster(4, seed=0), policy="first_k", max_steps=3,
-              progress=False, acceleration="lbfgs")
 
 
 # ---------------------------------------------------------------------------- Scheme.exact

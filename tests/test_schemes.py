@@ -3,7 +3,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from reference import FixedDelays
+from reference import FixedDelays, ill_conditioned_least_squares
 
 from lwpd import Partition, block_codebook, projective_codebook, train
 from lwpd.cluster import ExecutorCluster, SimulatedCluster
@@ -413,13 +413,6 @@ def test_history_saves_strict_json_and_reads_null_back_as_nan(tmp_path):
 
 
 # ---------------------------------------------------------------------------- acceleration
-def _ill_conditioned_least_squares(seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((600, 30)) * np.geomspace(0.2, 3.0, 30)  # condition number of X^T X ~ 225
-    y = X @ rng.standard_normal(30) + 0.1 * rng.standard_normal(600)
-    return LeastSquares(X, y, fit_intercept=False), X, y
-
-
 def _steps_to(history, f_star, start, rtol):
     reached = np.flatnonzero(np.asarray(history.loss) - f_star <= rtol * (start - f_star))
     return int(reached[0]) + 1 if reached.size else None
@@ -430,7 +423,7 @@ def test_nesterov_reaches_the_least_squares_solution_in_fewer_steps():
     optimum (np.linalg.lstsq) to 1e-10 of the initial gap in well under half the steps of
     plain gradient descent, and every task was computed at the extrapolated point (the
     recorded gradient error, taken there, is rounding)."""
-    problem, X, y = _ill_conditioned_least_squares()
+    problem, X, y = ill_conditioned_least_squares()
     f_star = problem.loss(np.linalg.lstsq(X, y, rcond=None)[0])
     start = problem.loss(np.zeros(30))
     runs = {}
@@ -449,7 +442,7 @@ def test_nesterov_with_partial_gradients_stays_stable(seed):
     """Partially decoded (biased) LWPD estimates under stragglers: the restarts keep the
     accelerated run stable -- finite, below its start, and no worse than plain steps by more
     than a few percent of the start's gap."""
-    problem, _, _ = _ill_conditioned_least_squares(seed)
+    problem, _, _ = ill_conditioned_least_squares(seed)
     start = problem.loss(np.zeros(30))
     finals = {}
     for acceleration in (None, "nesterov"):
@@ -461,14 +454,23 @@ def test_nesterov_with_partial_gradients_stays_stable(seed):
     assert finals["nesterov"] <= finals[None] + 0.02 * start
 
 
-def test_acceleration_is_refused_where_momentum_cannot_apply_and_auto_falls_back():
-    problem, _, _ = _ill_conditioned_least_squares()
-    with pytest.raises(ValueError, match="acceleration"):
+@pytest.mark.parametrize("acceleration", ["nesterov", "lbfgs"])
+def test_acceleration_is_refused_under_async_and_with_memory(acceleration):
+    """Stale gradients mix with neither momentum nor curvature pairs: both are refused, by
+    name, under the asynchronous policy and with a scheme that keeps values across steps."""
+    problem, _, _ = ill_conditioned_least_squares()
+    refused = f"acceleration='{acceleration}' needs a synchronous policy"
+    with pytest.raises(ValueError, match=refused):
         train(problem, Uncoded(), SimulatedCluster(4, seed=0), policy="async", max_steps=3, progress=False,
-              acceleration="nesterov")
-    with pytest.raises(ValueError, match="acceleration='nesterov' needs a synchronous policy"):
-        train(problem, LWPD(memory=True), SimulatedCluster(4, seed=0), policy="first_k", max_steps=3, progress=False,
-              acceleration="nesterov")
+              acceleration=acceleration)
+    for scheme in (LWPD(memory=True), IgnoreStragglers(memory=True)):
+        with pytest.raises(ValueError, match=refused):
+            train(problem, scheme, SimulatedCluster(4, seed=0), policy="first_k", max_steps=3, progress=False,
+                  acceleration=acceleration)
+
+
+def test_an_unknown_acceleration_is_refused_and_auto_falls_back():
+    problem, _, _ = ill_conditioned_least_squares()
     with pytest.raises(ValueError, match="acceleration"):
         train(problem, Uncoded(), SimulatedCluster(4, seed=0), policy="first_k", max_steps=3, progress=False,
               acceleration="heavy-ball")
@@ -483,7 +485,7 @@ def test_readiness_checks_count_as_decode_time():
     decode time includes it: a ready() that takes 20 ms shows in every step's decode_time."""
     import time as _time
 
-    problem, _, _ = _ill_conditioned_least_squares()
+    problem, _, _ = ill_conditioned_least_squares()
     scheme = GradientCoding(1, kind="frc")
     real_ready = scheme.ready
 
@@ -500,7 +502,7 @@ def test_progress_bar_into_a_log_redraws_rarely_and_says_when_it_stopped_early(c
     """Into a file or a pipe (not a terminal) the bar redraws at most every
     PROGRESS_LOG_INTERVAL seconds, not once per step; a run that stops at its target says so."""
     pytest.importorskip("tqdm")
-    problem, X, y = _ill_conditioned_least_squares()
+    problem, X, y = ill_conditioned_least_squares()
     f_star = problem.loss(np.linalg.lstsq(X, y, rcond=None)[0])
     h = train(problem, Uncoded(), SimulatedCluster(6, seed=0), policy="first_k", max_steps=3000,
               target_loss=f_star + 1e-3 * (problem.loss(np.zeros(30)) - f_star), progress=True, seed=0)

@@ -74,8 +74,8 @@ def train(
         For example ``lwpd.schemes.LWPD()`` or ``lwpd.schemes.Uncoded()``.
     cluster : SimulatedCluster or ExecutorCluster
     lr : float, optional
-        Step size; default ``1 / problem.lipschitz()`` (with ``acceleration="lbfgs"`` computed
-        only when a gradient step needs it) (for a scheme with memory and under
+        Step size; default ``1 / problem.lipschitz()``, with ``acceleration="lbfgs"`` computed
+        only when a gradient step needs it (for a scheme with memory and under
         ``policy="async"``, divided by ``1 + staleness`` each step, above).
     max_steps : int, default 100
     time_budget : float, optional
@@ -348,19 +348,20 @@ class _Run:
         # the first step (and the first after the memory was cleared) moves a unit distance, as
         # L-BFGS-B's does, or lr times the gradient when lr was given
         first = 1.0 if self.curvature.pairs else (self._given_lr or 1.0 / math.sqrt(-slope))
-        tried: dict[float, np.ndarray] = {}
+        trial = [point]
 
         def loss_at(length: float) -> float:
-            tried[length] = point + length * direction
-            return self.problem.loss(tried[length])
+            trial[0] = point + length * direction
+            return self.problem.loss(trial[0])
 
         found = backtrack(loss_at, loss0, slope, first)
         if found is None:
             self.curvature.clear()
             return math.nan, None
-        length, loss = found
-        self.theta = tried[length]  # the very array whose loss (and scores) were computed
-        return length, loss
+        # the search accepts the trial it evaluated last: the very array whose loss (and
+        # scores) were computed
+        self.theta = trial[0]
+        return found
 
     def close(self) -> None:
         if self.bar is not None:

@@ -57,7 +57,7 @@ class Uncoded(_Sharded):
     exact_when_complete = True
 
     def estimate(self) -> np.ndarray | None:
-        return self._weighted_mean() if len(self._results) == self.n_workers else None
+        return self._weighted_mean() if self.exact() else None
 
     def exact(self) -> bool:
         return len(self._results) == self.n_workers
@@ -223,7 +223,7 @@ class Replication(_Sharded):
         return int(self._group_of[worker])  # the first copy of each shard counts
 
     def estimate(self) -> np.ndarray | None:
-        return self._weighted_mean() if len(self._results) == self._sizes.size else None
+        return self._weighted_mean() if self.exact() else None
 
     def exact(self) -> bool:
         return len(self._results) == self._sizes.size

@@ -144,13 +144,13 @@ class PartialGradientCoding(Scheme):
             self._sources[partition] = worker
 
     def estimate(self) -> np.ndarray | None:
-        if len(self._parts) < self.n_workers:
+        if not self.exact():
             return None
         # Summed in partition order, so the estimate does not depend on arrival order.
         return np.sum([self._parts[k] for k in range(self.n_workers)], axis=0)
 
     def ready(self, received: int) -> bool:
-        return len(self._parts) == self.n_workers
+        return self.exact()
 
     def exact(self) -> bool:
         return len(self._parts) == self.n_workers
